@@ -1,0 +1,58 @@
+"""The public entry points; the CLI is a thin layer over exactly these calls."""
+
+from __future__ import annotations
+
+from .errors import UsageError
+from .io import ReadOptions
+from .metrics import MetricSettings
+from .pipeline import DEFAULT_TEMPERATURE_VALUES, load_run
+from .report import RunReport, build_report
+
+
+def report(run: str, *, name: str | None = None, label_col: str = "label",
+           pred_col: str | None = None, pred_kind: str | None = None, id_col: str = "id",
+           by: tuple[str, ...] | list[str] = (), classes_file: str | None = None,
+           prob_tolerance: float = 1e-3, top_k: int = 5, ece_bins: int = 15,
+           worst_classes: int = 10, noise_batch: int = 32, seed: int = 0,
+           class_groups: tuple[float, float] = (0.5, 0.8),
+           temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
+           batch_values: int | None = None) -> RunReport:
+    """Measure one run: headline metrics, calibration, loss anatomy and breakdowns.
+
+    Parameters
+    ----------
+    run : str
+        A Parquet file, a folder of Parquet shards, or a glob.
+    by : list of str
+        Metadata columns to break the headline metrics down by.
+    top_k, ece_bins, worst_classes, noise_batch, seed, class_groups
+        See ``metricdiff report --help``.
+
+    Returns
+    -------
+    RunReport
+        Plain data; ``to_dict()`` gives the JSON document the CLI prints.
+    """
+    settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
+                              noise_batch=noise_batch, seed=seed,
+                              class_groups=_check_groups(class_groups))
+    _check_positive(top_k=top_k, ece_bins=ece_bins, noise_batch=noise_batch)
+    read = ReadOptions(label_col=label_col, pred_col=pred_col, pred_kind=pred_kind,
+                       id_col=id_col, slice_cols=tuple(by), classes_file=classes_file,
+                       prob_tolerance=prob_tolerance,
+                       **({"batch_values": batch_values} if batch_values else {}))
+    data = load_run(run, name=name, options=read, temperature_values=temperature_values)
+    return build_report(data, settings)
+
+
+def _check_positive(**values: int) -> None:
+    for key, value in values.items():
+        if value < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+
+
+def _check_groups(cuts) -> tuple[float, float]:
+    cuts = tuple(float(c) for c in cuts)
+    if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < 1:
+        raise UsageError(f"--class-groups expects two shares 0 < head < torso < 1, got {cuts}")
+    return cuts

@@ -1,0 +1,628 @@
+"""Reading runs: find the files, check the schema from the footer, stream column-projected batches.
+
+This is the only module that imports pyarrow. It hands the rest of the program plain numpy
+arrays, validated: labels are class indices in range, predictions are finite logits or
+probabilities that sum to 1, lists are not ragged. Anything else is an InputError that names
+the file, the column and (where it helps) the row, counted from 0 across the whole run.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .errors import InputError, UsageError
+
+CLASSES_METADATA_KEY = b"metricdiff.classes"
+TOPK_COLUMNS = ("topk_ids", "topk_logprobs", "label_logprob")
+PRED_KINDS = ("logits", "probs")
+# Each batch holds about this many prediction values (rows x classes): bounded memory at any K.
+DEFAULT_BATCH_VALUES = 1 << 22
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to find the columns of a run. Defaults follow the documented run format."""
+
+    label_col: str = "label"
+    pred_col: str | None = None  # None: detect logits / probs / wide / top-k columns
+    pred_kind: str | None = None  # "logits" or "probs"; needed only for a custom --pred-col name
+    id_col: str = "id"
+    slice_cols: tuple[str, ...] = ()
+    classes_file: str | None = None
+    prob_tolerance: float = 1e-3  # |sum(probs) - 1| allowed per row
+    batch_values: int = DEFAULT_BATCH_VALUES
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Where the predictions are and what they hold."""
+
+    kind: str  # "logits", "probs" or "topk"
+    columns: tuple[str, ...]  # one list column, K wide columns, or the three top-k columns
+    wide: bool = False  # one scalar column per class
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Everything known about a run before its rows are read (from the Parquet footers)."""
+
+    path: str
+    files: tuple[str, ...]
+    file_rows: tuple[int, ...]
+    prediction: Prediction
+    num_classes: int | None  # None only for top-k runs without class names
+    class_names: tuple[str, ...] | None
+    label_col: str
+    label_is_string: bool
+    id_col: str | None
+    slice_cols: tuple[str, ...]
+    topk: int | None = None  # how many classes a top-k run lists per row
+
+    @property
+    def n_rows(self) -> int:
+        return sum(self.file_rows)
+
+
+@dataclass
+class Batch:
+    """Validated rows of one run, in file order."""
+
+    row_start: int  # index of the first row within the whole run
+    labels: np.ndarray  # int64 class indices
+    scores: np.ndarray | None  # (rows, K) float: logits, or log-probabilities for probs input
+    topk_ids: np.ndarray | None = None  # (rows, k) int64, top-k runs only
+    topk_logprobs: np.ndarray | None = None  # (rows, k) float64, descending
+    label_logprob: np.ndarray | None = None  # (rows,) float64
+    ids: np.ndarray | None = None
+    slices: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# ----------------------------------------------------------------------------- finding files
+
+def find_files(path: str) -> list[str]:
+    """A run is one Parquet file, a folder of shards, or a glob; shards are read in sorted order."""
+    if any(ch in path for ch in "*?["):
+        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+        if not files:
+            raise InputError("no file matches this pattern", path=path)
+        return files
+    if os.path.isdir(path):
+        files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+        if not files:
+            raise InputError("folder holds no *.parquet file", path=path)
+        return files
+    if not os.path.exists(path):
+        raise InputError("no such file or folder", path=path)
+    return [path]
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except PermissionError:
+        raise InputError("cannot read the file: permission denied", path=path) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, expected a Parquet file", path=path) from None
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"not a readable Parquet file ({_first_line(exc)})", path=path) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------- layout
+
+def inspect_run(path: str, options: ReadOptions = ReadOptions()) -> RunLayout:
+    """Read every footer, check the shards agree, and decide which columns mean what."""
+    files = find_files(path)
+    parquet_files = [open_parquet(f) for f in files]
+    schema = parquet_files[0].schema_arrow
+    for f, pf in zip(files[1:], parquet_files[1:]):
+        _check_same_schema(files[0], schema, f, pf.schema_arrow)
+    file_rows = tuple(pf.metadata.num_rows for pf in parquet_files)
+    if sum(file_rows) == 0:
+        raise InputError("the run has zero rows", path=path)
+
+    first = files[0]
+    label_is_string = _check_label_type(first, schema, options.label_col)
+    prediction = _find_prediction(first, schema, options)
+    id_col = options.id_col if options.id_col in schema.names else None
+    for col in options.slice_cols:
+        if col not in schema.names:
+            raise UsageError(f"{first}: --by column '{col}' not found; columns are: "
+                             f"{', '.join(schema.names)}")
+
+    class_names = _class_names(first, schema, prediction, options)
+    num_classes, topk = _num_classes(first, parquet_files[0], schema, prediction, class_names)
+    if class_names is not None and num_classes is not None and len(class_names) != num_classes:
+        source = options.classes_file or f"metadata '{CLASSES_METADATA_KEY.decode()}'"
+        raise InputError(f"{len(class_names)} class names in {source}, but predictions have "
+                         f"{num_classes} classes", path=first, column=prediction.columns[0])
+    if label_is_string and class_names is None:
+        raise InputError("labels are strings but no class names were found; expected "
+                         f"'{CLASSES_METADATA_KEY.decode()}' metadata or --classes FILE",
+                         path=first, column=options.label_col)
+    return RunLayout(path=path, files=tuple(files), file_rows=file_rows, prediction=prediction,
+                     num_classes=num_classes, class_names=class_names,
+                     label_col=options.label_col, label_is_string=label_is_string, id_col=id_col,
+                     slice_cols=tuple(options.slice_cols), topk=topk)
+
+
+def _check_same_schema(first: str, schema: pa.Schema, other: str, other_schema: pa.Schema) -> None:
+    if schema.names != other_schema.names:
+        raise InputError(f"shard columns differ from {first}: [{', '.join(other_schema.names)}] "
+                         f"vs [{', '.join(schema.names)}]", path=other)
+    for name in schema.names:
+        if schema.field(name).type != other_schema.field(name).type:
+            raise InputError(f"type {other_schema.field(name).type} differs from "
+                             f"{schema.field(name).type} in {first}", path=other, column=name)
+
+
+def _check_label_type(path: str, schema: pa.Schema, label_col: str) -> bool:
+    """Return True for string labels; integers are class indices; anything else is an error."""
+    if label_col not in schema.names:
+        raise InputError(f"no label column '{label_col}' (set --label-col); columns are: "
+                         f"{', '.join(schema.names)}", path=path)
+    label_type = schema.field(label_col).type
+    if pa.types.is_dictionary(label_type):
+        label_type = label_type.value_type
+    if pa.types.is_integer(label_type):
+        return False
+    if pa.types.is_string(label_type) or pa.types.is_large_string(label_type):
+        return True
+    raise InputError(f"labels are {label_type}, expected integer class indices or string "
+                     "class names", path=path, column=label_col)
+
+
+def _find_prediction(path: str, schema: pa.Schema, options: ReadOptions) -> Prediction:
+    names = schema.names
+    if options.pred_col is not None:
+        if options.pred_col not in names:
+            raise InputError(f"no prediction column '{options.pred_col}'; columns are: "
+                             f"{', '.join(names)}", path=path)
+        kind = options.pred_kind or _kind_from_name(options.pred_col)
+        if kind is None:
+            raise UsageError(f"cannot tell whether '{options.pred_col}' holds logits or "
+                             "probabilities: pass --pred-kind logits or --pred-kind probs")
+        _check_list_type(path, schema, options.pred_col)
+        return Prediction(kind=kind, columns=(options.pred_col,))
+
+    found: list[Prediction] = []
+    for kind in PRED_KINDS:
+        if kind in names:
+            found.append(Prediction(kind=kind, columns=(kind,)))
+        prefix = kind[:-1] + "_"  # logit_<class>, prob_<class>
+        wide = tuple(n for n in names if n.startswith(prefix))
+        if wide:
+            found.append(Prediction(kind=kind, columns=wide, wide=True))
+    if all(c in names for c in TOPK_COLUMNS):
+        found.append(Prediction(kind="topk", columns=TOPK_COLUMNS))
+    elif any(c in names for c in TOPK_COLUMNS):
+        missing = [c for c in TOPK_COLUMNS if c not in names]
+        raise InputError(f"top-k predictions need columns {', '.join(TOPK_COLUMNS)}; missing "
+                         f"{', '.join(missing)}", path=path)
+
+    if not found:
+        raise InputError("no prediction column: expected 'logits' or 'probs' (a list of floats), "
+                         "wide 'logit_<class>'/'prob_<class>' columns, or top-k columns "
+                         f"{', '.join(TOPK_COLUMNS)}; columns are: {', '.join(names)}", path=path)
+    if len(found) > 1:
+        described = " and ".join(_describe(p) for p in found)
+        raise InputError(f"more than one prediction column: {described}; choose one with "
+                         "--pred-col", path=path)
+    prediction = found[0]
+    if prediction.wide:
+        for col in prediction.columns:
+            if not pa.types.is_floating(schema.field(col).type):
+                raise InputError(f"type {schema.field(col).type}, expected float", path=path,
+                                 column=col)
+    elif prediction.kind == "topk":
+        _check_list_type(path, schema, "topk_ids", integer=True)
+        _check_list_type(path, schema, "topk_logprobs")
+        if not pa.types.is_floating(schema.field("label_logprob").type):
+            raise InputError(f"type {schema.field('label_logprob').type}, expected float",
+                             path=path, column="label_logprob")
+    else:
+        _check_list_type(path, schema, prediction.columns[0])
+    return prediction
+
+
+def _describe(prediction: Prediction) -> str:
+    cols = prediction.columns
+    if prediction.wide:
+        return f"{len(cols)} wide columns '{cols[0]}'..."
+    return "+".join(f"'{c}'" for c in cols) if len(cols) > 1 else f"'{cols[0]}'"
+
+
+def _kind_from_name(name: str) -> str | None:
+    lowered = name.lower()
+    if "logit" in lowered or "logprob" in lowered or "log_prob" in lowered:
+        return "logits"
+    if "prob" in lowered:
+        return "probs"
+    return None
+
+
+def _list_value_type(list_type: pa.DataType) -> pa.DataType | None:
+    if (pa.types.is_list(list_type) or pa.types.is_large_list(list_type)
+            or pa.types.is_fixed_size_list(list_type)):
+        return list_type.value_type
+    return None
+
+
+def _check_list_type(path: str, schema: pa.Schema, col: str, integer: bool = False) -> None:
+    col_type = schema.field(col).type
+    value_type = _list_value_type(col_type)
+    wanted = "integers" if integer else "floats"
+    ok = value_type is not None and (pa.types.is_integer(value_type) if integer
+                                     else pa.types.is_floating(value_type))
+    if not ok:
+        raise InputError(f"type {col_type}, expected a list of {wanted}", path=path, column=col)
+
+
+def _class_names(path: str, schema: pa.Schema, prediction: Prediction,
+                 options: ReadOptions) -> tuple[str, ...] | None:
+    if options.classes_file is not None:
+        return _read_classes_file(options.classes_file)
+    metadata = schema.metadata or {}
+    if CLASSES_METADATA_KEY in metadata:
+        try:
+            names = json.loads(metadata[CLASSES_METADATA_KEY])
+        except (ValueError, UnicodeDecodeError):
+            names = None
+        if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
+            raise InputError(f"metadata '{CLASSES_METADATA_KEY.decode()}' is not a JSON list of "
+                             "class names", path=path)
+        return _unique_names(path, [str(n) for n in names])
+    if prediction.wide:
+        prefix_len = len(prediction.kind)  # "logit_" / "prob_" are kind[:-1] + "_"
+        return _unique_names(path, [c[prefix_len:] for c in prediction.columns])
+    return None
+
+
+def _read_classes_file(classes_file: str) -> tuple[str, ...]:
+    """A JSON list of names, or one name per line."""
+    try:
+        with open(classes_file, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise InputError(f"cannot read classes file ({exc.strerror})", path=classes_file) from None
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            names = json.loads(stripped)
+        except ValueError:
+            raise InputError("starts with '[' but is not a JSON list", path=classes_file) from None
+        if not isinstance(names, list):
+            raise InputError("expected a JSON list of class names", path=classes_file)
+        names = [str(n) for n in names]
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise InputError("holds no class names", path=classes_file)
+    return _unique_names(classes_file, names)
+
+
+def _unique_names(path: str, names: list[str]) -> tuple[str, ...]:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"class name '{name}' appears twice", path=path)
+        seen.add(name)
+    return tuple(names)
+
+
+def _num_classes(path: str, parquet_file: pq.ParquetFile, schema: pa.Schema,
+                 prediction: Prediction, class_names: tuple[str, ...] | None
+                 ) -> tuple[int | None, int | None]:
+    """K from the type, the wide columns, or the first row; and k for top-k runs."""
+    if prediction.wide:
+        return len(prediction.columns), None
+    if prediction.kind == "topk":
+        k = _first_list_length(parquet_file, "topk_ids", path)
+        return (len(class_names) if class_names is not None else None), k
+    col = prediction.columns[0]
+    return _first_list_length(parquet_file, col, path), None
+
+
+def _first_list_length(parquet_file: pq.ParquetFile, col: str, path: str) -> int:
+    col_type = parquet_file.schema_arrow.field(col).type
+    if pa.types.is_fixed_size_list(col_type):
+        return col_type.list_size
+    for batch in parquet_file.iter_batches(batch_size=1, columns=[col]):
+        lengths = pc.list_value_length(batch.column(0))
+        if lengths.null_count:
+            raise InputError("row 0 is null, expected a list", path=path, column=col)
+        return int(lengths[0].as_py())
+    raise InputError("no rows", path=path, column=col)
+
+
+# ----------------------------------------------------------------------------- streaming
+
+def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
+                 row_groups: dict[int, list[int]] | None = None) -> Iterator[Batch]:
+    """Yield validated batches of the whole run, or only of the given row groups per file."""
+    columns = _columns_to_read(layout)
+    width = layout.num_classes or layout.topk or 1
+    batch_rows = max(1, options.batch_values // width)
+    row_start = 0
+    for file_index, (path, rows) in enumerate(zip(layout.files, layout.file_rows)):
+        parquet_file = open_parquet(path)
+        metadata = parquet_file.metadata
+        groups = range(metadata.num_row_groups)
+        if row_groups is not None:
+            groups = row_groups.get(file_index, [])
+        group_starts = np.cumsum([0] + [metadata.row_group(g).num_rows
+                                        for g in range(metadata.num_row_groups)])
+        for group in groups:
+            group_row = row_start + int(group_starts[group])
+            try:
+                record_batches = parquet_file.iter_batches(batch_size=batch_rows,
+                                                           row_groups=[group], columns=columns)
+                for record_batch in record_batches:
+                    yield _validate(layout, options, path, group_row, record_batch)
+                    group_row += record_batch.num_rows
+            except (pa.ArrowException, OSError) as exc:
+                raise InputError(f"cannot decode row group {group} ({_first_line(exc)})",
+                                 path=path) from None
+        row_start += rows
+
+
+def _columns_to_read(layout: RunLayout) -> list[str]:
+    columns = [layout.label_col, *layout.prediction.columns]
+    if layout.id_col is not None:
+        columns.append(layout.id_col)
+    columns.extend(c for c in layout.slice_cols if c not in columns)
+    return columns
+
+
+def _validate(layout: RunLayout, options: ReadOptions, path: str, row_start: int,
+              record_batch: pa.RecordBatch) -> Batch:
+    labels = _labels(layout, path, row_start, record_batch.column(layout.label_col))
+    batch = Batch(row_start=row_start, labels=labels, scores=None)
+    prediction = layout.prediction
+    if prediction.kind == "topk":
+        _read_topk(layout, path, row_start, record_batch, batch)
+    else:
+        if prediction.wide:
+            matrix = _wide_matrix(path, row_start, record_batch, prediction.columns)
+        else:
+            matrix = _list_matrix(path, row_start, record_batch.column(prediction.columns[0]),
+                                  prediction.columns[0], layout.num_classes)
+        if prediction.kind == "probs":
+            batch.scores = _log_probs(path, row_start, matrix, prediction, options.prob_tolerance)
+        else:
+            _check_finite(path, row_start, matrix, prediction)
+            batch.scores = matrix
+        _check_true_class_possible(path, row_start, batch, prediction)
+    if layout.id_col is not None:
+        batch.ids = _ids(path, row_start, record_batch.column(layout.id_col), layout.id_col)
+    for col in layout.slice_cols:
+        batch.slices[col] = _slice_values(record_batch.column(col))
+    return batch
+
+
+def _labels(layout: RunLayout, path: str, row_start: int, column: pa.Array) -> np.ndarray:
+    if column.null_count:
+        row = row_start + _first_true(np.asarray(column.is_null()))
+        raise InputError("null label, expected a class", path=path, column=layout.label_col,
+                         row=row)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if layout.label_is_string:
+        lookup = {name: i for i, name in enumerate(layout.class_names)}
+        values = column.to_pylist()
+        labels = np.empty(len(values), dtype=np.int64)
+        for i, value in enumerate(values):
+            index = lookup.get(value)
+            if index is None:
+                raise InputError(f"label '{value}' is not among the {len(lookup)} class names",
+                                 path=path, column=layout.label_col, row=row_start + i)
+            labels[i] = index
+        return labels
+    labels = column.to_numpy().astype(np.int64, copy=False)
+    bad = labels < 0
+    if layout.num_classes is not None:
+        bad |= labels >= layout.num_classes
+    if bad.any():
+        i = _first_true(bad)
+        expected = (f"in [0, {layout.num_classes})" if layout.num_classes is not None
+                    else "non-negative")
+        raise InputError(f"label {labels[i]} out of range, expected {expected}", path=path,
+                         column=layout.label_col, row=row_start + i)
+    return labels
+
+
+def _list_matrix(path: str, row_start: int, column: pa.Array, name: str,
+                 width: int | None) -> np.ndarray:
+    """A list column as a (rows, width) float array; ragged or null rows are errors."""
+    if column.null_count:
+        raise InputError("null prediction list", path=path, column=name,
+                         row=row_start + _first_true(np.asarray(column.is_null())))
+    lengths = pc.list_value_length(column).to_numpy()
+    if width is None:
+        width = int(lengths[0]) if len(lengths) else 0
+    if len(lengths) and (lengths != width).any():
+        i = _first_true(lengths != width)
+        raise InputError(f"list has {lengths[i]} values, expected {width} like the first row "
+                         "(ragged predictions)", path=path, column=name, row=row_start + i)
+    values = column.flatten()
+    if values.null_count:
+        i = _first_true(np.asarray(values.is_null())) // max(width, 1)
+        raise InputError("null value inside the prediction list", path=path, column=name,
+                         row=row_start + i)
+    matrix = values.to_numpy().reshape(len(column), width)
+    if matrix.dtype == np.float16:
+        matrix = matrix.astype(np.float32)
+    return matrix
+
+
+def _wide_matrix(path: str, row_start: int, record_batch: pa.RecordBatch,
+                 columns: tuple[str, ...]) -> np.ndarray:
+    dtype = np.result_type(*(record_batch.column(c).type.to_pandas_dtype() for c in columns))
+    dtype = np.float64 if dtype == np.float64 else np.float32
+    matrix = np.empty((record_batch.num_rows, len(columns)), dtype=dtype)
+    for j, col in enumerate(columns):
+        array = record_batch.column(col)
+        if array.null_count:
+            raise InputError("null prediction value", path=path, column=col,
+                             row=row_start + _first_true(np.asarray(array.is_null())))
+        matrix[:, j] = array.to_numpy()
+    return matrix
+
+
+def _check_finite(path: str, row_start: int, matrix: np.ndarray, prediction: Prediction) -> None:
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        row, col = np.unravel_index(int(np.argmin(finite)), matrix.shape)
+        name = _column_name(prediction, col)
+        raise InputError(f"{matrix[row, col]} at class {col}, expected finite logits",
+                         path=path, column=name, row=row_start + int(row))
+
+
+def _log_probs(path: str, row_start: int, probs: np.ndarray, prediction: Prediction,
+               tolerance: float) -> np.ndarray:
+    """Check probabilities and return their logarithm (0 becomes -inf, which is exact)."""
+    valid = np.isfinite(probs) & (probs >= 0)
+    if not valid.all():
+        row, col = np.unravel_index(int(np.argmin(valid)), probs.shape)
+        raise InputError(f"probability {probs[row, col]} at class {col}, expected a number in "
+                         "[0, 1]", path=path, column=_column_name(prediction, col),
+                         row=row_start + int(row))
+    sums = probs.sum(axis=1, dtype=np.float64)
+    off = np.abs(sums - 1.0) > tolerance
+    if off.any():
+        row = _first_true(off)
+        raise InputError(f"probabilities sum to {sums[row]:.6g}, expected 1 within {tolerance:g} "
+                         "(pass logits, or --prob-tolerance)", path=path,
+                         column=_column_name(prediction, 0) if not prediction.wide else None,
+                         row=row_start + row)
+    with np.errstate(divide="ignore"):
+        return np.log(probs)
+
+
+def _check_true_class_possible(path: str, row_start: int, batch: Batch,
+                               prediction: Prediction) -> None:
+    """A true class with probability exactly 0 has infinite cross-entropy: refuse, never clip."""
+    true_scores = batch.scores[np.arange(len(batch)), batch.labels]
+    impossible = np.isneginf(true_scores)
+    if impossible.any():
+        row = _first_true(impossible)
+        raise InputError(f"the true class {batch.labels[row]} has probability exactly 0, so its "
+                         "cross-entropy is infinite; expected a positive probability (save "
+                         "logits or log-probabilities instead)", path=path,
+                         column=_column_name(prediction, int(batch.labels[row])),
+                         row=row_start + row)
+
+
+def _column_name(prediction: Prediction, class_index: int) -> str:
+    if prediction.wide:
+        return prediction.columns[class_index]
+    return prediction.columns[0]
+
+
+def _read_topk(layout: RunLayout, path: str, row_start: int, record_batch: pa.RecordBatch,
+               batch: Batch) -> None:
+    k = layout.topk
+    ids = _list_matrix(path, row_start, record_batch.column("topk_ids"), "topk_ids", k)
+    logprobs = _list_matrix(path, row_start, record_batch.column("topk_logprobs"),
+                            "topk_logprobs", k).astype(np.float64)
+    label_col = record_batch.column("label_logprob")
+    if label_col.null_count:
+        raise InputError("null value", path=path, column="label_logprob",
+                         row=row_start + _first_true(np.asarray(label_col.is_null())))
+    label_logprob = label_col.to_numpy().astype(np.float64)
+    ids = ids.astype(np.int64)
+
+    def fail(mask: np.ndarray, column: str, what: str) -> None:
+        if mask.any():
+            raise InputError(what, path=path, column=column, row=row_start + _first_true(mask))
+
+    bad_id = ids < 0
+    if layout.num_classes is not None:
+        bad_id |= ids >= layout.num_classes
+    fail(bad_id.any(axis=1), "topk_ids", "class id out of range")
+    fail(~np.isfinite(logprobs).all(axis=1) | (logprobs > 1e-9).any(axis=1), "topk_logprobs",
+         "expected finite log-probabilities <= 0")
+    fail((np.diff(logprobs, axis=1) > 0).any(axis=1), "topk_logprobs",
+         "log-probabilities not in descending order")
+    fail(~np.isfinite(label_logprob) | (label_logprob > 1e-9), "label_logprob",
+         "expected a finite log-probability <= 0")
+    fail(label_logprob > logprobs[:, 0] + 1e-6, "label_logprob",
+         "log-probability of the true class is above the top-1 log-probability")
+    listed = ids == batch.labels[:, None]
+    listed_logprob = np.where(listed, logprobs, 0.0).sum(axis=1)
+    fail(listed.any(axis=1) & (np.abs(listed_logprob - label_logprob) > 1e-4), "label_logprob",
+         "differs from the true class's entry in topk_logprobs")
+    fail(~listed.any(axis=1) & (label_logprob > logprobs[:, -1] + 1e-6), "label_logprob",
+         "true class is not in topk_ids but is more likely than the k-th class")
+    batch.topk_ids, batch.topk_logprobs, batch.label_logprob = ids, logprobs, label_logprob
+
+
+def _ids(path: str, row_start: int, column: pa.Array, name: str) -> np.ndarray:
+    if column.null_count:
+        raise InputError("null id", path=path, column=name,
+                         row=row_start + _first_true(np.asarray(column.is_null())))
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if pa.types.is_integer(column.type):
+        return column.to_numpy().astype(np.int64, copy=False)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return np.asarray(column.to_pylist(), dtype=object)
+    raise InputError(f"type {column.type}, expected integer or string ids", path=path, column=name)
+
+
+def _slice_values(column: pa.Array) -> np.ndarray:
+    """Slice keys as strings; nulls get their own slice."""
+    return np.asarray(["(null)" if v is None else str(v) for v in column.to_pylist()],
+                      dtype=object)
+
+
+def _first_true(mask: np.ndarray) -> int:
+    return int(np.argmax(mask))
+
+
+def sample_row_groups(layout: RunLayout, max_values: int) -> tuple[dict[int, list[int]], bool]:
+    """Row groups spread evenly over the run, holding at most max_values prediction values.
+
+    Returns the chosen groups per file and whether they are the whole run. Deterministic: it
+    depends only on the footers, so the same file always gives the same sample.
+    """
+    width = layout.num_classes or 1
+    groups: list[tuple[int, int, int]] = []  # (file index, row group, rows)
+    for file_index, path in enumerate(layout.files):
+        metadata = open_parquet(path).metadata
+        groups.extend((file_index, g, metadata.row_group(g).num_rows)
+                      for g in range(metadata.num_row_groups))
+    if layout.n_rows * width <= max_values:
+        chosen = groups
+    else:
+        budget_rows = max(1, max_values // width)
+        mean_rows = max(1, layout.n_rows // max(1, len(groups)))
+        count = max(1, min(len(groups), budget_rows // mean_rows))
+        picks = np.unique(np.linspace(0, len(groups) - 1, count).round().astype(int))
+        chosen = []
+        rows = 0
+        for pick in picks:
+            if rows and rows + groups[pick][2] > budget_rows:
+                break
+            chosen.append(groups[pick])
+            rows += groups[pick][2]
+    by_file: dict[int, list[int]] = {}
+    for file_index, group, _ in chosen:
+        by_file.setdefault(file_index, []).append(group)
+    return by_file, len(chosen) == len(groups)

@@ -1,0 +1,354 @@
+"""Per-example columns -> metric values and the breakdowns that explain them.
+
+Every function here takes the compact per-example arrays of one run and returns plain,
+JSON-ready data. A metric that is undefined (an empty group, a top-k run's Brier score)
+is None in the output and its reason is listed; it is never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .perexample import PerExample
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    higher_is_better: bool | None  # None: neither direction is better (n, temperature)
+    description: str
+
+
+def _registry(top_k: int) -> dict[str, MetricInfo]:
+    rows = [
+        ("n", None, "number of examples"),
+        ("nll", False, "mean cross-entropy of the true class, nats"),
+        ("accuracy", True, "share of examples whose top-1 class is the true class"),
+        (f"top{top_k}_accuracy", True, f"share with the true class among the top {top_k}"),
+        ("brier", False, "multiclass Brier score: mean of sum over classes of (p - onehot)^2"),
+        ("ece", False, "expected calibration error, equal-width bins on top-1 confidence"),
+        ("ece_adaptive", False, "expected calibration error, equal-mass bins"),
+        ("mce", False, "maximum calibration error over the non-empty equal-width bins"),
+        ("mean_confidence", None, "mean top-1 probability"),
+        ("overconfidence", None, "mean confidence minus accuracy (> 0: over-confident)"),
+        ("mean_entropy", None, "mean entropy of the predicted distribution, nats"),
+        ("balanced_accuracy", True, "mean recall over the classes present in the labels"),
+        ("macro_f1", True, "unweighted mean F1 over classes present in labels or predictions"),
+        ("temperature", None, "single temperature T minimising NLL of softmax(logits / T)"),
+        ("nll_calibrated", False, "mean NLL after dividing logits by the fitted temperature"),
+        ("ece_calibrated", False, "ECE after dividing logits by the fitted temperature"),
+    ]
+    return {name: MetricInfo(name, better, text) for name, better, text in rows}
+
+
+def metric_registry(top_k: int = 5) -> dict[str, MetricInfo]:
+    """All single-run metrics with their direction; the one place directions are declared."""
+    return _registry(top_k)
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    top_k: int = 5
+    ece_bins: int = 15
+    confident_wrong: float = 0.9  # confidence at or above which a wrong answer is "confident"
+    class_groups: tuple[float, float] = (0.5, 0.8)  # cumulative example share ending head, torso
+    worst_classes: int = 10
+    noise_batch: int = 32
+    seed: int = 0
+    max_slice_values: int = 50
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num / den) if den else None
+
+
+# ----------------------------------------------------------------------------- calibration
+
+def bin_edges(bins: int) -> np.ndarray:
+    return np.linspace(0.0, 1.0, bins + 1)
+
+
+def equal_width_bin(conf: np.ndarray, bins: int) -> np.ndarray:
+    """Bin i holds (edge_i, edge_i+1]; a confidence of exactly 1.0 is in the last bin."""
+    return np.clip(np.searchsorted(bin_edges(bins), conf, side="left") - 1, 0, bins - 1)
+
+
+def calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[float, float]:
+    """(ECE, MCE) with equal-width bins, as in Guo et al. 2017."""
+    n = len(conf)
+    if n == 0:
+        return math.nan, math.nan
+    which = equal_width_bin(conf, bins)
+    count = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, weights=correct, minlength=bins)
+                 - np.bincount(which, weights=conf, minlength=bins))
+    filled = count > 0
+    ece = float(gap.sum() / n)
+    mce = float(np.max(gap[filled] / count[filled]))
+    return ece, mce
+
+
+def adaptive_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
+    """ECE over equal-mass bins: examples sorted by confidence, split into `bins` runs of
+    sizes differing by at most one (ties keep row order)."""
+    n = len(conf)
+    if n == 0:
+        return math.nan
+    order = np.argsort(conf, kind="stable")
+    ece = 0.0
+    for chunk in np.array_split(order, min(bins, n)):
+        ece += abs(float(correct[chunk].sum()) - float(conf[chunk].sum()))
+    return ece / n
+
+
+def reliability_table(pe: PerExample, bins: int) -> list[dict]:
+    which = equal_width_bin(pe.conf, bins)
+    edges = bin_edges(bins)
+    count = np.bincount(which, minlength=bins)
+    hits = np.bincount(which, weights=pe.correct, minlength=bins)
+    conf_sum = np.bincount(which, weights=pe.conf, minlength=bins)
+    nll_sum = np.bincount(which, weights=pe.nll, minlength=bins)
+    nll_total = float(pe.nll.sum())
+    rows = []
+    for i in range(bins):
+        rows.append({
+            "lower": float(edges[i]), "upper": float(edges[i + 1]), "count": int(count[i]),
+            "accuracy": _ratio(hits[i], count[i]),
+            "mean_confidence": _ratio(conf_sum[i], count[i]),
+            "gap": _ratio(conf_sum[i] - hits[i], count[i]),
+            "nll_share": _ratio(nll_sum[i], nll_total),
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------- classes
+
+@dataclass(frozen=True)
+class ClassCounts:
+    support: np.ndarray  # examples whose true class is c
+    predicted: np.ndarray  # examples predicted as c
+    hits: np.ndarray  # examples of class c predicted correctly
+    nll_sum: np.ndarray  # summed NLL of the examples of class c
+
+    @staticmethod
+    def of(pe: PerExample, num_classes: int) -> "ClassCounts":
+        correct = pe.correct
+        return ClassCounts(
+            support=np.bincount(pe.label, minlength=num_classes),
+            predicted=np.bincount(pe.pred, minlength=num_classes),
+            hits=np.bincount(pe.label[correct], minlength=num_classes),
+            nll_sum=np.bincount(pe.label, weights=pe.nll, minlength=num_classes),
+        )
+
+    def f1(self) -> np.ndarray:
+        """F1 per class, 2TP / (2TP + FP + FN); 0 where the class is never seen nor predicted."""
+        den = self.support + self.predicted
+        return np.divide(2.0 * self.hits, den, out=np.zeros(len(den)), where=den > 0)
+
+
+def balanced_accuracy(counts: ClassCounts) -> float:
+    present = counts.support > 0
+    return float(np.mean(counts.hits[present] / counts.support[present]))
+
+
+def macro_f1(counts: ClassCounts) -> float:
+    present = (counts.support > 0) | (counts.predicted > 0)
+    return float(np.mean(counts.f1()[present]))
+
+
+def class_groups(counts: ClassCounts, cuts: tuple[float, float]) -> np.ndarray:
+    """0 = head, 1 = torso, 2 = tail. Classes are ranked by support (ties: lower index first);
+    head holds the most frequent classes up to the first cut of examples, torso up to the
+    second, tail the rest, including classes with no example."""
+    order = np.lexsort((np.arange(len(counts.support)), -counts.support))
+    share_before = np.concatenate([[0.0], np.cumsum(counts.support[order])[:-1]])
+    share_before /= max(1, counts.support.sum())
+    group_in_order = np.where(share_before < cuts[0], 0, np.where(share_before < cuts[1], 1, 2))
+    group_in_order[counts.support[order] == 0] = 2
+    groups = np.empty(len(order), dtype=np.int64)
+    groups[order] = group_in_order
+    return groups
+
+
+GROUP_NAMES = ("head", "torso", "tail")
+
+
+def class_group_table(pe: PerExample, counts: ClassCounts, cuts: tuple[float, float]) -> list[dict]:
+    groups = class_groups(counts, cuts)
+    example_group = groups[pe.label]
+    predicted_group = groups[pe.pred]
+    errors = ~pe.correct
+    total_errors = int(errors.sum())
+    nll_total = float(pe.nll.sum())
+    rows = []
+    for g, name in enumerate(GROUP_NAMES):
+        member = example_group == g
+        rows.append({
+            "group": name,
+            "classes": int((groups == g).sum()),
+            "examples": int(member.sum()),
+            "example_share": _ratio(member.sum(), len(pe)),
+            "predicted_share": _ratio((predicted_group == g).sum(), len(pe)),
+            "accuracy": _mean(pe.correct[member]),
+            "nll": _mean(pe.nll[member]),
+            "error_share": _ratio((errors & member).sum(), total_errors),
+            "nll_share": _ratio(pe.nll[member].sum(), nll_total),
+        })
+    return rows
+
+
+def per_class_table(counts: ClassCounts, class_names: tuple[str, ...] | None,
+                    limit: int) -> list[dict]:
+    """Classes that cost the most: most misclassified examples first, then highest total NLL.
+    Only classes that occur in the labels or the predictions are listed; limit 0 lists all."""
+    errors = counts.support - counts.hits
+    seen = np.flatnonzero((counts.support > 0) | (counts.predicted > 0))
+    order = seen[np.lexsort((seen, -counts.nll_sum[seen], -errors[seen]))]
+    if limit:
+        order = order[:limit]
+    f1 = counts.f1()
+    rows = []
+    for c in order:
+        rows.append({
+            "class": int(c),
+            "name": class_names[c] if class_names is not None else str(c),
+            "support": int(counts.support[c]),
+            "predicted": int(counts.predicted[c]),
+            "errors": int(errors[c]),
+            "recall": _ratio(counts.hits[c], counts.support[c]),
+            "precision": _ratio(counts.hits[c], counts.predicted[c]),
+            "f1": float(f1[c]),
+            "nll": _ratio(counts.nll_sum[c], counts.support[c]),
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------- loss anatomy
+
+def loss_anatomy(pe: PerExample, confident_wrong: float) -> dict:
+    nll_total = float(pe.nll.sum())
+    correct = pe.correct
+    wrong = ~correct
+    confidently_wrong = wrong & (pe.conf >= confident_wrong)
+    sorted_desc = -np.sort(-pe.nll)
+
+    def worst_share(fraction: float) -> float | None:
+        top = max(1, math.ceil(fraction * len(pe)))
+        return _ratio(sorted_desc[:top].sum(), nll_total)
+
+    return {
+        "correct": {"count": int(correct.sum()), "mean_nll": _mean(pe.nll[correct]),
+                    "nll_share": _ratio(pe.nll[correct].sum(), nll_total)},
+        "wrong": {"count": int(wrong.sum()), "mean_nll": _mean(pe.nll[wrong]),
+                  "nll_share": _ratio(pe.nll[wrong].sum(), nll_total)},
+        "worst_1pct_nll_share": worst_share(0.01),
+        "worst_10pct_nll_share": worst_share(0.10),
+        "confidently_wrong": {"threshold": confident_wrong, "count": int(confidently_wrong.sum()),
+                              "share": _ratio(confidently_wrong.sum(), len(pe)),
+                              "nll_share": _ratio(pe.nll[confidently_wrong].sum(), nll_total)},
+    }
+
+
+# ----------------------------------------------------------------------------- slices
+
+def headline_subset(pe: PerExample, bins: int) -> dict:
+    """The few numbers worth showing for a slice."""
+    ece, _ = calibration_error(pe.conf, pe.correct, bins)
+    accuracy = _mean(pe.correct)
+    confidence = _mean(pe.conf)
+    return {"n": len(pe), "accuracy": accuracy, "nll": _mean(pe.nll), "ece": ece,
+            "mean_confidence": confidence,
+            "overconfidence": None if accuracy is None else confidence - accuracy}
+
+
+def slice_table(pe: PerExample, values: np.ndarray, bins: int, limit: int) -> dict:
+    keys, inverse, sizes = np.unique(values.astype(str), return_inverse=True, return_counts=True)
+    order = np.lexsort((keys, -sizes))
+    rows = []
+    for i in order[:limit]:
+        row = {"value": str(keys[i])}
+        row.update(headline_subset(pe.take(inverse == i), bins))
+        rows.append(row)
+    return {"values": int(len(keys)), "shown": len(rows), "rows": rows}
+
+
+# ----------------------------------------------------------------------------- noise floor
+
+def noise_floor(pe: PerExample, batch_size: int, seed: int) -> dict:
+    """How much accuracy and NLL move between random mini-batches of this run by chance alone.
+
+    Rows are shuffled with a fixed seed and cut into whole batches. `disagree_rate` is the share
+    of consecutive batch pairs where loss and accuracy point opposite ways about which batch is
+    better (both rise or both fall), i.e. how often a per-batch disagreement is pure noise.
+    """
+    batches = len(pe) // batch_size
+    result = {"batch_size": batch_size, "batches": batches, "seed": seed}
+    if batches < 2:
+        return result | {"accuracy": None, "nll": None, "disagree_rate": None}
+    order = np.random.default_rng(seed).permutation(len(pe))[: batches * batch_size]
+    accuracy = pe.correct[order].reshape(batches, batch_size).mean(axis=1)
+    nll = pe.nll[order].reshape(batches, batch_size).mean(axis=1)
+    d_acc, d_nll = np.diff(accuracy), np.diff(nll)
+    moved = (d_acc != 0) & (d_nll != 0)
+    disagree = moved & (np.sign(d_acc) == np.sign(d_nll))
+    p = float(pe.correct.mean())
+
+    def spread(values: np.ndarray) -> dict:
+        low, high = np.percentile(values, [5, 95])
+        return {"std": float(values.std(ddof=1)), "p5": float(low), "p95": float(high)}
+
+    return result | {
+        "accuracy": spread(accuracy) | {"expected_std": math.sqrt(p * (1 - p) / batch_size)},
+        "nll": spread(nll) | {"expected_std": float(pe.nll.std(ddof=1) / math.sqrt(batch_size))},
+        "disagree_rate": _ratio(disagree.sum(), moved.sum()),
+    }
+
+
+# ----------------------------------------------------------------------------- headline
+
+def headline(pe: PerExample, num_classes: int, rank_depth: int, settings: MetricSettings,
+             temperature: float | None) -> tuple[dict, dict[str, str]]:
+    """All single-run metrics, and the reasons for those that are unavailable."""
+    correct = pe.correct
+    counts = ClassCounts.of(pe, num_classes)
+    ece, mce = calibration_error(pe.conf, correct, settings.ece_bins)
+    accuracy = float(correct.mean())
+    confidence = float(pe.conf.mean())
+    topk_name = f"top{settings.top_k}_accuracy"
+    values = {
+        "n": len(pe),
+        "nll": float(pe.nll.mean()),
+        "accuracy": accuracy,
+        topk_name: float((pe.rank < settings.top_k).mean()),
+        "brier": float(pe.brier.mean()),
+        "ece": ece,
+        "ece_adaptive": adaptive_calibration_error(pe.conf, correct, settings.ece_bins),
+        "mce": mce,
+        "mean_confidence": confidence,
+        "overconfidence": confidence - accuracy,
+        "mean_entropy": float(pe.entropy.mean()),
+        "balanced_accuracy": balanced_accuracy(counts),
+        "macro_f1": macro_f1(counts),
+        "temperature": temperature,
+        "nll_calibrated": float(pe.nll_cal.mean()),
+        "ece_calibrated": calibration_error(pe.conf_cal, correct, settings.ece_bins)[0],
+    }
+    unavailable: dict[str, str] = {}
+    if settings.top_k > rank_depth:
+        unavailable[topk_name] = f"the run lists only the top {rank_depth} classes"
+    for name in ("brier", "mean_entropy"):
+        if math.isnan(values[name]):
+            unavailable[name] = "needs the whole predicted distribution (top-k run)"
+    if temperature is None:
+        for name in ("temperature", "nll_calibrated", "ece_calibrated"):
+            unavailable[name] = "needs the whole predicted distribution (top-k run)"
+    for name in unavailable:
+        values[name] = None
+    return values, unavailable

@@ -1,0 +1,81 @@
+"""One run from disk to per-example columns: sample for the temperature, then one streaming pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .io import Batch, ReadOptions, RunLayout, inspect_run, iter_batches, sample_row_groups
+from .perexample import PerExample, from_batch
+from .temperature import TemperatureSample, fit_temperature
+
+# The temperature is fitted on at most this many prediction values (rows x classes), read from
+# row groups spread evenly over the run; runs within this size are fitted on every row.
+DEFAULT_TEMPERATURE_VALUES = 1 << 23
+
+
+@dataclass
+class RunData:
+    """A run reduced to a few numbers per example, plus what is needed to describe it."""
+
+    name: str
+    layout: RunLayout
+    examples: PerExample
+    ids: np.ndarray | None
+    slices: dict[str, np.ndarray]
+    temperature: float | None
+    temperature_rows: int  # rows the temperature was fitted on
+    num_classes: int  # K, inferred from the data for top-k runs without class names
+
+    @property
+    def rank_depth(self) -> int:
+        """How deep the ranking of classes is known: K, or k for top-k runs."""
+        return self.layout.topk or self.num_classes
+
+
+def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOptions(),
+             temperature_values: int = DEFAULT_TEMPERATURE_VALUES) -> RunData:
+    layout = inspect_run(path, options)
+    temperature, temperature_rows = None, 0
+    batches = None
+    if layout.prediction.kind != "topk":
+        groups, whole_run = sample_row_groups(layout, temperature_values)
+        sample_batches = list(iter_batches(layout, options, groups))
+        temperature, temperature_rows = _fit(sample_batches, temperature_values, layout)
+        if whole_run:
+            batches = sample_batches  # the sample is the run: do not read it twice
+    if batches is None:
+        batches = iter_batches(layout, options)
+
+    parts, ids, slices = [], [], {col: [] for col in layout.slice_cols}
+    for batch in batches:
+        parts.append(from_batch(batch, temperature))
+        if batch.ids is not None:
+            ids.append(batch.ids)
+        for col, values in batch.slices.items():
+            slices[col].append(values)
+    examples = PerExample.concat(parts)
+    num_classes = layout.num_classes
+    if num_classes is None:
+        num_classes = int(max(examples.label.max(), examples.pred.max())) + 1
+    return RunData(name=name or path, layout=layout, examples=examples,
+                   ids=np.concatenate(ids) if ids else None,
+                   slices={col: np.concatenate(v) for col, v in slices.items()},
+                   temperature=temperature, temperature_rows=temperature_rows,
+                   num_classes=num_classes)
+
+
+def _fit(batches: list[Batch], max_values: int, layout: RunLayout) -> tuple[float, int]:
+    """Fit on the sampled batches, stopping at the value budget (a row group can be huge)."""
+    max_rows = max(1, max_values // (layout.num_classes or 1))
+    shifted, true_shifted, rows = [], [], 0
+    for batch in batches:
+        take = min(len(batch), max_rows - rows)
+        part = TemperatureSample.part(batch.scores[:take], batch.labels[:take])
+        shifted.append(part[0])
+        true_shifted.append(part[1])
+        rows += take
+        if rows >= max_rows:
+            break
+    return fit_temperature(TemperatureSample(shifted, true_shifted)), rows

@@ -1,0 +1,95 @@
+"""Frozen report objects: what a run measured, with the provenance needed to reproduce it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from . import __version__
+from .metrics import (ClassCounts, MetricSettings, class_group_table, headline, loss_anatomy,
+                      metric_registry, noise_floor, per_class_table, reliability_table,
+                      slice_table)
+from .pipeline import RunData
+from .temperature import T_MAX, T_MIN
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Everything `metricdiff report` shows for one run; renderers only read it."""
+
+    run: dict
+    settings: dict
+    metrics: dict
+    unavailable: dict
+    directions: dict
+    loss_anatomy: dict
+    confidence_bins: list
+    class_groups: list
+    per_class: dict
+    slices: dict
+    noise_floor: dict
+    warnings: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"schema_version": SCHEMA_VERSION, "kind": "report",
+                "tool": {"name": "metricdiff", "version": __version__}, **asdict(self)}
+
+
+def describe_run(run: RunData) -> dict:
+    layout = run.layout
+    return {
+        "name": run.name,
+        "path": layout.path,
+        "files": list(layout.files),
+        "n": len(run.examples),
+        "num_classes": run.num_classes,
+        "prediction": {"kind": layout.prediction.kind,
+                       "columns": (list(layout.prediction.columns) if not layout.prediction.wide
+                                   else [f"{layout.prediction.columns[0]} .. "
+                                         f"{layout.prediction.columns[-1]}"]),
+                       "topk": layout.topk},
+        "temperature_fit_rows": run.temperature_rows,
+    }
+
+
+def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> RunReport:
+    pe = run.examples
+    values, unavailable = headline(pe, run.num_classes, run.rank_depth, settings, run.temperature)
+    counts = ClassCounts.of(pe, run.num_classes)
+    warnings = []
+    if run.temperature is not None and run.temperature in (T_MIN, T_MAX):
+        warnings.append(f"the NLL-minimising temperature lies at the search limit "
+                        f"{run.temperature:g}: the true optimum is further out")
+    if run.temperature is not None and run.temperature_rows < len(pe):
+        warnings.append(f"temperature fitted on a sample of {run.temperature_rows} of {len(pe)} "
+                        "rows (row groups spread over the run); nll_calibrated and "
+                        "ece_calibrated use every row")
+    slices = {}
+    for col, slice_values in run.slices.items():
+        slices[col] = slice_table(pe, slice_values, settings.ece_bins, settings.max_slice_values)
+        if slices[col]["values"] > slices[col]["shown"]:
+            warnings.append(f"--by {col}: {slices[col]['values']} distinct values, showing the "
+                            f"{slices[col]['shown']} largest")
+    floor = noise_floor(pe, settings.noise_batch, settings.seed)
+    if floor["accuracy"] is None:
+        warnings.append(f"too few rows for a noise floor at batch size {settings.noise_batch}")
+    directions = {name: info.higher_is_better
+                  for name, info in metric_registry(settings.top_k).items()}
+    return RunReport(
+        run=describe_run(run),
+        settings=asdict(settings) | {"class_groups": list(settings.class_groups)},
+        metrics=values,
+        unavailable=unavailable,
+        directions=directions,
+        loss_anatomy=loss_anatomy(pe, settings.confident_wrong),
+        confidence_bins=reliability_table(pe, settings.ece_bins),
+        class_groups=class_group_table(pe, counts, settings.class_groups),
+        per_class={"order": "most misclassified examples first, then highest total NLL",
+                   "classes_seen": int(((counts.support > 0) | (counts.predicted > 0)).sum()),
+                   "rows": per_class_table(counts, run.layout.class_names,
+                                           settings.worst_classes)},
+        slices=slices,
+        noise_floor=floor,
+        warnings=warnings,
+    )
