@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 from . import __version__
 from .metrics import (ClassCounts, MetricSettings, class_group_table, headline, loss_anatomy,
@@ -32,8 +35,21 @@ class RunReport:
     warnings: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"schema_version": SCHEMA_VERSION, "kind": "report",
-                "tool": {"name": "metricdiff", "version": __version__}, **asdict(self)}
+        return plain({"schema_version": SCHEMA_VERSION, "kind": "report",
+                      "tool": {"name": "metricdiff", "version": __version__}, **asdict(self)})
+
+
+def plain(value):
+    """JSON-ready copy: numpy scalars become Python numbers, NaN and infinity become None."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def describe_run(run: RunData) -> dict:

@@ -1,0 +1,190 @@
+"""The `metricdiff` command: options -> library call -> render -> exit code.
+
+Exit codes: 0 success; 1 the --fail-on condition triggered (compare); 2 usage or input error;
+3 an internal error (a bug: please report it with the --debug traceback); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__, api
+from .errors import MetricdiffError, UsageError
+from .render.jsonout import render_json
+
+EXIT_INPUT_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="metricdiff",
+    help="Compare classification runs from saved validation predictions: loss, accuracy, "
+         "calibration, and why they disagree.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+class PredKind(str, Enum):
+    logits = "logits"
+    probs = "probs"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"metricdiff {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """metricdiff reads runs saved as Parquet (one row per validation example)."""
+
+
+def _parse_groups(text: str) -> tuple[float, float]:
+    try:
+        head, torso = (float(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"--class-groups expects two comma-separated shares like 0.5,0.8, "
+                         f"got '{text}'") from None
+    return head, torso
+
+
+@app.command(epilog="Examples:\n\n  metricdiff report sample_runs/featA_hpB.parquet\n\n"
+                    "  metricdiff report runs/val/ --by source --format json | jq .metrics\n\n"
+                    "  metricdiff report run.parquet --label-col target --pred-col scores "
+                    "--pred-kind logits --format markdown --output report.md")
+def report(
+    run: Annotated[str, typer.Argument(help="A Parquet file, a folder of shards, or a glob.")],
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f",
+                                                        help="Output format.")] = OutputFormat.table,
+    output: Annotated[Optional[str], typer.Option("--output", "-o",
+                                                  help="Write to FILE instead of stdout.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Name shown for the run.")] = None,
+    label_col: Annotated[str, typer.Option(help="Column of true classes.")] = "label",
+    pred_col: Annotated[Optional[str], typer.Option(
+        help="Prediction column (default: detect logits, probs, logit_*/prob_*, top-k).")] = None,
+    pred_kind: Annotated[Optional[PredKind], typer.Option(
+        help="What --pred-col holds, when its name does not say.")] = None,
+    id_col: Annotated[str, typer.Option(help="Example id column (optional in the file).")] = "id",
+    by: Annotated[Optional[list[str]], typer.Option(
+        help="Break headline metrics down by this metadata column (repeatable).")] = None,
+    classes: Annotated[Optional[str], typer.Option(
+        help="File of class names: a JSON list or one name per line.")] = None,
+    top_k: Annotated[int, typer.Option(help="k of the top-k accuracy.")] = 5,
+    bins: Annotated[int, typer.Option(help="Bins of the calibration errors.")] = 15,
+    worst: Annotated[int, typer.Option(help="Worst classes listed (0: all).")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size of the noise floor.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the noise-floor shuffle.")] = 0,
+    class_groups: Annotated[str, typer.Option(
+        help="Cumulative example shares ending the head and torso class groups.")] = "0.5,0.8",
+    prob_tolerance: Annotated[float, typer.Option(
+        help="Allowed |sum(probs) - 1| per row.")] = 1e-3,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Measure one run: loss, accuracy, calibration, and the breakdowns that explain them."""
+
+    def work() -> None:
+        _check_output_path(output)
+        result = api.report(run, name=name, label_col=label_col, pred_col=pred_col,
+                            pred_kind=pred_kind.value if pred_kind else None, id_col=id_col,
+                            by=tuple(by or ()), classes_file=classes, top_k=top_k,
+                            ece_bins=bins, worst_classes=worst, noise_batch=batch_size,
+                            seed=seed, class_groups=_parse_groups(class_groups),
+                            prob_tolerance=prob_tolerance)
+        _emit(result.to_dict(), output_format, output)
+
+    _run_guarded(work, debug)
+
+
+def _run_guarded(work, debug: bool) -> None:
+    """Turn library errors into one line on stderr and an exit code; --debug shows tracebacks."""
+    try:
+        work()
+    except MetricdiffError as exc:
+        if debug:
+            raise
+        _fail(f"error: {exc}", EXIT_INPUT_ERROR)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # a bug of ours: one line, the traceback only on request
+        if debug:
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the "
+              "traceback, and please report it)", EXIT_INTERNAL_ERROR)
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"metricdiff: {message.splitlines()[0] if message else ''}", err=True)
+    raise typer.Exit(code)
+
+
+def _check_output_path(output: str | None) -> None:
+    if output is None:
+        return
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--output {output}: folder {folder} does not exist")
+    if os.path.isdir(output):
+        raise UsageError(f"--output {output}: is a folder, expected a file path")
+
+
+def _emit(document: dict, output_format: OutputFormat, output: str | None) -> None:
+    if output_format is OutputFormat.json:
+        text = render_json(document)
+    elif output_format is OutputFormat.markdown:
+        from .render.markdown import render_report_markdown
+        text = render_report_markdown(document)
+    else:
+        from .render.table import render_report
+        if output is None:
+            render_report(document, Console())  # colour follows the terminal and NO_COLOR
+            return
+        buffer = io.StringIO()
+        render_report(document, Console(file=buffer, width=120, color_system=None))
+        text = buffer.getvalue()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        write_atomically(output, text)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write to a temporary file beside the target, then rename: never half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".metricdiff-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def main() -> None:
+    app()

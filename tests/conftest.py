@@ -1,0 +1,87 @@
+"""Shared fixtures: random predictions and a writer for every run layout metricdiff reads.
+
+Runs are written with small row groups so that every test crosses batch boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy.special import log_softmax
+
+CLASSES_KEY = b"metricdiff.classes"
+
+
+def random_logits(n: int, k: int, seed: int = 0, signal: float = 2.0, scale: float = 1.5,
+                  dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Logits where the true class gets a boost, so accuracy is neither 0 nor 1."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(scale=scale, size=(n, k))
+    logits[np.arange(n), labels] += signal * rng.random(n) * 2
+    return logits.astype(dtype), labels.astype(np.int64)
+
+
+def probs_of(logits: np.ndarray) -> np.ndarray:
+    return np.exp(log_softmax(logits.astype(np.float64), axis=1))
+
+
+def list_array(matrix: np.ndarray, kind: str = "fixed") -> pa.Array:
+    """A (rows, K) matrix as a fixed_size_list, list or large_list column."""
+    n, k = matrix.shape
+    values = pa.array(matrix.ravel())
+    if kind == "fixed":
+        return pa.FixedSizeListArray.from_arrays(values, k)
+    offsets = pa.array(np.arange(0, n * k + 1, k), type=pa.int64() if kind == "large" else
+                       pa.int32())
+    if kind == "large":
+        return pa.LargeListArray.from_arrays(offsets, values)
+    return pa.ListArray.from_arrays(offsets, values)
+
+
+def write_run(path: Path, labels, *, logits: np.ndarray | None = None,
+              probs: np.ndarray | None = None, list_kind: str = "fixed", wide: bool = False,
+              ids=None, class_names=None, extra: dict | None = None, row_group_size: int = 64,
+              shards: int = 1, label_col: str = "label", pred_col: str | None = None) -> Path:
+    """Write a run; with shards > 1, `path` becomes a folder of part files."""
+    matrix, kind = (logits, "logits") if logits is not None else (probs, "probs")
+    columns: dict[str, pa.Array] = {}
+    if ids is not None:
+        columns["id"] = pa.array(ids)
+    columns[label_col] = pa.array(labels)
+    if wide:
+        names = class_names or [str(c) for c in range(matrix.shape[1])]
+        for c, cname in enumerate(names):
+            columns[f"{kind[:-1]}_{cname}"] = pa.array(matrix[:, c])
+    else:
+        columns[pred_col or kind] = list_array(matrix, list_kind)
+    for name, values in (extra or {}).items():
+        columns[name] = pa.array(values)
+    table = pa.table(columns)
+    if class_names is not None:
+        table = table.replace_schema_metadata({CLASSES_KEY: json.dumps(class_names).encode()})
+    if shards == 1:
+        pq.write_table(table, path, row_group_size=row_group_size)
+        return path
+    path.mkdir()
+    bounds = np.linspace(0, table.num_rows, shards + 1).astype(int)
+    for i in range(shards):
+        part = table.slice(bounds[i], bounds[i + 1] - bounds[i])
+        pq.write_table(part, path / f"part-{i:03d}.parquet", row_group_size=row_group_size)
+    return path
+
+
+@pytest.fixture
+def small_run(tmp_path):
+    """A 20-class run of 500 rows with ids and a slice column."""
+    logits, labels = random_logits(500, 20, seed=1)
+    rng = np.random.default_rng(2)
+    source = rng.choice(["web", "mobile", "partner"], len(labels)).tolist()
+    path = write_run(tmp_path / "run.parquet", labels, logits=logits, ids=np.arange(500),
+                     extra={"source": source})
+    return path, logits, labels, source

@@ -1,0 +1,182 @@
+"""Every input layout of the same predictions gives the same numbers; streaming never changes one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import metricdiff
+from conftest import probs_of, random_logits, write_run
+
+EXACT_FROM_TOPK = ["n", "nll", "accuracy", "top5_accuracy", "ece", "ece_adaptive", "mce",
+                   "mean_confidence", "overconfidence", "balanced_accuracy", "macro_f1"]
+
+
+def metrics_of(path, **kwargs) -> dict:
+    return metricdiff.report(str(path), **kwargs).to_dict()["metrics"]
+
+
+def sections(path, **kwargs) -> dict:
+    """Everything a report measured, without the parts that name files."""
+    document = metricdiff.report(str(path), **kwargs).to_dict()
+    return {key: value for key, value in document.items() if key not in ("run",)}
+
+
+@pytest.fixture(scope="module")
+def predictions():
+    return random_logits(700, 12, seed=11)
+
+
+@pytest.mark.parametrize("list_kind", ["fixed", "list", "large"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_list_layouts_agree(tmp_path, predictions, list_kind, dtype):
+    logits, labels = predictions
+    reference = metrics_of(write_run(tmp_path / "ref.parquet", labels, logits=logits))
+    path = write_run(tmp_path / "run.parquet", labels, logits=logits.astype(dtype),
+                     list_kind=list_kind)
+    for name, value in metrics_of(path).items():
+        assert value == pytest.approx(reference[name], rel=1e-6, abs=1e-9), name
+
+
+def test_probs_give_the_numbers_of_their_logits(tmp_path, predictions):
+    logits, labels = predictions
+    from_logits = metrics_of(write_run(tmp_path / "l.parquet", labels, logits=logits))
+    from_probs = metrics_of(write_run(tmp_path / "p.parquet", labels, probs=probs_of(logits)))
+    for name, value in from_logits.items():
+        assert from_probs[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+
+
+def test_wide_columns_and_string_labels(tmp_path, predictions):
+    logits, labels = predictions
+    names = [f"class-{c}" for c in range(12)]
+    reference = metrics_of(write_run(tmp_path / "ref.parquet", labels, logits=logits))
+    wide = write_run(tmp_path / "wide.parquet", labels, logits=logits, wide=True,
+                     class_names=names)
+    string_labels = write_run(tmp_path / "str.parquet", [names[y] for y in labels],
+                              logits=logits, class_names=names)
+    wide_probs = write_run(tmp_path / "wideprobs.parquet", labels, probs=probs_of(logits),
+                           wide=True)
+    for path in (wide, string_labels, wide_probs):
+        for name, value in metrics_of(path).items():
+            assert value == pytest.approx(reference[name], rel=1e-6, abs=1e-9), (path, name)
+
+
+def test_class_names_come_from_metadata_or_file(tmp_path, predictions):
+    logits, labels = predictions
+    names = [f"n{c}" for c in range(12)]
+    with_meta = write_run(tmp_path / "meta.parquet", labels, logits=logits, class_names=names)
+    rows = metricdiff.report(str(with_meta)).to_dict()["per_class"]["rows"]
+    assert all(row["name"] == names[row["class"]] for row in rows)
+    classes_file = tmp_path / "classes.txt"
+    classes_file.write_text("\n".join(f"file{c}" for c in range(12)))
+    rows = metricdiff.report(str(with_meta), classes_file=str(classes_file)).to_dict()
+    assert all(r["name"] == f"file{r['class']}" for r in rows["per_class"]["rows"])
+
+
+def test_float16_logits_are_read(tmp_path, predictions):
+    logits, labels = predictions
+    half = logits.astype(np.float16)
+    result = metrics_of(write_run(tmp_path / "h.parquet", labels, logits=half))
+    reference = metrics_of(write_run(tmp_path / "r.parquet", labels,
+                                     logits=half.astype(np.float64)))
+    for name, value in reference.items():
+        assert result[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+
+
+def test_custom_column_names(tmp_path, predictions):
+    logits, labels = predictions
+    reference = metrics_of(write_run(tmp_path / "ref.parquet", labels, logits=logits))
+    path = write_run(tmp_path / "custom.parquet", labels, logits=logits, label_col="target",
+                     pred_col="scores")
+    result = metrics_of(path, label_col="target", pred_col="scores", pred_kind="logits")
+    assert result == reference
+
+
+def write_topk(path, logits, labels, k):
+    logprobs = np.log(probs_of(logits))
+    order = np.argsort(-logprobs, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(logprobs, order, axis=1)
+    table = pa.table({
+        "label": labels,
+        "topk_ids": pa.FixedSizeListArray.from_arrays(pa.array(order.ravel().astype(np.int64)), k),
+        "topk_logprobs": pa.FixedSizeListArray.from_arrays(pa.array(top.ravel()), k),
+        "label_logprob": logprobs[np.arange(len(labels)), labels],
+    }).replace_schema_metadata({b"metricdiff.classes":
+                                json.dumps([str(c) for c in range(logits.shape[1])]).encode()})
+    pq.write_table(table, path, row_group_size=64)
+    return path
+
+
+def test_topk_run_is_exact_where_it_can_be_and_unavailable_elsewhere(tmp_path, predictions):
+    logits, labels = predictions
+    full = metrics_of(write_run(tmp_path / "full.parquet", labels,
+                                logits=logits.astype(np.float64)))
+    document = metricdiff.report(str(write_topk(tmp_path / "topk.parquet", logits, labels,
+                                                5))).to_dict()
+    for name in EXACT_FROM_TOPK:
+        assert document["metrics"][name] == pytest.approx(full[name], rel=1e-9, abs=1e-12), name
+    for name in ("brier", "mean_entropy", "temperature", "nll_calibrated", "ece_calibrated"):
+        assert document["metrics"][name] is None
+        assert name in document["unavailable"]
+    wider = metricdiff.report(str(tmp_path / "topk.parquet"), top_k=10).to_dict()
+    assert wider["metrics"]["top10_accuracy"] is None
+    assert "top 5" in wider["unavailable"]["top10_accuracy"]
+
+
+@pytest.mark.parametrize("row_group_size,batch_values", [(1, 12), (7, 100), (64, 10_000),
+                                                         (700, 1 << 22)])
+def test_batch_size_and_row_groups_never_change_a_number(tmp_path, predictions, row_group_size,
+                                                         batch_values):
+    logits, labels = predictions
+    source = np.array(["a", "b", "c"])[labels % 3].tolist()
+    reference = sections(write_run(tmp_path / "ref.parquet", labels, logits=logits,
+                                   extra={"source": source}, row_group_size=700), by=["source"])
+    path = write_run(tmp_path / "run.parquet", labels, logits=logits, extra={"source": source},
+                     row_group_size=row_group_size)
+    assert sections(path, by=["source"], batch_values=batch_values) == reference
+
+
+@pytest.mark.parametrize("shards", [2, 5])
+def test_shard_split_never_changes_a_number(tmp_path, predictions, shards):
+    logits, labels = predictions
+    reference = sections(write_run(tmp_path / "ref.parquet", labels, logits=logits))
+    folder = write_run(tmp_path / "shards", labels, logits=logits, shards=shards,
+                       row_group_size=33)
+    assert sections(folder) == reference
+    assert sections(str(folder / "part-*.parquet")) == reference
+
+
+def test_temperature_on_a_sample_of_row_groups(tmp_path, predictions):
+    """Large runs fit T on row groups spread over the run, then score every row at that T."""
+    logits, labels = predictions
+    path = write_run(tmp_path / "run.parquet", labels, logits=logits, row_group_size=50)
+    budget = 200 * 12  # values of 200 rows: 4 of the 14 row groups
+    document = metricdiff.report(str(path), temperature_values=budget).to_dict()
+    rows = document["run"]["temperature_fit_rows"]
+    assert 0 < rows <= 200
+    assert any("sample" in w for w in document["warnings"])
+    groups = np.unique(np.linspace(0, 13, 4).round().astype(int))
+    sampled = np.concatenate([np.arange(g * 50, g * 50 + 50) for g in groups])[:rows]
+    from test_reference import reference_temperature
+    temperature, _ = reference_temperature(logits[sampled], labels[sampled])
+    assert document["metrics"]["temperature"] == pytest.approx(temperature, rel=1e-4)
+    # every row is then scored at that temperature
+    scaled = np.log(probs_of(logits.astype(np.float64) / document["metrics"]["temperature"]))
+    assert document["metrics"]["nll_calibrated"] == pytest.approx(
+        -scaled[np.arange(len(labels)), labels].mean(), rel=1e-7)
+
+
+def test_slices_report_each_value(small_run):
+    path, logits, labels, source = small_run
+    slices = metricdiff.report(str(path), by=["source"]).to_dict()["slices"]["source"]
+    source = np.array(source)
+    assert slices["values"] == 3
+    correct = logits.argmax(axis=1) == labels
+    for row in slices["rows"]:
+        member = source == row["value"]
+        assert row["n"] == member.sum()
+        assert row["accuracy"] == pytest.approx(correct[member].mean())
