@@ -110,7 +110,8 @@ def find_files(path: str) -> list[str]:
 
 def open_parquet(path: str) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        # page CRCs are verified where the writer stored them (metricdiff's writer does)
+        return pq.ParquetFile(path, page_checksum_verification=True)
     except PermissionError:
         raise InputError("cannot read the file: permission denied", path=path) from None
     except IsADirectoryError:
