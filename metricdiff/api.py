@@ -36,7 +36,10 @@ def report(run: str, *, name: str | None = None, label_col: str = "label",
     settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
                               noise_batch=noise_batch, seed=seed,
                               class_groups=_check_groups(class_groups))
-    _check_positive(top_k=top_k, ece_bins=ece_bins, noise_batch=noise_batch)
+    # named as the CLI spells them, since most people meet these messages there
+    _check_positive({"--top-k": top_k, "--bins": ece_bins, "--batch-size": noise_batch})
+    if worst_classes < 0:
+        raise UsageError(f"--worst must be 0 (all) or more, got {worst_classes}")
     read = ReadOptions(label_col=label_col, pred_col=pred_col, pred_kind=pred_kind,
                        id_col=id_col, slice_cols=tuple(by), classes_file=classes_file,
                        prob_tolerance=prob_tolerance,
@@ -45,10 +48,10 @@ def report(run: str, *, name: str | None = None, label_col: str = "label",
     return build_report(data, settings)
 
 
-def _check_positive(**values: int) -> None:
-    for key, value in values.items():
+def _check_positive(values: dict[str, int]) -> None:
+    for option, value in values.items():
         if value < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+            raise UsageError(f"{option} must be at least 1, got {value}")
 
 
 def _check_groups(cuts) -> tuple[float, float]:
