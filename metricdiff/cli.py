@@ -23,6 +23,8 @@ from .render.jsonout import render_json
 EXIT_INPUT_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 EXIT_INTERRUPTED = 130
+PIPE_WIDTH = 120
+MIN_WIDTH = 100
 
 app = typer.Typer(
     name="metricdiff",
@@ -161,15 +163,24 @@ def _emit(document: dict, output_format: OutputFormat, output: str | None) -> No
     else:
         from .render.table import render_report
         if output is None:
-            render_report(document, Console())  # colour follows the terminal and NO_COLOR
+            render_report(document, stdout_console())
             return
         buffer = io.StringIO()
-        render_report(document, Console(file=buffer, width=120, color_system=None))
+        render_report(document, Console(file=buffer, width=PIPE_WIDTH, color_system=None))
         text = buffer.getvalue()
     if output is None:
         sys.stdout.write(text)
     else:
         write_atomically(output, text)
+
+
+def stdout_console() -> Console:
+    """Colour follows the terminal and NO_COLOR. Tables need about 100 columns: narrower
+    terminals get long lines rather than cut numbers; pipes and files get PIPE_WIDTH."""
+    console = Console()
+    if not console.is_terminal:
+        return Console(width=PIPE_WIDTH)
+    return console if console.width >= MIN_WIDTH else Console(width=MIN_WIDTH)
 
 
 def write_atomically(path: str, text: str) -> None:

@@ -355,8 +355,9 @@ def _first_list_length(parquet_file: pq.ParquetFile, col: str, path: str) -> int
 # ----------------------------------------------------------------------------- streaming
 
 def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
-                 row_groups: dict[int, list[int]] | None = None) -> Iterator[Batch]:
-    """Yield validated batches of the whole run, or only of the given row groups per file."""
+                 plan: dict[int, list[tuple[int, int]]] | None = None) -> Iterator[Batch]:
+    """Yield validated batches of the whole run, or of a sample plan: for each file index, the
+    row groups to read and how many of their first rows to take."""
     columns = _columns_to_read(layout)
     width = layout.num_classes or layout.topk or 1
     batch_rows = max(1, options.batch_values // width)
@@ -364,19 +365,25 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
     for file_index, (path, rows) in enumerate(zip(layout.files, layout.file_rows)):
         parquet_file = open_parquet(path)
         metadata = parquet_file.metadata
-        groups = range(metadata.num_row_groups)
-        if row_groups is not None:
-            groups = row_groups.get(file_index, [])
-        group_starts = np.cumsum([0] + [metadata.row_group(g).num_rows
-                                        for g in range(metadata.num_row_groups)])
-        for group in groups:
-            group_row = row_start + int(group_starts[group])
+        group_rows = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+        group_starts = np.cumsum([0] + group_rows)
+        groups = list(enumerate(group_rows))
+        if plan is not None:
+            groups = plan.get(file_index, [])
+        for group, wanted in groups:
+            if wanted == 0:
+                continue
+            first_row = row_start + int(group_starts[group])
+            taken = 0
             try:
-                record_batches = parquet_file.iter_batches(batch_size=batch_rows,
-                                                           row_groups=[group], columns=columns)
+                record_batches = parquet_file.iter_batches(
+                    batch_size=min(batch_rows, wanted), row_groups=[group], columns=columns)
                 for record_batch in record_batches:
-                    yield _validate(layout, options, path, group_row, record_batch)
-                    group_row += record_batch.num_rows
+                    record_batch = record_batch.slice(0, wanted - taken)
+                    yield _validate(layout, options, path, first_row + taken, record_batch)
+                    taken += record_batch.num_rows
+                    if taken >= wanted:
+                        break
             except (pa.ArrowException, OSError) as exc:
                 raise InputError(f"cannot decode row group {group} ({_first_line(exc)})",
                                  path=path) from None
@@ -597,11 +604,16 @@ def _first_true(mask: np.ndarray) -> int:
     return int(np.argmax(mask))
 
 
-def sample_row_groups(layout: RunLayout, max_values: int) -> tuple[dict[int, list[int]], bool]:
-    """Row groups spread evenly over the run, holding at most max_values prediction values.
+MAX_SAMPLED_GROUPS = 16
 
-    Returns the chosen groups per file and whether they are the whole run. Deterministic: it
-    depends only on the footers, so the same file always gives the same sample.
+
+def sample_plan(layout: RunLayout, max_values: int) -> tuple[dict[int, list[tuple[int, int]]], bool]:
+    """A deterministic sample of at most max_values prediction values (rows x classes).
+
+    The whole run when it fits; otherwise the first rows of up to MAX_SAMPLED_GROUPS row groups
+    spread evenly over the run, in equal numbers. Reading the head of a row group decodes only
+    those rows, so the sample costs about its own size. It depends only on the footers, so the
+    same files always give the same sample. Returns the plan and whether it is the whole run.
     """
     width = layout.num_classes or 1
     groups: list[tuple[int, int, int]] = []  # (file index, row group, rows)
@@ -609,21 +621,16 @@ def sample_row_groups(layout: RunLayout, max_values: int) -> tuple[dict[int, lis
         metadata = open_parquet(path).metadata
         groups.extend((file_index, g, metadata.row_group(g).num_rows)
                       for g in range(metadata.num_row_groups))
-    if layout.n_rows * width <= max_values:
-        chosen = groups
+    groups = [g for g in groups if g[2] > 0]
+    budget_rows = max(1, max_values // width)
+    if layout.n_rows <= budget_rows:
+        chosen = [(f, g, rows) for f, g, rows in groups]
     else:
-        budget_rows = max(1, max_values // width)
-        mean_rows = max(1, layout.n_rows // max(1, len(groups)))
-        count = max(1, min(len(groups), budget_rows // mean_rows))
+        count = min(len(groups), MAX_SAMPLED_GROUPS, budget_rows)
         picks = np.unique(np.linspace(0, len(groups) - 1, count).round().astype(int))
-        chosen = []
-        rows = 0
-        for pick in picks:
-            if rows and rows + groups[pick][2] > budget_rows:
-                break
-            chosen.append(groups[pick])
-            rows += groups[pick][2]
-    by_file: dict[int, list[int]] = {}
-    for file_index, group, _ in chosen:
-        by_file.setdefault(file_index, []).append(group)
-    return by_file, len(chosen) == len(groups)
+        per_group = budget_rows // len(picks)
+        chosen = [(groups[i][0], groups[i][1], min(groups[i][2], per_group)) for i in picks]
+    plan: dict[int, list[tuple[int, int]]] = {}
+    for file_index, group, rows in chosen:
+        plan.setdefault(file_index, []).append((group, rows))
+    return plan, layout.n_rows <= budget_rows

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .io import Batch, ReadOptions, RunLayout, inspect_run, iter_batches, sample_row_groups
+from .io import Batch, ReadOptions, RunLayout, inspect_run, iter_batches, sample_plan
 from .perexample import PerExample, from_batch
 from .temperature import TemperatureSample, fit_temperature
 
-# The temperature is fitted on at most this many prediction values (rows x classes), read from
-# row groups spread evenly over the run; runs within this size are fitted on every row.
+# The temperature is fitted on at most this many prediction values (rows x classes): every row
+# of a run within this size, else the head rows of row groups spread over the run (sample_plan).
 DEFAULT_TEMPERATURE_VALUES = 1 << 23
 
 
@@ -40,9 +40,9 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
     temperature, temperature_rows = None, 0
     batches = None
     if layout.prediction.kind != "topk":
-        groups, whole_run = sample_row_groups(layout, temperature_values)
-        sample_batches = list(iter_batches(layout, options, groups))
-        temperature, temperature_rows = _fit(sample_batches, temperature_values, layout)
+        plan, whole_run = sample_plan(layout, temperature_values)
+        sample_batches = list(iter_batches(layout, options, plan))
+        temperature, temperature_rows = _fit(sample_batches)
         if whole_run:
             batches = sample_batches  # the sample is the run: do not read it twice
     if batches is None:
@@ -66,16 +66,7 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                    num_classes=num_classes)
 
 
-def _fit(batches: list[Batch], max_values: int, layout: RunLayout) -> tuple[float, int]:
-    """Fit on the sampled batches, stopping at the value budget (a row group can be huge)."""
-    max_rows = max(1, max_values // (layout.num_classes or 1))
-    shifted, true_shifted, rows = [], [], 0
-    for batch in batches:
-        take = min(len(batch), max_rows - rows)
-        part = TemperatureSample.part(batch.scores[:take], batch.labels[:take])
-        shifted.append(part[0])
-        true_shifted.append(part[1])
-        rows += take
-        if rows >= max_rows:
-            break
-    return fit_temperature(TemperatureSample(shifted, true_shifted)), rows
+def _fit(batches: list[Batch]) -> tuple[float, int]:
+    parts = [TemperatureSample.part(batch.scores, batch.labels) for batch in batches]
+    sample = TemperatureSample([p[0] for p in parts], [p[1] for p in parts])
+    return fit_temperature(sample), len(sample)

@@ -151,16 +151,15 @@ def test_shard_split_never_changes_a_number(tmp_path, predictions, shards):
 
 
 def test_temperature_on_a_sample_of_row_groups(tmp_path, predictions):
-    """Large runs fit T on row groups spread over the run, then score every row at that T."""
+    """Large runs fit T on the head rows of row groups spread over the run, then score every
+    row at that T."""
     logits, labels = predictions
     path = write_run(tmp_path / "run.parquet", labels, logits=logits, row_group_size=50)
-    budget = 200 * 12  # values of 200 rows: 4 of the 14 row groups
+    budget = 200 * 12  # values of 200 rows, spread over the 14 row groups: 14 rows each
     document = metricdiff.report(str(path), temperature_values=budget).to_dict()
-    rows = document["run"]["temperature_fit_rows"]
-    assert 0 < rows <= 200
+    assert document["run"]["temperature_fit_rows"] == 14 * 14
     assert any("sample" in w for w in document["warnings"])
-    groups = np.unique(np.linspace(0, 13, 4).round().astype(int))
-    sampled = np.concatenate([np.arange(g * 50, g * 50 + 50) for g in groups])[:rows]
+    sampled = np.concatenate([np.arange(g * 50, g * 50 + 14) for g in range(14)])
     from test_reference import reference_temperature
     temperature, _ = reference_temperature(logits[sampled], labels[sampled])
     assert document["metrics"]["temperature"] == pytest.approx(temperature, rel=1e-4)
@@ -168,6 +167,17 @@ def test_temperature_on_a_sample_of_row_groups(tmp_path, predictions):
     scaled = np.log(probs_of(logits.astype(np.float64) / document["metrics"]["temperature"]))
     assert document["metrics"]["nll_calibrated"] == pytest.approx(
         -scaled[np.arange(len(labels)), labels].mean(), rel=1e-7)
+
+
+def test_temperature_sample_of_a_single_large_row_group(tmp_path, predictions):
+    logits, labels = predictions
+    path = write_run(tmp_path / "run.parquet", labels, logits=logits, row_group_size=700)
+    document = metricdiff.report(str(path), temperature_values=100 * 12,
+                                 batch_values=30 * 12).to_dict()
+    assert document["run"]["temperature_fit_rows"] == 100
+    from test_reference import reference_temperature
+    temperature, _ = reference_temperature(logits[:100], labels[:100])
+    assert document["metrics"]["temperature"] == pytest.approx(temperature, rel=1e-4)
 
 
 def test_slices_report_each_value(small_run):

@@ -1,0 +1,78 @@
+"""The terminal report: compact rich tables, headline first, breakdowns after.
+
+Colour is decided by the caller's Console (``no_color``, ``color_system=None``, NO_COLOR); this
+module only attaches styles. Every cell is a ``rich.text.Text``, so class names and slice
+values such as ``[red]`` are printed literally, never read as markup.
+"""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from .common import (DASH, TITLE_CALIBRATION, TITLE_WARNINGS, Cell, Grid, Section, calibration_line,
+               headline_grid, sections, title_line, warnings_of)
+
+STYLES = {"bad": "red", "warn": "yellow", "good": "green", "dim": "dim", "strong": "bold"}
+INDENT = 2
+
+
+def _text(cell: Cell, column_style: str | None = None) -> Text:
+    style = " ".join(STYLES[s] for s in (column_style, cell.style) if s in STYLES)
+    return Text(cell.text, style=style)
+
+
+def _table(grid: Grid) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+                  header_style="bold")
+    styles = grid.column_styles or [None] * len(grid.columns)
+    for i, (header, align) in enumerate(zip(grid.columns, grid.align)):
+        # numbers are never cut: their column is as wide as its widest cell; text may fold
+        widest = max([len(header)] + [len(row[i].text) for row in grid.rows])
+        numeric = align == "right"
+        table.add_column(Text(header), justify=align, no_wrap=numeric,
+                         min_width=widest if numeric else min(widest, 12), overflow="fold")
+    for row in grid.rows:
+        table.add_row(*(_text(cell, style) for cell, style in zip(row, styles)))
+    return table
+
+
+def _indent(renderable, top: int = 0) -> Padding:
+    return Padding(renderable, (top, 0, 0, INDENT), expand=False)
+
+
+def _section(console: Console, section: Section) -> None:
+    console.print()
+    console.print(Text(section.title, style="bold underline"))
+    for note in section.intro:
+        console.print(_indent(_text(note)))
+    if section.note:
+        console.print(_indent(Text(section.note, style="dim")))
+    if section.grid is not None and section.grid.rows:
+        console.print(_indent(_table(section.grid)))
+    elif section.grid is not None:
+        console.print(_indent(Text("(nothing to show)", style="dim")))
+    for note in section.outro:
+        console.print(_indent(_text(note)))
+
+
+def render_report(report: dict, console: Console) -> None:
+    """Print the report of one run (the dict from ``RunReport.to_dict()``) to ``console``."""
+    name, facts = title_line(report, DASH)
+    console.print(Text.assemble(("metricdiff report  ", "bold"), (name, "bold cyan"),
+                                ("  " + facts, "")))
+    console.print(_indent(_table(headline_grid(report, DASH)), top=1))
+    verdict = calibration_line(report, DASH)
+    console.print()
+    console.print(Text.assemble((TITLE_CALIBRATION + ": ", "bold"), _text(verdict)))
+    for section in sections(report, DASH):
+        _section(console, section)
+    warnings = warnings_of(report)
+    if warnings:
+        console.print()
+        console.print(Text(TITLE_WARNINGS, style="bold yellow underline"))
+        for warning in warnings:
+            console.print(_indent(Text("! " + warning, style="yellow")))
