@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import report  # noqa: E402
+from .api import compare, report  # noqa: E402
 from .errors import InputError, MetricdiffError, UsageError  # noqa: E402
 
-__all__ = ["InputError", "MetricdiffError", "UsageError", "__version__", "report"]
+__all__ = ["InputError", "MetricdiffError", "UsageError", "__version__", "compare", "report"]

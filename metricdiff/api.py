@@ -6,7 +6,8 @@ from .errors import UsageError
 from .io import ReadOptions
 from .metrics import MetricSettings
 from .pipeline import DEFAULT_TEMPERATURE_VALUES, load_run
-from .report import RunReport, build_report
+from .compare import CompareSettings, build_comparison
+from .report import ComparisonReport, RunReport, build_report
 
 
 def report(run: str, *, name: str | None = None, label_col: str = "label",
@@ -59,3 +60,62 @@ def _check_groups(cuts) -> tuple[float, float]:
     if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < 1:
         raise UsageError(f"--class-groups expects two shares 0 < head < torso < 1, got {cuts}")
     return cuts
+
+
+def compare(baseline: str, *candidates: str, names: list[str] | None = None,
+            primary: str = "nll", alpha: float = 0.05, min_effect: float = 0.0,
+            resamples: int = 1000, seed: int = 0, fail_on: str = "never", top: int = 10,
+            allow_partial: bool = False, label_col: str = "label", pred_col: str | None = None,
+            pred_kind: str | None = None, id_col: str = "id",
+            by: tuple[str, ...] | list[str] = (), classes_file: str | None = None,
+            prob_tolerance: float = 1e-3, top_k: int = 5, ece_bins: int = 15,
+            class_groups: tuple[float, float] = (0.5, 0.8),
+            temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
+            batch_values: int | None = None) -> ComparisonReport:
+    """Compare each candidate run with the baseline, example by example.
+
+    Parameters
+    ----------
+    baseline, *candidates : str
+        Runs (Parquet file, folder of shards, or glob). The first is the baseline.
+    names : list of str, optional
+        Display names, one per run (default: the paths).
+    primary : str
+        The metric the verdict is about (default ``nll``).
+    alpha : float
+        Significance level; intervals are at ``1 - alpha``.
+    min_effect : float
+        Smallest absolute change of the primary metric that counts.
+    resamples, seed : int
+        Paired bootstrap for metrics that are not per-example means.
+    fail_on : {"never", "worse", "not-better"}
+        Which verdicts set ``failed`` (the CLI's exit code 1).
+
+    Returns
+    -------
+    ComparisonReport
+        Plain data; ``to_dict()`` gives the JSON document the CLI prints.
+    """
+    if not candidates:
+        raise UsageError("compare needs a baseline and at least one candidate run")
+    paths = [baseline, *candidates]
+    names = list(names) if names is not None else paths
+    if len(names) != len(paths):
+        raise UsageError(f"{len(names)} names for {len(paths)} runs")
+    if len(set(names)) != len(names):
+        raise UsageError(f"run names must differ: {', '.join(names)}")
+    if resamples < 0 or top < 0:
+        raise UsageError("--resamples and --top must be 0 or more")
+    metric_settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, seed=seed,
+                                     class_groups=_check_groups(class_groups))
+    _check_positive({"--top-k": top_k, "--bins": ece_bins})
+    read = ReadOptions(label_col=label_col, pred_col=pred_col, pred_kind=pred_kind,
+                       id_col=id_col, slice_cols=tuple(by), classes_file=classes_file,
+                       prob_tolerance=prob_tolerance,
+                       **({"batch_values": batch_values} if batch_values else {}))
+    settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
+                               resamples=resamples, seed=seed, fail_on=fail_on, top=top,
+                               allow_partial=allow_partial)
+    runs = [load_run(path, name=name, options=read, temperature_values=temperature_values)
+            for path, name in zip(paths, names)]
+    return build_comparison(runs, settings, metric_settings)

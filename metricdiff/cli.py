@@ -20,6 +20,7 @@ from . import __version__, api
 from .errors import MetricdiffError, UsageError
 from .render.jsonout import render_json
 
+EXIT_FAIL_ON = 1
 EXIT_INPUT_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 EXIT_INTERRUPTED = 130
@@ -71,41 +72,55 @@ def _parse_groups(text: str) -> tuple[float, float]:
     return head, torso
 
 
+# Options shared by every command, declared once so the commands cannot drift apart.
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o",
+                                                  help="Write to FILE instead of stdout.")]
+LabelColOpt = Annotated[str, typer.Option(help="Column of true classes.")]
+PredColOpt = Annotated[Optional[str], typer.Option(
+    help="Prediction column (default: detect logits, probs, logit_*/prob_*, top-k).")]
+PredKindOpt = Annotated[Optional[PredKind], typer.Option(
+    help="What --pred-col holds, when its name does not say.")]
+IdColOpt = Annotated[str, typer.Option(help="Example id column (optional in the file).")]
+ByOpt = Annotated[Optional[list[str]], typer.Option(
+    help="Break metrics down by this metadata column (repeatable).")]
+ClassesOpt = Annotated[Optional[str], typer.Option(
+    help="File of class names: a JSON list or one name per line.")]
+TopKOpt = Annotated[int, typer.Option(help="k of the top-k accuracy.")]
+BinsOpt = Annotated[int, typer.Option(help="Bins of the calibration errors.")]
+ClassGroupsOpt = Annotated[str, typer.Option(
+    help="Cumulative example shares ending the head and torso class groups.")]
+ProbToleranceOpt = Annotated[float, typer.Option(help="Allowed |sum(probs) - 1| per row.")]
+DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks on errors.")]
+
+
 @app.command(epilog="Examples:\n\n  metricdiff report sample_runs/featA_hpB.parquet\n\n"
                     "  metricdiff report runs/val/ --by source --format json | jq .metrics\n\n"
                     "  metricdiff report run.parquet --label-col target --pred-col scores "
                     "--pred-kind logits --format markdown --output report.md")
 def report(
     run: Annotated[str, typer.Argument(help="A Parquet file, a folder of shards, or a glob.")],
-    output_format: Annotated[OutputFormat, typer.Option("--format", "-f",
-                                                        help="Output format.")] = OutputFormat.table,
-    output: Annotated[Optional[str], typer.Option("--output", "-o",
-                                                  help="Write to FILE instead of stdout.")] = None,
+    output_format: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
     name: Annotated[Optional[str], typer.Option(help="Name shown for the run.")] = None,
-    label_col: Annotated[str, typer.Option(help="Column of true classes.")] = "label",
-    pred_col: Annotated[Optional[str], typer.Option(
-        help="Prediction column (default: detect logits, probs, logit_*/prob_*, top-k).")] = None,
-    pred_kind: Annotated[Optional[PredKind], typer.Option(
-        help="What --pred-col holds, when its name does not say.")] = None,
-    id_col: Annotated[str, typer.Option(help="Example id column (optional in the file).")] = "id",
-    by: Annotated[Optional[list[str]], typer.Option(
-        help="Break headline metrics down by this metadata column (repeatable).")] = None,
-    classes: Annotated[Optional[str], typer.Option(
-        help="File of class names: a JSON list or one name per line.")] = None,
-    top_k: Annotated[int, typer.Option(help="k of the top-k accuracy.")] = 5,
-    bins: Annotated[int, typer.Option(help="Bins of the calibration errors.")] = 15,
+    label_col: LabelColOpt = "label",
+    pred_col: PredColOpt = None,
+    pred_kind: PredKindOpt = None,
+    id_col: IdColOpt = "id",
+    by: ByOpt = None,
+    classes: ClassesOpt = None,
+    top_k: TopKOpt = 5,
+    bins: BinsOpt = 15,
     worst: Annotated[int, typer.Option(help="Worst classes listed (0: all).")] = 10,
     batch_size: Annotated[int, typer.Option(help="Mini-batch size of the noise floor.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the noise-floor shuffle.")] = 0,
-    class_groups: Annotated[str, typer.Option(
-        help="Cumulative example shares ending the head and torso class groups.")] = "0.5,0.8",
-    prob_tolerance: Annotated[float, typer.Option(
-        help="Allowed |sum(probs) - 1| per row.")] = 1e-3,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
+    class_groups: ClassGroupsOpt = "0.5,0.8",
+    prob_tolerance: ProbToleranceOpt = 1e-3,
+    debug: DebugOpt = False,
 ) -> None:
     """Measure one run: loss, accuracy, calibration, and the breakdowns that explain them."""
 
-    def work() -> None:
+    def work() -> int:
         _check_output_path(output)
         result = api.report(run, name=name, label_col=label_col, pred_col=pred_col,
                             pred_kind=pred_kind.value if pred_kind else None, id_col=id_col,
@@ -114,14 +129,89 @@ def report(
                             seed=seed, class_groups=_parse_groups(class_groups),
                             prob_tolerance=prob_tolerance)
         _emit(result.to_dict(), output_format, output)
+        return 0
 
     _run_guarded(work, debug)
+
+
+class FailOn(str, Enum):
+    never = "never"
+    worse = "worse"
+    not_better = "not-better"
+
+
+@app.command(epilog="Exit codes: 0 compared and --fail-on did not trigger; 1 it triggered; "
+                    "2 usage or input error; 3 internal error.\n\n"
+                    "Examples:\n\n"
+                    "  metricdiff compare main=runs/main.parquet pr=runs/pr.parquet\n\n"
+                    "  metricdiff compare a.parquet b.parquet c.parquet --primary accuracy\n\n"
+                    "  metricdiff compare main.parquet pr.parquet --fail-on worse "
+                    "--format markdown >> $GITHUB_STEP_SUMMARY")
+def compare(
+    runs: Annotated[list[str], typer.Argument(
+        help="BASELINE CANDIDATE [CANDIDATE ...]: runs, optionally named as NAME=PATH.")],
+    primary: Annotated[str, typer.Option(help="Metric the verdict is about.")] = "nll",
+    alpha: Annotated[float, typer.Option(
+        help="Significance level; intervals are at 1 - alpha.")] = 0.05,
+    min_effect: Annotated[float, typer.Option(
+        help="Smallest change of the primary metric that counts.")] = 0.0,
+    resamples: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    fail_on: Annotated[FailOn, typer.Option(
+        help="Exit 1 when a candidate is worse, or is not better.")] = FailOn.never,
+    top: Annotated[int, typer.Option(help="Length of each ranked list.")] = 10,
+    allow_partial: Annotated[bool, typer.Option(
+        help="Compare the examples common to all runs when ids differ.")] = False,
+    output_format: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+    label_col: LabelColOpt = "label",
+    pred_col: PredColOpt = None,
+    pred_kind: PredKindOpt = None,
+    id_col: IdColOpt = "id",
+    by: ByOpt = None,
+    classes: ClassesOpt = None,
+    top_k: TopKOpt = 5,
+    bins: BinsOpt = 15,
+    class_groups: ClassGroupsOpt = "0.5,0.8",
+    prob_tolerance: ProbToleranceOpt = 1e-3,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare candidate runs with a baseline, example by example: deltas with intervals, a
+    verdict, and why loss and accuracy disagree."""
+
+    def work() -> int:
+        _check_output_path(output)
+        names, paths = zip(*(split_name(arg) for arg in runs))
+        if len(paths) < 2:
+            raise UsageError("compare needs a baseline and at least one candidate run")
+        result = api.compare(*paths, names=list(names), primary=primary, alpha=alpha,
+                             min_effect=min_effect, resamples=resamples, seed=seed,
+                             fail_on=fail_on.value, top=top, allow_partial=allow_partial,
+                             label_col=label_col, pred_col=pred_col,
+                             pred_kind=pred_kind.value if pred_kind else None, id_col=id_col,
+                             by=tuple(by or ()), classes_file=classes, top_k=top_k,
+                             ece_bins=bins, class_groups=_parse_groups(class_groups),
+                             prob_tolerance=prob_tolerance)
+        _emit(result.to_dict(), output_format, output)
+        return EXIT_FAIL_ON if result.failed else 0
+
+    _run_guarded(work, debug)
+
+
+def split_name(arg: str) -> tuple[str, str]:
+    """'name=path' -> (name, path); a plain path (or one that exists with '=' in it) is its
+    own name."""
+    if "=" in arg and not os.path.exists(arg):
+        name, path = arg.split("=", 1)
+        if name and path:
+            return name, path
+    return arg, arg
 
 
 def _run_guarded(work, debug: bool) -> None:
     """Turn library errors into one line on stderr and an exit code; --debug shows tracebacks."""
     try:
-        work()
+        code = work()
     except MetricdiffError as exc:
         if debug:
             raise
@@ -137,6 +227,8 @@ def _run_guarded(work, debug: bool) -> None:
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the "
               "traceback, and please report it)", EXIT_INTERNAL_ERROR)
+    if code:
+        raise typer.Exit(code)
 
 
 def _fail(message: str, code: int) -> None:
@@ -155,18 +247,25 @@ def _check_output_path(output: str | None) -> None:
 
 
 def _emit(document: dict, output_format: OutputFormat, output: str | None) -> None:
+    comparison = document["kind"] == "comparison"
     if output_format is OutputFormat.json:
         text = render_json(document)
     elif output_format is OutputFormat.markdown:
-        from .render.markdown import render_report_markdown
-        text = render_report_markdown(document)
+        if comparison:
+            from .render.compare_markdown import render_comparison_markdown as to_markdown
+        else:
+            from .render.markdown import render_report_markdown as to_markdown
+        text = to_markdown(document)
     else:
-        from .render.table import render_report
+        if comparison:
+            from .render.compare_table import render_comparison as to_table
+        else:
+            from .render.table import render_report as to_table
         if output is None:
-            render_report(document, stdout_console())
+            to_table(document, stdout_console())
             return
         buffer = io.StringIO()
-        render_report(document, Console(file=buffer, width=PIPE_WIDTH, color_system=None))
+        to_table(document, Console(file=buffer, width=PIPE_WIDTH, color_system=None))
         text = buffer.getvalue()
     if output is None:
         sys.stdout.write(text)

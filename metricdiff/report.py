@@ -39,6 +39,24 @@ class RunReport:
                       "tool": {"name": "metricdiff", "version": __version__}, **asdict(self)})
 
 
+@dataclass(frozen=True)
+class ComparisonReport:
+    """Everything `metricdiff compare` shows: each run, and each candidate against the baseline."""
+
+    settings: dict
+    alignment: dict
+    runs: list
+    directions: dict
+    comparisons: list
+    best: str  # the run significantly best on the primary metric (the baseline if none is)
+    failed: bool  # whether the --fail-on condition triggered
+    warnings: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return plain({"schema_version": SCHEMA_VERSION, "kind": "comparison",
+                      "tool": {"name": "metricdiff", "version": __version__}, **asdict(self)})
+
+
 def plain(value):
     """JSON-ready copy: numpy scalars become Python numbers, NaN and infinity become None."""
     if isinstance(value, dict):

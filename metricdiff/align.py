@@ -1,0 +1,114 @@
+"""Lining runs up example by example: on ids where runs have them, on row order otherwise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .pipeline import RunData
+
+EXAMPLES_SHOWN = 5  # ids quoted in an error message
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Row indices into each run so that position i is the same example in every run."""
+
+    rows: tuple[np.ndarray, ...]  # one index array per run, in the baseline's order
+    ids: np.ndarray  # the example ids, or row numbers where runs have no ids
+    keyed_by: str  # "id" or "row order"
+    dropped: tuple[int, ...]  # rows of each run left out (only with allow_partial)
+
+
+def align_runs(runs: list[RunData], allow_partial: bool = False) -> Alignment:
+    _check_same_classes(runs)
+    with_ids = [run.ids is not None for run in runs]
+    if all(with_ids):
+        alignment = _align_on_ids(runs, allow_partial)
+    elif not any(with_ids):
+        alignment = _align_on_rows(runs)
+    else:
+        missing = [run.layout.path for run, has in zip(runs, with_ids) if not has]
+        raise InputError(f"no id column '{runs[0].layout.id_col or 'id'}', but other runs have "
+                         "one; expected ids in every run (or in none, to line up by row order)",
+                         path=missing[0])
+    _check_same_labels(runs, alignment)
+    return alignment
+
+
+def _check_same_classes(runs: list[RunData]) -> None:
+    base = runs[0]
+    for run in runs[1:]:
+        if run.num_classes != base.num_classes:
+            raise InputError(f"{run.num_classes} classes, but the baseline {base.name} has "
+                             f"{base.num_classes}; expected runs over the same classes",
+                             path=run.layout.path)
+        names = run.layout.class_names, base.layout.class_names
+        if None not in names and names[0] != names[1]:
+            differ = next(i for i, (a, b) in enumerate(zip(*names)) if a != b)
+            raise InputError(f"class names differ from the baseline {base.name} at class "
+                             f"{differ}: '{names[0][differ]}' vs '{names[1][differ]}'",
+                             path=run.layout.path)
+
+
+def _quote(values) -> str:
+    shown = [str(v) for v in list(values)[:EXAMPLES_SHOWN]]
+    return ", ".join(shown) + (", ..." if len(values) > EXAMPLES_SHOWN else "")
+
+
+def _align_on_ids(runs: list[RunData], allow_partial: bool) -> Alignment:
+    indexes = []
+    for run in runs:
+        index = pd.Index(run.ids)
+        if index.has_duplicates:
+            repeated = index[index.duplicated()].unique()
+            raise InputError(f"{len(repeated)} ids appear more than once (e.g. "
+                             f"{_quote(repeated)}); expected one row per example",
+                             path=run.layout.path, column=run.layout.id_col)
+        indexes.append(index)
+
+    base = indexes[0]
+    keep = np.ones(len(base), dtype=bool)
+    for run, index in zip(runs[1:], indexes[1:]):
+        found = index.get_indexer(base) >= 0
+        extra = ~index.isin(base)
+        if not allow_partial and (not found.all() or extra.any()):
+            raise InputError(f"ids differ from the baseline {runs[0].name}: "
+                             f"{int((~found).sum())} baseline ids missing here (e.g. "
+                             f"{_quote(base[~found])}), {int(extra.sum())} ids only here (e.g. "
+                             f"{_quote(index[extra])}); pass --allow-partial to compare the "
+                             "common examples", path=run.layout.path, column=run.layout.id_col)
+        keep &= found
+    if not keep.any():
+        raise InputError("no id is common to all runs", path=runs[0].layout.path,
+                         column=runs[0].layout.id_col)
+    common = base[keep]
+    rows = tuple(index.get_indexer(common) for index in indexes)
+    dropped = tuple(len(index) - len(common) for index in indexes)
+    return Alignment(rows=rows, ids=np.asarray(common), keyed_by="id", dropped=dropped)
+
+
+def _align_on_rows(runs: list[RunData]) -> Alignment:
+    n = len(runs[0].examples)
+    for run in runs[1:]:
+        if len(run.examples) != n:
+            raise InputError(f"{len(run.examples)} rows, but the baseline {runs[0].name} has "
+                             f"{n}; without an id column runs are lined up by row order and "
+                             "must have the same rows", path=run.layout.path)
+    rows = tuple(np.arange(n) for _ in runs)
+    return Alignment(rows=rows, ids=np.arange(n), keyed_by="row order",
+                     dropped=tuple(0 for _ in runs))
+
+
+def _check_same_labels(runs: list[RunData], alignment: Alignment) -> None:
+    base_labels = runs[0].examples.label[alignment.rows[0]]
+    for run, rows in zip(runs[1:], alignment.rows[1:]):
+        differ = run.examples.label[rows] != base_labels
+        if differ.any():
+            raise InputError(f"{int(differ.sum())} examples have a different label than in the "
+                             f"baseline {runs[0].name} (e.g. {alignment.keyed_by} "
+                             f"{_quote(alignment.ids[differ])}); expected the same validation "
+                             "set", path=run.layout.path, column=run.layout.label_col)

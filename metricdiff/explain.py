@@ -1,0 +1,201 @@
+"""Why loss and accuracy (or any two headline metrics) moved in opposite directions.
+
+Every figure is a contribution to a change of a mean: the summed per-example differences of a
+group of examples divided by all n, so the contributions of disjoint groups add up to the
+whole change. The sentences only restate those figures; the figures go to JSON as they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .metrics import GROUP_NAMES
+from .paired import Interval
+from .perexample import PerExample
+
+FLIP_GROUPS = ("both_correct", "both_wrong", "fixed", "broken")
+# A calibrated NLL gap this much smaller than the raw gap means calibration explains the rest.
+CALIBRATION_SHARE = 0.5
+SIGNIFICANT_SHARE = 0.25  # a group worth naming carries at least this share of a change
+
+
+def flip_groups(base: PerExample, cand: PerExample) -> dict[str, np.ndarray]:
+    b, c = base.correct, cand.correct
+    return {"both_correct": b & c, "both_wrong": ~b & ~c, "fixed": ~b & c, "broken": b & ~c}
+
+
+def _share(part: float, whole: float) -> float | None:
+    return float(part / whole) if whole else None
+
+
+def nll_by_flip(base: PerExample, cand: PerExample) -> list[dict]:
+    n = len(base)
+    diff = cand.nll - base.nll
+    total = float(diff.mean())
+    rows = []
+    for name, member in flip_groups(base, cand).items():
+        contribution = float(diff[member].sum() / n)
+        rows.append({
+            "group": name, "count": int(member.sum()),
+            "baseline_nll": float(base.nll[member].mean()) if member.any() else None,
+            "candidate_nll": float(cand.nll[member].mean()) if member.any() else None,
+            "contribution": contribution, "share": _share(contribution, total),
+        })
+    return rows
+
+
+def calibration_view(deltas: dict[str, Interval], temperatures: tuple) -> dict | None:
+    needed = ("nll", "nll_calibrated", "ece")
+    if any(deltas.get(name) is None for name in needed):
+        return None
+    raw, calibrated = deltas["nll"].delta, deltas["nll_calibrated"].delta
+    if raw and np.sign(raw) != np.sign(calibrated) and calibrated:
+        finding = "reversed"  # after temperature scaling, the other run has the lower loss
+    elif raw and abs(calibrated) < CALIBRATION_SHARE * abs(raw):
+        finding = "mostly_calibration"
+    else:
+        finding = "ranking"
+    return {"nll_delta": raw, "nll_calibrated_delta": calibrated,
+            "ece_delta": deltas["ece"].delta, "temperature_baseline": temperatures[0],
+            "temperature_candidate": temperatures[1], "finding": finding}
+
+
+def confident_wrong_view(base: PerExample, cand: PerExample, threshold: float) -> dict:
+    n = len(base)
+    diff = cand.nll - base.nll
+    base_cw = ~base.correct & (base.conf >= threshold)
+    cand_cw = ~cand.correct & (cand.conf >= threshold)
+    total = float(diff.mean())
+    contribution = float(diff[cand_cw].sum() / n)
+    return {"threshold": threshold, "baseline_count": int(base_cw.sum()),
+            "candidate_count": int(cand_cw.sum()),
+            "baseline_nll_share": _share(base.nll[base_cw].sum(), base.nll.sum()),
+            "candidate_nll_share": _share(cand.nll[cand_cw].sum(), cand.nll.sum()),
+            "contribution": contribution, "share": _share(contribution, total)}
+
+
+def class_group_view(base: PerExample, cand: PerExample, groups: np.ndarray) -> list[dict]:
+    """Contributions of head / torso / tail classes (by baseline support) to both changes."""
+    n = len(base)
+    example_group = groups[base.label]
+    d_acc = cand.correct.astype(np.float64) - base.correct
+    d_nll = cand.nll - base.nll
+    total_acc, total_nll = float(d_acc.mean()), float(d_nll.mean())
+    rows = []
+    for g, name in enumerate(GROUP_NAMES):
+        member = example_group == g
+        acc_part = float(d_acc[member].sum() / n)
+        nll_part = float(d_nll[member].sum() / n)
+        rows.append({
+            "group": name, "examples": int(member.sum()),
+            "baseline_accuracy": float(base.correct[member].mean()) if member.any() else None,
+            "candidate_accuracy": float(cand.correct[member].mean()) if member.any() else None,
+            "baseline_predicted_share": float((groups[base.pred] == g).mean()),
+            "candidate_predicted_share": float((groups[cand.pred] == g).mean()),
+            "accuracy_contribution": acc_part, "accuracy_share": _share(acc_part, total_acc),
+            "nll_contribution": nll_part, "nll_share": _share(nll_part, total_nll),
+        })
+    return rows
+
+
+def disagreements(deltas: dict[str, Interval], directions: dict[str, bool | None],
+                  primary: str, alpha: float) -> list[dict]:
+    """Headline metrics that moved significantly in the direction opposite to the primary."""
+    main = deltas.get(primary)
+    if main is None or main.p_value is None or not main.delta:
+        return []
+    primary_better = (main.delta > 0) == bool(directions[primary])
+    found = []
+    for name, interval in deltas.items():
+        if name == primary or directions.get(name) is None or interval.p_value is None:
+            continue
+        if interval.p_value >= alpha or not interval.delta:
+            continue
+        better = (interval.delta > 0) == directions[name]
+        if better != primary_better:
+            found.append({"metric": name, "says": "better" if better else "worse",
+                          "primary_says": "better" if primary_better else "worse",
+                          "delta": interval.delta, "p_value": interval.p_value})
+    return found
+
+
+def reasons(flips: list[dict], calibration: dict | None, confident: dict,
+            groups: list[dict], accuracy_delta: float, nll_delta: float) -> list[str]:
+    """Plain sentences, most telling first, each restating figures computed above."""
+    said = []
+    by_name = {row["group"]: row for row in flips}
+    fixed, broken = by_name["fixed"], by_name["broken"]
+    said.append(f"Accuracy {_moved(accuracy_delta, pct=True)}: {fixed['count']} examples fixed, "
+                f"{broken['count']} broken (net {fixed['count'] - broken['count']:+d}).")
+    parts = sorted(flips, key=lambda row: -abs(row["contribution"]))
+    main = parts[0]
+    pieces = ", ".join(f"{row['group'].replace('_', '-')} {row['contribution']:+.4f}"
+                       for row in parts if row["count"])
+    said.append(f"Mean NLL {_moved(nll_delta)}; by example group: {pieces}. The largest part "
+                f"comes from {main['group'].replace('_', '-')} examples"
+                + (f" (mean NLL {main['baseline_nll']:.3f} -> {main['candidate_nll']:.3f})."
+                   if main["count"] else "."))
+    opposite = [row for row in parts if row["count"] and nll_delta
+                and np.sign(row["contribution"]) != np.sign(nll_delta)
+                and abs(row["contribution"]) >= SIGNIFICANT_SHARE * abs(nll_delta)]
+    for row in opposite:
+        said.append(f"Against that, {row['group'].replace('_', '-')} examples move NLL by "
+                    f"{row['contribution']:+.4f}.")
+    if calibration is not None:
+        t0, t1 = calibration["temperature_baseline"], calibration["temperature_candidate"]
+        temps = f"fitted temperatures {t0:.3g} -> {t1:.3g}" if t0 and t1 else "temperatures"
+        if calibration["finding"] == "reversed":
+            said.append(f"After temperature scaling each run, the NLL change reverses "
+                        f"({calibration['nll_delta']:+.4f} raw, "
+                        f"{calibration['nll_calibrated_delta']:+.4f} calibrated; {temps}): the "
+                        "raw loss gap is miscalibration, not worse ranking of classes.")
+        elif calibration["finding"] == "mostly_calibration":
+            said.append(f"After temperature scaling the NLL change shrinks from "
+                        f"{calibration['nll_delta']:+.4f} to "
+                        f"{calibration['nll_calibrated_delta']:+.4f} ({temps}): most of the "
+                        "loss gap is calibration.")
+        else:
+            said.append(f"Temperature scaling leaves the NLL change at "
+                        f"{calibration['nll_calibrated_delta']:+.4f} (raw "
+                        f"{calibration['nll_delta']:+.4f}; {temps}): the runs differ in how they "
+                        "rank classes, not only in confidence.")
+    if confident["share"] is not None and abs(confident["share"]) >= SIGNIFICANT_SHARE:
+        said.append(f"Confidently wrong examples (confidence >= {confident['threshold']:g}): "
+                    f"{confident['baseline_count']} -> {confident['candidate_count']}; the "
+                    f"candidate's add {confident['contribution']:+.4f} to the mean NLL "
+                    f"({_part_of_change(confident['share'])}) and carry "
+                    f"{_pct(confident['candidate_nll_share'])} of the candidate's total NLL.")
+    notable = [row for row in groups if row["accuracy_share"] is not None
+               and abs(row["accuracy_share"]) >= SIGNIFICANT_SHARE and row["examples"]]
+    if notable and accuracy_delta:
+        pieces = ", ".join(f"{row['group']} {100 * row['accuracy_contribution']:+.2f} pts "
+                           f"({_pct(row['baseline_accuracy'])} -> "
+                           f"{_pct(row['candidate_accuracy'])})" for row in groups
+                           if row["examples"])
+        said.append(f"By class frequency, accuracy changes: {pieces}.")
+        drift = [row for row in groups
+                 if abs(row["candidate_predicted_share"] - row["baseline_predicted_share"]) >= 0.02]
+        for row in drift:
+            said.append(f"The candidate predicts {row['group']} classes for "
+                        f"{_pct(row['candidate_predicted_share'])} of examples (baseline "
+                        f"{_pct(row['baseline_predicted_share'])}).")
+    return said
+
+
+def _part_of_change(share: float) -> str:
+    if share < 0:
+        return "against the net change"
+    if share > 1:
+        return f"{share:.1f}x the net change, which other examples offset"
+    return f"{100 * share:.0f}% of the change"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _moved(delta: float, pct: bool = False) -> str:
+    if not delta:
+        return "did not move"
+    amount = f"{100 * abs(delta):.2f} pts" if pct else f"{abs(delta):.4f}"
+    return f"{'rose' if delta > 0 else 'fell'} by {amount}"

@@ -1,0 +1,137 @@
+"""Ranked differences: which metrics moved most clearly, and which classes, slices, confidence
+bins and examples the change of the primary metric comes from."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .metrics import ClassCounts, MetricSettings, bin_edges, equal_width_bin
+from .paired import Interval, per_example_values
+from .perexample import PerExample
+
+
+def rank_metrics(deltas: dict[str, Interval], directions: dict[str, bool | None]) -> list[dict]:
+    """Most clearly moved first: smallest p-value, then largest relative change."""
+    rows = []
+    for name, interval in deltas.items():
+        if interval.p_value is None:
+            continue
+        rows.append({"metric": name, "delta": interval.delta, "p_value": interval.p_value,
+                     "change": change_word(interval.delta, directions.get(name))})
+    return sorted(rows, key=lambda row: (row["p_value"], -abs(row["delta"])))
+
+
+def change_word(delta: float | None, higher_is_better: bool | None) -> str | None:
+    if delta is None:
+        return None
+    if delta == 0:
+        return "unchanged"
+    if higher_is_better is None:
+        return "up" if delta > 0 else "down"
+    return "better" if (delta > 0) == higher_is_better else "worse"
+
+
+class Attribution:
+    """How the change of the primary metric splits over groups of examples.
+
+    Means of per-example values split exactly: a group contributes its summed per-example
+    differences divided by n. Balanced accuracy and macro F1 split exactly over classes (a
+    class contributes its change of recall or F1 divided by the classes averaged over). Other
+    metrics (ECE and friends) do not split over examples; the change of mean NLL is split
+    instead and `metric` says so.
+    """
+
+    def __init__(self, primary: str, base: PerExample, cand: PerExample, num_classes: int,
+                 settings: MetricSettings):
+        values = per_example_values(settings)
+        self.metric = primary if primary in values else "nll"
+        value = values[self.metric]
+        self.diff = value(cand) - value(base)
+        self.n = len(base)
+        self.primary = primary
+        self.base_counts = ClassCounts.of(base, num_classes)
+        self.cand_counts = ClassCounts.of(cand, num_classes)
+
+    def by_group(self, keys: np.ndarray, size: int) -> np.ndarray:
+        """Contribution of each group of examples (keys in [0, size))."""
+        return np.bincount(keys, weights=self.diff, minlength=size) / self.n
+
+    def by_class(self, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, str]:
+        b, c = self.base_counts, self.cand_counts
+        if self.primary == "balanced_accuracy":
+            present = b.support > 0
+            recall = lambda k: np.divide(k.hits, k.support, out=np.zeros(num_classes),
+                                         where=present)
+            return (recall(c) - recall(b)) / present.sum(), self.primary
+        if self.primary == "macro_f1":
+            base_present = (b.support > 0) | (b.predicted > 0)
+            cand_present = (c.support > 0) | (c.predicted > 0)
+            return c.f1() / cand_present.sum() - b.f1() / base_present.sum(), self.primary
+        return self.by_group(labels, num_classes), self.metric
+
+
+def rank_classes(attribution: Attribution, base: PerExample, num_classes: int,
+                 class_names, limit: int) -> dict:
+    contribution, metric = attribution.by_class(base.label, num_classes)
+    seen = np.flatnonzero(contribution != 0)
+    order = seen[np.argsort(-np.abs(contribution[seen]), kind="stable")][:limit or None]
+    b, c = attribution.base_counts, attribution.cand_counts
+    rows = [{"class": int(k), "name": class_names[k] if class_names is not None else str(k),
+             "support": int(b.support[k]), "contribution": float(contribution[k]),
+             "baseline_recall": _ratio(b.hits[k], b.support[k]),
+             "candidate_recall": _ratio(c.hits[k], c.support[k]),
+             "baseline_nll": _ratio(b.nll_sum[k], b.support[k]),
+             "candidate_nll": _ratio(c.nll_sum[k], c.support[k])} for k in order]
+    return {"metric": metric, "rows": rows}
+
+
+def rank_slices(attribution: Attribution, base: PerExample, cand: PerExample,
+                values: np.ndarray, limit: int) -> dict:
+    keys, inverse = np.unique(values.astype(str), return_inverse=True)
+    contribution = attribution.by_group(inverse, len(keys))
+    order = np.argsort(-np.abs(contribution), kind="stable")[:limit or None]
+    rows = []
+    for i in order:
+        member = inverse == i
+        rows.append({"value": str(keys[i]), "n": int(member.sum()),
+                     "contribution": float(contribution[i]),
+                     "baseline_accuracy": float(base.correct[member].mean()),
+                     "candidate_accuracy": float(cand.correct[member].mean()),
+                     "baseline_nll": float(base.nll[member].mean()),
+                     "candidate_nll": float(cand.nll[member].mean())})
+    return {"metric": attribution.metric, "rows": rows}
+
+
+def rank_confidence_bins(attribution: Attribution, base: PerExample, cand: PerExample,
+                         bins: int) -> dict:
+    """Examples grouped by the baseline's top-1 confidence."""
+    which = equal_width_bin(base.conf, bins)
+    contribution = attribution.by_group(which, bins)
+    edges = bin_edges(bins)
+    count = np.bincount(which, minlength=bins)
+    order = [i for i in np.argsort(-np.abs(contribution), kind="stable") if count[i]]
+    rows = [{"lower": float(edges[i]), "upper": float(edges[i + 1]), "count": int(count[i]),
+             "contribution": float(contribution[i]),
+             "baseline_accuracy": float(base.correct[which == i].mean()),
+             "candidate_accuracy": float(cand.correct[which == i].mean())} for i in order]
+    return {"metric": attribution.metric, "grouped_by": "baseline confidence", "rows": rows}
+
+
+def rank_examples(base: PerExample, cand: PerExample, ids: np.ndarray, class_names,
+                  limit: int) -> list[dict]:
+    """The examples whose loss rose the most, to go and look at."""
+    rise = cand.nll - base.nll
+    top = min(limit, len(rise))
+    order = np.argpartition(-rise, top - 1)[:top] if top else np.array([], dtype=int)
+    order = order[np.argsort(-rise[order], kind="stable")]
+    name = (lambda k: class_names[k]) if class_names is not None else str
+    return [{"id": ids[i].item() if hasattr(ids[i], "item") else ids[i],
+             "label": name(int(base.label[i])),
+             "baseline_pred": name(int(base.pred[i])), "candidate_pred": name(int(cand.pred[i])),
+             "baseline_nll": float(base.nll[i]), "candidate_nll": float(cand.nll[i]),
+             "nll_rise": float(rise[i]), "baseline_conf": float(base.conf[i]),
+             "candidate_conf": float(cand.conf[i])} for i in order if rise[i] > 0]
+
+
+def _ratio(num, den) -> float | None:
+    return float(num / den) if den else None

@@ -1,0 +1,127 @@
+"""Paired statistics against independent references, and interval coverage on simulated data
+with a known true difference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from metricdiff.paired import ResampleView, bootstrap, mcnemar_exact, paired_t
+from metricdiff.perexample import PerExample
+from metricdiff.verdict import decide, holm
+
+
+def test_paired_t_matches_scipy_ttest_rel():
+    rng = np.random.default_rng(0)
+    base = rng.normal(1.0, 1.0, 300)
+    cand = base + rng.normal(0.1, 0.5, 300)
+    ours = paired_t(base, cand, alpha=0.05)
+    ref = stats.ttest_rel(cand, base)
+    low, high = ref.confidence_interval(0.95)
+    assert ours.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+    assert (ours.ci_low, ours.ci_high) == pytest.approx((low, high), rel=1e-9)
+    assert ours.delta == pytest.approx(cand.mean() - base.mean())
+
+
+def test_paired_t_of_identical_values_is_zero_and_untestable():
+    values = np.linspace(0, 1, 50)
+    result = paired_t(values, values.copy(), alpha=0.05)
+    assert (result.delta, result.ci_low, result.ci_high, result.p_value) == (0, 0, 0, 1.0)
+
+
+@pytest.mark.parametrize("fixed,broken", [(0, 0), (1, 0), (5, 5), (3, 17), (40, 12), (200, 170)])
+def test_mcnemar_exact_matches_scipy_binomtest(fixed, broken):
+    expected = 1.0 if fixed + broken == 0 else stats.binomtest(
+        min(fixed, broken), fixed + broken, 0.5).pvalue
+    assert mcnemar_exact(fixed, broken) == pytest.approx(expected, rel=1e-12)
+
+
+def test_holm_by_hand():
+    # sorted p: 0.01 (x3 = 0.03), 0.02 (x2 = 0.04), 0.04 (x1 = 0.04, kept monotone)
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, None]) == [0.5, None]
+    assert holm([0.6, 0.3]) == pytest.approx([0.6, 0.6])  # capped at 1 and monotone
+
+
+def per_example(correct: np.ndarray, conf: np.ndarray, label: np.ndarray) -> PerExample:
+    n = len(correct)
+    pred = np.where(correct, label, (label + 1) % (label.max() + 1))
+    return PerExample(label=label, pred=pred, rank=np.where(correct, 0, 1), conf=conf,
+                      nll=-np.log(np.where(correct, conf, (1 - conf) / 2)),
+                      brier=np.zeros(n), entropy=np.zeros(n), nll_cal=np.zeros(n),
+                      conf_cal=conf)
+
+
+def test_bootstrap_of_a_run_against_itself_is_exactly_zero():
+    rng = np.random.default_rng(1)
+    pe = per_example(rng.random(500) < 0.7, rng.uniform(0.3, 1, 500), rng.integers(0, 5, 500))
+    view = ResampleView(pe, 5, 15)
+    result = bootstrap(view, ResampleView(pe, 5, 15), {"ece", "macro_f1", "ece_adaptive"},
+                       resamples=100, seed=0, alpha=0.05)
+    for interval in result.values():
+        assert (interval.delta, interval.ci_low, interval.ci_high, interval.p_value) == (
+            0, 0, 0, 1.0)
+
+
+def test_bootstrap_observed_values_equal_the_metrics_module():
+    from metricdiff.metrics import (ClassCounts, adaptive_calibration_error, balanced_accuracy,
+                                    calibration_error, macro_f1)
+    rng = np.random.default_rng(2)
+    label = rng.integers(0, 6, 700)
+    base = per_example(rng.random(700) < 0.6, rng.uniform(0.2, 1, 700), label)
+    cand = per_example(rng.random(700) < 0.7, rng.uniform(0.2, 1, 700), label)
+    wanted = {"ece", "mce", "ece_adaptive", "balanced_accuracy", "macro_f1"}
+    result = bootstrap(ResampleView(base, 6, 15), ResampleView(cand, 6, 15), wanted, 20, 0, 0.05)
+
+    def direct(pe):
+        ece, mce = calibration_error(pe.conf, pe.correct, 15)
+        counts = ClassCounts.of(pe, 6)
+        return {"ece": ece, "mce": mce,
+                "ece_adaptive": adaptive_calibration_error(pe.conf, pe.correct, 15),
+                "balanced_accuracy": balanced_accuracy(counts), "macro_f1": macro_f1(counts)}
+
+    b, c = direct(base), direct(cand)
+    for name in wanted:
+        assert result[name].delta == pytest.approx(c[name] - b[name], abs=1e-12), name
+
+
+def test_paired_t_interval_covers_a_known_difference_95_percent_of_the_time():
+    rng = np.random.default_rng(3)
+    true_delta, hits, trials = 0.05, 0, 1000
+    for _ in range(trials):
+        base = rng.exponential(1.0, 200)  # skewed, like per-example NLL
+        cand = base + true_delta + rng.normal(0, 0.4, 200)
+        interval = paired_t(base, cand, alpha=0.05)
+        hits += interval.ci_low <= true_delta <= interval.ci_high
+    assert 0.93 <= hits / trials <= 0.97
+
+
+def test_bootstrap_interval_covers_a_known_difference_about_95_percent_of_the_time():
+    """Balanced accuracy of two runs whose per-class hit rates are known exactly."""
+    rng = np.random.default_rng(4)
+    k, n = 4, 2000
+    base_rate = np.array([0.6, 0.7, 0.8, 0.9])
+    cand_rate = np.array([0.65, 0.7, 0.85, 0.88])
+    true_delta = float(np.mean(cand_rate - base_rate))
+    hits, trials = 0, 200
+    for trial in range(trials):
+        label = rng.integers(0, k, n)
+        shared = rng.random(n)  # paired: the same difficulty drives both runs
+        base = per_example(shared < base_rate[label], np.full(n, 0.8), label)
+        cand = per_example(shared < cand_rate[label], np.full(n, 0.8), label)
+        result = bootstrap(ResampleView(base, k, 15), ResampleView(cand, k, 15),
+                           {"balanced_accuracy"}, resamples=300, seed=trial, alpha=0.05)
+        interval = result["balanced_accuracy"]
+        hits += interval.ci_low <= true_delta <= interval.ci_high
+    assert 0.90 <= hits / trials <= 0.99
+
+
+def test_decide_uses_direction_min_effect_and_adjusted_p():
+    from metricdiff.paired import Interval
+    lower = Interval(-0.2, -0.3, -0.1, 0.001, "paired t")
+    assert decide("c", "nll", lower, False, 0.001, 0.05, 0).decision == "better"
+    assert decide("c", "accuracy", lower, True, 0.001, 0.05, 0).decision == "worse"
+    assert decide("c", "nll", lower, False, 0.2, 0.05, 0).decision == "inconclusive"
+    small = decide("c", "nll", lower, False, 0.001, 0.05, 0.5)
+    assert small.decision == "inconclusive" and "--min-effect" in small.reason
