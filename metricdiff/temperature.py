@@ -50,27 +50,43 @@ class TemperatureSample:
             yield self.shifted[start:start + step], self.true_shifted[start:start + step]
 
 
-def fit_temperature(sample: TemperatureSample, tolerance: float = 1e-10) -> float:
-    """Return T in [T_MIN, T_MAX] minimising mean NLL on the sample (clamped at the ends)."""
-    lo, hi = 1.0 / T_MAX, 1.0 / T_MIN
-    slope_lo, _ = sample.slope_and_curvature(lo)
-    if slope_lo >= 0:
-        return T_MAX
-    slope_hi, _ = sample.slope_and_curvature(hi)
-    if slope_hi <= 0:
-        return T_MIN
+BETA_MIN, BETA_MAX = 1.0 / T_MAX, 1.0 / T_MIN
+GROWTH = 4.0  # bracket expansion factor
+RELATIVE_STEP = 1e-7  # float32 scores resolve beta to about this; finer steps chase noise
+
+
+def fit_temperature(sample: TemperatureSample) -> float:
+    """Return T in [T_MIN, T_MAX] minimising mean NLL on the sample (clamped at the ends).
+
+    From beta = 1, the bracket around the root of the slope is widened geometrically until the
+    slope changes sign (or a search limit is reached, which is then the answer); inside it,
+    Newton steps, with bisection whenever a step would leave the bracket. A handful of passes
+    over the sample in the usual case.
+    """
     beta = 1.0
+    slope, curvature = sample.slope_and_curvature(beta)
+    lo, hi = BETA_MIN, BETA_MAX
+    if slope < 0:  # the optimum has a larger beta: widen upwards
+        while slope < 0 and beta < BETA_MAX:
+            lo, beta = beta, min(beta * GROWTH, BETA_MAX)
+            slope, curvature = sample.slope_and_curvature(beta)
+    else:  # a smaller beta: widen downwards
+        while slope > 0 and beta > BETA_MIN:
+            hi, beta = beta, max(beta / GROWTH, BETA_MIN)
+            slope, curvature = sample.slope_and_curvature(beta)
+    if (slope < 0 and beta == BETA_MAX) or (slope > 0 and beta == BETA_MIN):
+        return 1.0 / beta  # still falling (or rising) at a search limit: clamp there
     for _ in range(100):
-        slope, curvature = sample.slope_and_curvature(beta)
-        if abs(slope) <= tolerance:
-            break
         if slope > 0:
             hi = beta
-        else:
+        elif slope < 0:
             lo = beta
+        else:
+            return 1.0 / beta
         step = beta - slope / curvature if curvature > 0 else np.nan
-        # Newton when it stays inside the bracket, bisection otherwise
-        beta = step if lo < step < hi else 0.5 * (lo + hi)
-        if hi - lo <= 1e-12 * hi:
-            break
+        new_beta = step if lo < step < hi else 0.5 * (lo + hi)
+        if abs(new_beta - beta) <= RELATIVE_STEP * beta:
+            return 1.0 / new_beta
+        beta = new_beta
+        slope, curvature = sample.slope_and_curvature(beta)
     return 1.0 / beta

@@ -225,3 +225,15 @@ def test_noise_floor_of_a_perfect_run_has_no_disagreement(tmp_path):
     floor = metricdiff.report(str(path)).to_dict()["noise_floor"]
     assert floor["accuracy"]["std"] == 0
     assert floor["disagree_rate"] is None  # accuracy never moves between batches
+
+
+def test_temperature_search_limits(tmp_path):
+    """Uninformative logits want T -> infinity: clamped at 100, with a warning."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 300)
+    logits = rng.normal(size=(300, 5)).astype(np.float32)
+    path = write_run(tmp_path / "run.parquet", labels, logits=logits)
+    document = metricdiff.report(str(path)).to_dict()
+    assert document["metrics"]["temperature"] == 100.0
+    assert any("search limit" in w for w in document["warnings"])
+    assert document["metrics"]["nll_calibrated"] == pytest.approx(math.log(5), rel=1e-3)
