@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from .errors import InputError
 from .pipeline import RunData
@@ -60,6 +59,8 @@ def _quote(values) -> str:
 
 
 def _align_on_ids(runs: list[RunData], allow_partial: bool) -> Alignment:
+    import pandas as pd  # its hash index joins ids of any type; imported only when comparing
+
     indexes = []
     for run in runs:
         index = pd.Index(run.ids)

@@ -6,7 +6,6 @@ from .errors import UsageError
 from .io import ReadOptions
 from .metrics import MetricSettings
 from .pipeline import DEFAULT_TEMPERATURE_VALUES, load_run
-from .compare import CompareSettings, build_comparison
 from .report import ComparisonReport, RunReport, build_report
 
 
@@ -96,6 +95,8 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
     ComparisonReport
         Plain data; ``to_dict()`` gives the JSON document the CLI prints.
     """
+    from .comparison import CompareSettings, build_comparison  # not needed by report()
+
     if not candidates:
         raise UsageError("compare needs a baseline and at least one candidate run")
     paths = [baseline, *candidates]

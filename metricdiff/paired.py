@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy import stats
+from scipy import special  # scipy.stats would add a second to every start-up
 
 from .metrics import MetricSettings, equal_width_bin
 from .perexample import PerExample
@@ -58,8 +58,8 @@ def paired_t(baseline: np.ndarray, candidate: np.ndarray, alpha: float) -> Inter
         p_value = 1.0 if delta == 0 else (0.0 if n > 1 else math.nan)
         low, high = (delta, delta) if n > 1 else (math.nan, math.nan)
         return Interval(delta, low, high, p_value, METHOD_T)
-    t_crit = stats.t.ppf(1 - alpha / 2, n - 1)
-    p_value = float(2 * stats.t.sf(abs(delta / se), n - 1))
+    t_crit = special.stdtrit(n - 1, 1 - alpha / 2)
+    p_value = float(2 * special.stdtr(n - 1, -abs(delta / se)))
     return Interval(delta, delta - t_crit * se, delta + t_crit * se, p_value, METHOD_T)
 
 
@@ -68,7 +68,7 @@ def mcnemar_exact(fixed: int, broken: int) -> float:
     flips = fixed + broken
     if flips == 0:
         return 1.0
-    return float(min(1.0, 2 * stats.binom.cdf(min(fixed, broken), flips, 0.5)))
+    return float(min(1.0, 2 * special.bdtr(min(fixed, broken), flips, 0.5)))
 
 
 class ResampleView:

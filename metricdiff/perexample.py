@@ -51,50 +51,86 @@ def from_batch(batch: Batch, temperature: float | None) -> PerExample:
     return from_topk(batch.topk_ids, batch.topk_logprobs, batch.label_logprob, batch.labels)
 
 
+# Rows are processed in chunks of about this many values, so that the temporaries of a chunk
+# stay in cache: exp over a cached chunk runs about three times faster than over a large batch.
+CHUNK_VALUES = 1 << 18
+
+
 def from_scores(scores: np.ndarray, labels: np.ndarray, temperature: float | None) -> PerExample:
     """Per-example statistics from logits (or log-probabilities, which are logits too).
 
-    Elementwise work stays in the input's float precision; every sum over classes is
-    accumulated in float64, so results agree with a float64 reference to about 1e-7.
+    Elementwise work stays in the input's float precision; the normaliser (sum of exp over
+    classes) is accumulated in float64, the two other sums over classes by BLAS dot products,
+    so results agree with a float64 reference to about 1e-7 relative.
     """
     n, k = scores.shape
-    rows = np.arange(n)
+    columns = {name: np.empty(n) for name in ("conf", "nll", "brier", "entropy", "nll_cal",
+                                              "conf_cal")}
+    pred = np.empty(n, dtype=np.int64)
+    rank = np.empty(n, dtype=np.int64)
+    step = max(1, CHUNK_VALUES // k)
+    shifted = np.empty((min(step, n), k), dtype=scores.dtype)  # reused by every chunk
+    exp_shifted = np.empty_like(shifted)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        rows = slice(start, stop)
+        _chunk(scores[rows], labels[rows], temperature, shifted[:stop - start],
+               exp_shifted[:stop - start], {name: col[rows] for name, col in columns.items()},
+               pred[rows], rank[rows])
+    return PerExample(label=labels.astype(np.int64), pred=pred, rank=rank, **columns)
+
+
+def _chunk(scores, labels, temperature, shifted, exp_shifted, out, pred, rank) -> None:
+    """Fill the per-example outputs of one chunk of rows, in place."""
+    rows = np.arange(len(labels))
     row_max = scores.max(axis=1)
-    shifted = scores - row_max[:, None]  # <= 0; -inf where a probability was exactly 0
-    exp_shifted = np.exp(shifted)
+    np.subtract(scores, row_max[:, None], out=shifted)  # <= 0; -inf where a probability was 0
+    np.exp(shifted, out=exp_shifted)
     total = exp_shifted.sum(axis=1, dtype=np.float64)  # >= 1: the top class contributes 1
     log_total = np.log(total)
     true_shifted = shifted[rows, labels].astype(np.float64)
-    nll = log_total - true_shifted
-    conf = 1.0 / total
+    out["nll"][:] = log_total - true_shifted
+    out["conf"][:] = 1.0 / total
 
-    pred = scores.argmax(axis=1).astype(np.int64)
-    true_score = scores[rows, labels][:, None]
-    above = (scores > true_score).sum(axis=1)
-    tied_before = ((scores == true_score) & (np.arange(k)[None, :] < labels[:, None])).sum(axis=1)
-    rank = (above + tied_before).astype(np.int64)
+    pred[:] = scores.argmax(axis=1)
+    rank[:] = 0
+    wrong = np.flatnonzero(pred != labels)  # where the true class is not first, find its rank
+    if len(wrong):
+        rank[wrong] = _rank(scores[wrong], labels[wrong])
 
-    sum_sq = np.einsum("ij,ij->i", exp_shifted, exp_shifted, dtype=np.float64)
-    p_true = np.exp(-nll)
-    brier = sum_sq / total**2 - 2.0 * p_true + 1.0
+    sum_sq = _row_dot(exp_shifted, exp_shifted)
+    out["brier"][:] = sum_sq / total**2 - 2.0 * np.exp(-out["nll"]) + 1.0
     # entropy = log Z - E_p[shifted]
-    weighted = np.einsum("ij,ij->i", exp_shifted, shifted, dtype=np.float64)
+    weighted = _row_dot(exp_shifted, shifted)
     zero_prob_rows = np.isnan(weighted)  # 0 * -inf from a probability of exactly 0, which adds 0
     if zero_prob_rows.any():
         e, s = exp_shifted[zero_prob_rows], shifted[zero_prob_rows]
         weighted[zero_prob_rows] = np.where(e > 0, e * np.where(e > 0, s, 0), 0).sum(axis=1)
-    entropy = log_total - weighted / total
+    out["entropy"][:] = np.maximum(log_total - weighted / total, 0.0)
 
     if temperature is None:
-        nll_cal = np.full(n, np.nan)
-        conf_cal = np.full(n, np.nan)
-    else:
-        scaled_total = np.exp(shifted / temperature).sum(axis=1, dtype=np.float64)
-        nll_cal = np.log(scaled_total) - true_shifted / temperature
-        conf_cal = 1.0 / scaled_total
-    return PerExample(label=labels.astype(np.int64), pred=pred, rank=rank, conf=conf, nll=nll,
-                      brier=brier, entropy=np.maximum(entropy, 0.0), nll_cal=nll_cal,
-                      conf_cal=conf_cal)
+        out["nll_cal"][:] = np.nan
+        out["conf_cal"][:] = np.nan
+        return
+    np.multiply(shifted, 1.0 / temperature, out=exp_shifted)
+    np.exp(exp_shifted, out=exp_shifted)
+    scaled_total = exp_shifted.sum(axis=1, dtype=np.float64)
+    out["nll_cal"][:] = np.log(scaled_total) - true_shifted / temperature
+    out["conf_cal"][:] = 1.0 / scaled_total
+
+
+def _rank(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Position of the true class when classes are sorted by score, ties by class index."""
+    true_score = scores[np.arange(len(labels)), labels][:, None]
+    above = np.count_nonzero(scores > true_score, axis=1)
+    tied_before = np.count_nonzero((scores == true_score)
+                                   & (np.arange(scores.shape[1]) < labels[:, None]), axis=1)
+    return above + tied_before
+
+
+def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products through BLAS: fast, with blocked float32 accumulation."""
+    return (a[:, None, :] @ b[:, :, None]).ravel().astype(np.float64)
 
 
 def from_topk(topk_ids: np.ndarray, topk_logprobs: np.ndarray, label_logprob: np.ndarray,

@@ -138,7 +138,8 @@ def test_rows_are_joined_on_ids_not_positions(pair, tmp_path):
     shuffled = write_run(tmp_path / "shuffled.parquet", labels[order], logits=logits[order],
                          ids=ids[order])
     comparison = metricdiff.compare(str(base), str(shuffled), resamples=20).to_dict()
-    assert all(row["delta"] == 0 for row in comparison["comparisons"][0]["deltas"].values())
+    # exact but for the temperature, whose fit sums rows in file order (last-bit differences)
+    assert all(abs(row["delta"]) < 1e-12 for row in comparison["comparisons"][0]["deltas"].values())
     assert comparison["alignment"]["keyed_by"] == "id"
 
 
