@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
+from typing import Iterator, TypeVar
 
 import numpy as np
 
@@ -46,7 +49,7 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
         if whole_run:
             batches = sample_batches  # the sample is the run: do not read it twice
     if batches is None:
-        batches = iter_batches(layout, options)
+        batches = prefetch(iter_batches(layout, options))
 
     parts, ids, slices = [], [], {col: [] for col in layout.slice_cols}
     for batch in batches:
@@ -70,3 +73,50 @@ def _fit(batches: list[Batch]) -> tuple[float, int]:
     parts = [TemperatureSample.part(batch.scores, batch.labels) for batch in batches]
     sample = TemperatureSample([p[0] for p in parts], [p[1] for p in parts])
     return fit_temperature(sample), len(sample)
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Yield items produced by a background thread up to `depth` ahead.
+
+    pyarrow decodes and numpy computes without holding the GIL, so the next batch is decoded
+    on the second core while this one is reduced. Errors of the producer are raised here.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                handoff.put(item)
+            handoff.put(_DONE)
+        except BaseException as error:  # handed to the consumer, which raises it
+            handoff.put(_Failure(error))
+
+    worker = threading.Thread(target=produce, name="metricdiff-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                handoff.get(timeout=0.05)
+            except queue.Empty:
+                pass

@@ -190,3 +190,29 @@ def test_slices_report_each_value(small_run):
         member = source == row["value"]
         assert row["n"] == member.sum()
         assert row["accuracy"] == pytest.approx(correct[member].mean())
+
+
+def test_prefetch_hands_over_items_and_errors_in_order():
+    from metricdiff.pipeline import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("decode failed")
+
+    produced = prefetch(failing())
+    assert next(produced) == 1
+    with pytest.raises(ValueError, match="decode failed"):
+        next(produced)
+
+
+def test_prefetch_stops_its_thread_when_the_consumer_stops_early():
+    import threading
+
+    from metricdiff.pipeline import prefetch
+
+    produced = prefetch(iter(range(1000)), depth=1)
+    assert next(produced) == 0
+    produced.close()  # the consumer gives up: the producer must not stay blocked
+    assert not any(t.name == "metricdiff-reader" and t.is_alive() for t in threading.enumerate())
