@@ -105,8 +105,7 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
     names = list(names) if names is not None else paths
     if len(names) != len(paths):
         raise UsageError(f"{len(names)} names for {len(paths)} runs")
-    if len(set(names)) != len(names):
-        raise UsageError(f"run names must differ: {', '.join(names)}")
+    names = _distinct(names)
     if resamples < 0 or top < 0:
         raise UsageError("--resamples and --top must be 0 or more")
     metric_settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, seed=seed,
@@ -126,3 +125,13 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
                                                    temperature_values=temperature_values),
                              zip(paths, names)))
     return build_comparison(runs, settings, metric_settings)
+
+
+def _distinct(names: list[str]) -> list[str]:
+    """Runs are keyed by name: a repeated name (the same file twice) gets #2, #3..."""
+    seen: dict[str, int] = {}
+    distinct = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        distinct.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return distinct

@@ -313,7 +313,7 @@ def noise_floor(pe: PerExample, batch_size: int, seed: int) -> dict:
 
 # ----------------------------------------------------------------------------- headline
 
-def headline(pe: PerExample, num_classes: int, rank_depth: int, settings: MetricSettings,
+def headline(pe: PerExample, num_classes: int, rank_depth: int | None, settings: MetricSettings,
              temperature: float | None) -> tuple[dict, dict[str, str]]:
     """All single-run metrics, and the reasons for those that are unavailable."""
     correct = pe.correct
@@ -341,7 +341,7 @@ def headline(pe: PerExample, num_classes: int, rank_depth: int, settings: Metric
         "ece_calibrated": calibration_error(pe.conf_cal, correct, settings.ece_bins)[0],
     }
     unavailable: dict[str, str] = {}
-    if settings.top_k > rank_depth:
+    if rank_depth is not None and settings.top_k > rank_depth:
         unavailable[topk_name] = f"the run lists only the top {rank_depth} classes"
     for name in ("brier", "mean_entropy"):
         if math.isnan(values[name]):

@@ -32,9 +32,9 @@ class RunData:
     num_classes: int  # K, inferred from the data for top-k runs without class names
 
     @property
-    def rank_depth(self) -> int:
-        """How deep the ranking of classes is known: K, or k for top-k runs."""
-        return self.layout.topk or self.num_classes
+    def rank_depth(self) -> int | None:
+        """How many classes a top-k run lists; None when the whole ranking is known."""
+        return self.layout.topk
 
 
 def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOptions(),
