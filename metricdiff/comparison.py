@@ -12,7 +12,7 @@ from .explain import (calibration_view, class_group_view, confident_wrong_view, 
                       nll_by_flip, reasons)
 from .metrics import ClassCounts, MetricSettings, class_groups, headline, metric_registry
 from .paired import (METHOD_MCNEMAR, METHOD_NONE, RESAMPLED, Interval, ResampleView, bootstrap,
-                     mcnemar_exact, paired_t, per_example_values)
+                     mcnemar_exact, paired_t, per_example_values, resample_values)
 from .pipeline import RunData
 from .ranking import (Attribution, change_word, rank_classes, rank_confidence_bins,
                       rank_examples, rank_metrics, rank_slices)
@@ -52,10 +52,16 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     base_run, base = runs[0], aligned[0]
     groups = class_groups(ClassCounts.of(base, num_classes), metric_settings.class_groups)
     base_view = ResampleView(base, num_classes, metric_settings.ece_bins)
+    base_draws = None  # the baseline's resampled metrics, computed once for all candidates
     pairs = []
     for index in range(1, len(runs)):
+        if base_draws is None and settings.resamples > 0:
+            available = {m for m in RESAMPLED if summaries[0]["metrics"][m] is not None}
+            base_draws = resample_values(base_view, available, settings.resamples,
+                                         settings.seed)
         deltas = _deltas(summaries[0]["metrics"], summaries[index]["metrics"], base,
-                         aligned[index], base_view, num_classes, settings, metric_settings)
+                         aligned[index], base_view, base_draws, num_classes, settings,
+                         metric_settings)
         pairs.append(deltas)
 
     primary_p = [pair[settings.primary].p_value if settings.primary in pair else None
@@ -87,7 +93,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
 
 
 def _deltas(base_values: dict, cand_values: dict, base, cand, base_view: ResampleView,
-            num_classes: int, settings: CompareSettings,
+            base_draws: dict | None, num_classes: int, settings: CompareSettings,
             metric_settings: MetricSettings) -> dict[str, Interval]:
     """Every metric both runs have: paired t for per-example means, McNemar's exact test for
     accuracy, a paired bootstrap for the rest; the temperature gets its delta only."""
@@ -107,7 +113,7 @@ def _deltas(base_values: dict, cand_values: dict, base, cand, base_view: Resampl
     if wanted and settings.resamples > 0:
         cand_view = ResampleView(cand, num_classes, metric_settings.ece_bins)
         deltas.update(bootstrap(base_view, cand_view, wanted, settings.resamples, settings.seed,
-                                settings.alpha))
+                                settings.alpha, base_draws))
     if "temperature" in both:
         deltas["temperature"] = Interval(cand_values["temperature"] - base_values["temperature"],
                                          None, None, None, METHOD_NONE)

@@ -73,28 +73,37 @@ def mcnemar_exact(fixed: int, broken: int) -> float:
 
 class ResampleView:
     """What the resampled metrics of one run need, computed once; each metric then takes
-    per-example weights (how often the resample drew each example)."""
+    per-example weights (how often the resample drew each example).
+
+    Calibration errors only need, per bin, the summed (correct - confidence) and, for the
+    MCE, the count: one weighted bincount each.
+    """
 
     def __init__(self, pe: PerExample, num_classes: int, bins: int):
         self.num_classes = num_classes
         self.bins = bins
         self.correct = pe.correct.astype(np.float64)
-        self.conf = pe.conf
-        self.conf_cal = pe.conf_cal
         self.label = pe.label
         self.pred = pe.pred
+        self.gap = self.correct - pe.conf
+        self.gap_cal = self.correct - np.nan_to_num(pe.conf_cal)
         self.bin = equal_width_bin(pe.conf, bins)
         self.bin_cal = equal_width_bin(np.nan_to_num(pe.conf_cal), bins)
         self.by_conf = np.argsort(pe.conf, kind="stable")
+        self.gap_by_conf = self.gap[self.by_conf]
 
     def metrics(self, weights: np.ndarray, wanted: set[str]) -> dict[str, float]:
         out = {}
         total = weights.sum()
         if wanted & {"ece", "mce"}:
-            ece, mce = self._binned(self.bin, self.conf, weights, total)
-            out["ece"], out["mce"] = ece, mce
+            count = np.bincount(self.bin, weights=weights, minlength=self.bins)
+            gap = np.abs(np.bincount(self.bin, weights=weights * self.gap, minlength=self.bins))
+            filled = count > 0
+            out["ece"] = float(gap.sum() / total)
+            out["mce"] = float(np.max(gap[filled] / count[filled]))
         if "ece_calibrated" in wanted:
-            out["ece_calibrated"] = self._binned(self.bin_cal, self.conf_cal, weights, total)[0]
+            gap = np.bincount(self.bin_cal, weights=weights * self.gap_cal, minlength=self.bins)
+            out["ece_calibrated"] = float(np.abs(gap).sum() / total)
         if "ece_adaptive" in wanted:
             out["ece_adaptive"] = self._adaptive(weights)
         if wanted & {"balanced_accuracy", "macro_f1"}:
@@ -108,50 +117,67 @@ class ResampleView:
             out["macro_f1"] = float(np.mean(2 * hits[seen] / (support[seen] + predicted[seen])))
         return out
 
-    def _binned(self, which, conf, weights, total) -> tuple[float, float]:
-        count = np.bincount(which, weights=weights, minlength=self.bins)
-        gap = np.abs(np.bincount(which, weights=weights * self.correct, minlength=self.bins)
-                     - np.bincount(which, weights=weights * conf, minlength=self.bins))
-        filled = count > 0
-        return float(gap.sum() / total), float(np.max(gap[filled] / count[filled]))
-
     def _adaptive(self, weights: np.ndarray) -> float:
-        """Equal-mass bins over the resample: each drawn copy of an example is one row."""
-        order = np.repeat(self.by_conf, weights[self.by_conf].astype(np.int64))
-        ece = 0.0
-        for chunk in np.array_split(order, min(self.bins, len(order))):
-            ece += abs(float(self.correct[chunk].sum()) - float(self.conf[chunk].sum()))
-        return ece / len(order)
+        """Equal-mass bins over the resample, each drawn copy of an example one row.
+
+        Copies are laid out in confidence order; a bin's sum is the difference of cumulative
+        sums at its edges, with the example that straddles an edge split between two bins.
+        """
+        w = weights[self.by_conf]
+        copies = np.cumsum(w)
+        total = int(copies[-1])
+        bins = min(self.bins, total)
+        sizes = np.full(bins, total // bins)
+        sizes[: total % bins] += 1  # as np.array_split: the first bins take one more
+        edges = np.concatenate([[0], np.cumsum(sizes)])
+        cumulative = np.concatenate([[0.0], np.cumsum(w * self.gap_by_conf)])
+        before = np.concatenate([[0.0], copies])
+        j = np.minimum(np.searchsorted(copies, edges, side="left"), len(copies) - 1)
+        at_edges = cumulative[j] + (edges - before[j]) * self.gap_by_conf[j]
+        return float(np.abs(np.diff(at_edges)).sum()) / total
 
 
 RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated")
 
 
 def bootstrap(baseline: ResampleView, candidate: ResampleView, wanted: set[str],
-              resamples: int, seed: int, alpha: float) -> dict[str, Interval]:
+              resamples: int, seed: int, alpha: float,
+              baseline_draws: dict[str, np.ndarray] | None = None) -> dict[str, Interval]:
     """Paired bootstrap of candidate-minus-baseline for each wanted metric.
 
-    Both runs get the same resampled examples. p-value: the share of resampled deltas at least
-    as far from the observed delta as the observed delta is from zero (the bootstrap
-    distribution shifted to the null), counted as (c + 1) / (R + 1) so that it is never
-    reported as exactly 0 from a finite number of resamples.
+    Both runs get the same resampled examples: the seed fixes the sequence of resamples, so
+    the baseline's resampled values are the same for every candidate and can be passed in
+    (`baseline_draws`, from `resample_values`) instead of being computed again. p-value: the
+    share of resampled deltas at least as far from the observed delta as the observed delta
+    is from zero (the bootstrap distribution shifted to the null), counted as (c + 1) / (R + 1)
+    so that it is never reported as exactly 0 from a finite number of resamples.
     """
     n = len(baseline.label)
+    if baseline_draws is None:
+        baseline_draws = resample_values(baseline, wanted, resamples, seed)
+    candidate_draws = resample_values(candidate, wanted, resamples, seed, n)
     ones = np.ones(n)
     base_obs, cand_obs = baseline.metrics(ones, wanted), candidate.metrics(ones, wanted)
-    observed = {name: cand_obs[name] - base_obs[name] for name in wanted}
-    draws = {name: np.empty(resamples) for name in wanted}
-    rng = np.random.default_rng(seed)
-    for r in range(resamples):
-        weights = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
-        base, cand = baseline.metrics(weights, wanted), candidate.metrics(weights, wanted)
-        for name in wanted:
-            draws[name][r] = cand[name] - base[name]
     results = {}
-    for name, delta in observed.items():
-        values = draws[name]
+    for name in wanted:
+        delta = cand_obs[name] - base_obs[name]
+        values = candidate_draws[name] - baseline_draws[name]
         low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
         extreme = int(np.sum(np.abs(values - delta) >= abs(delta) - 1e-15))
         results[name] = Interval(float(delta), float(low), float(high),
                                  (extreme + 1) / (resamples + 1), METHOD_BOOTSTRAP)
     return results
+
+
+def resample_values(view: ResampleView, wanted: set[str], resamples: int, seed: int,
+                    n: int | None = None) -> dict[str, np.ndarray]:
+    """Each wanted metric of one run on each of the seeded resamples of its examples."""
+    n = n or len(view.label)
+    rng = np.random.default_rng(seed)
+    draws = {name: np.empty(resamples) for name in wanted}
+    for r in range(resamples):
+        weights = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        for name, value in view.metrics(weights, wanted).items():
+            if name in draws:
+                draws[name][r] = value
+    return draws

@@ -400,3 +400,474 @@ def sections(report: dict, missing: str = DASH) -> list[Section]:
 
 def warnings_of(report: dict) -> list[str]:
     return [str(w) for w in (report.get("warnings") or [])]
+
+
+# ============================================================================= comparisons
+#
+# The dict from ``ComparisonReport.to_dict()`` (``metricdiff compare``), as the same kind of
+# plain-text grids and sections; ``compare_table.py`` and ``compare_markdown.py`` lay them out.
+
+TITLE_RUNS = "Runs"
+TITLE_DELTAS = "Metric changes"
+TITLE_WHY = "Why the metrics disagree"
+TITLE_WHY_AGREE = "Why {metric} changed"
+TITLE_FLIPS = "NLL change by example group"
+TITLE_WHERE = "Where the change comes from"
+TITLE_RANKED_CLASSES = "Classes that moved {metric} most"
+TITLE_RANKED_SLICES = "Slices by {column}"
+TITLE_RANKED_BINS = "Confidence bins that moved {metric} most"
+TITLE_RANKED_EXAMPLES = "Examples whose NLL rose most"
+
+# The decision of a verdict and the semantic style it is shown in.
+DECISION_STYLES = {"better": "good", "worse": "bad", "inconclusive": "warn"}
+# The runs overview: the headline metrics, in this order ("topk" is top{k}_accuracy).
+COMPARE_HEADLINE = ("nll", "accuracy", "topk", "brier", "ece", "temperature", "nll_calibrated")
+FLIP_GROUPS = {"both_correct": "both correct", "fixed": "fixed (wrong → right)",
+               "broken": "broken (right → wrong)", "both_wrong": "both wrong"}
+
+
+def fmt_p(p, missing: str = DASH) -> str:
+    """A p-value: '<0.001' below 0.001, else 3 decimals ('0.042')."""
+    if is_missing(p):
+        return missing
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_signed(value, missing: str = DASH) -> str:
+    """A change of a metric, always signed: '+0.0486', '-0.1877', '0.0000'."""
+    text = fmt_metric(value, missing)
+    if is_missing(value) or value <= 0 or text == "0.0000":
+        return text
+    return "+" + text
+
+
+def fmt_signed_pct(share, missing: str = DASH) -> str:
+    """A relative change or a share of a change, signed: '+24.5%', '-15.2%'."""
+    text = fmt_pct(share, missing)
+    return "+" + text if not is_missing(share) and share > 0 else text
+
+
+def fmt_ci(low, high, missing: str = DASH) -> str:
+    """A confidence interval of a change: '[-0.2079, -0.1676]'; missing when either end is."""
+    if is_missing(low) or is_missing(high):
+        return missing
+    return f"[{fmt_signed(low, missing)}, {fmt_signed(high, missing)}]"
+
+
+def fmt_move(before, after, missing: str = DASH, fmt=fmt_metric) -> str:
+    """A value in the baseline and in the candidate: '0.8995 → 0.8463'."""
+    return f"{fmt(before, missing)} → {fmt(after, missing)}"
+
+
+def decision_cell(decision) -> Cell:
+    """A verdict's decision word, styled good / bad / warn."""
+    word = str(decision) if decision else "inconclusive"
+    return Cell(word, DECISION_STYLES.get(word, "warn"))
+
+
+def change_cell(change, significant) -> Cell:
+    """The change word of a metric: coloured when a significant better/worse, dim otherwise."""
+    word = str(change) if change else ""
+    if significant is True and word in ("better", "worse"):
+        return Cell(word, DECISION_STYLES[word])
+    return Cell(word, "dim")
+
+
+def contribution_style(value, higher_is_better) -> str | None:
+    """'good' when a contribution moves the metric the better way, 'bad' the worse way."""
+    if is_missing(value) or value == 0 or higher_is_better is None:
+        return None
+    return "good" if (value > 0) == bool(higher_is_better) else "bad"
+
+
+def comparisons_of(report: dict) -> list[dict]:
+    """The report's comparisons, one per candidate."""
+    return [c for c in (report.get("comparisons") or []) if isinstance(c, dict)]
+
+
+def _primary(report: dict, comparison: dict | None = None) -> str:
+    return str(_get(comparison, "primary") or _get(report, "settings", "primary") or "nll")
+
+
+def _baseline(report: dict) -> str:
+    runs = report.get("runs") or []
+    for comparison in comparisons_of(report):
+        if comparison.get("baseline"):
+            return str(comparison["baseline"])
+    return str(_get(runs[0], "name") or "baseline") if runs else "baseline"
+
+
+def _direction_word(higher_is_better) -> str:
+    return {True: "higher", False: "lower"}.get(higher_is_better, "")
+
+
+def verdict_parts(comparison: dict) -> list[Cell]:
+    """[candidate, decision, reason] of one comparison: the verdict in three cells."""
+    verdict = comparison.get("verdict") or {}
+    candidate = verdict.get("candidate") or comparison.get("candidate") or "candidate"
+    reason = verdict.get("reason") or "no verdict in the report"
+    return [Cell(str(candidate), "strong"), decision_cell(verdict.get("decision")),
+            Cell(" ".join(str(reason).split()))]
+
+
+def verdict_grid(report: dict) -> Grid:
+    """One verdict per candidate: candidate | decision | reason, and under it the metrics that
+    contradict it (if any)."""
+    rows = []
+    for comparison in comparisons_of(report):
+        rows.append(verdict_parts(comparison))
+        caveat = verdict_caveat(comparison)
+        if caveat is not None:
+            rows.append([Cell(""), Cell(""), caveat])
+    return Grid(["candidate", "decision", "reason"], ["left", "left", "left"], rows)
+
+
+def comparison_title(report: dict) -> str:
+    """'featB_hpA better · featC_hpA worse (vs featA_hpB, on nll)': every decision, in words."""
+    parts = [f"{cells[0].text} {cells[1].text}"
+             for cells in (verdict_parts(c) for c in comparisons_of(report))]
+    decisions = " · ".join(parts) if parts else "no candidates"
+    return f"{decisions} (vs {_baseline(report)}, on {_primary(report)})"
+
+
+def best_parts(report: dict) -> list[Cell]:
+    """['best run: ', run name, why]: which run is best under the primary metric, by which
+    test (with the Holm note when several candidates were tested)."""
+    comparisons = comparisons_of(report)
+    primary = _primary(report)
+    baseline = _baseline(report)
+    best = str(report.get("best") or baseline)
+    direction = _direction_word((report.get("directions") or {}).get(primary))
+    alpha = _get(report, "settings", "alpha")
+    tested = [c for c in comparisons if not is_missing(_get(c, "verdict", "p_value_adjusted"))]
+    note = f"α = {alpha:g}" if not is_missing(alpha) else ""
+    if len(tested) > 1:
+        note += f"{', ' if note else ''}p Holm-adjusted over {len(tested)} candidates"
+    note = f" ({note})" if note else ""
+    on = f"{primary}, {direction} is better" if direction else primary
+    if best == baseline:
+        return [Cell("best run: ", "strong"), Cell(best, "strong"),
+                Cell(f" (the baseline) — no candidate is significantly better on {on}{note}")]
+    if sum(_get(c, "verdict", "decision") == "better" for c in comparisons) > 1:
+        why = f"the largest significant improvement over {baseline} on {on}"
+    else:
+        why = f"significantly better than {baseline} on {on}"
+    return [Cell("best run: ", "strong"), Cell(best, "good"), Cell(f" — {why}{note}")]
+
+
+def best_line(report: dict) -> str:
+    """The best-run line as plain text."""
+    return "".join(cell.text for cell in best_parts(report))
+
+
+def fail_line(report: dict) -> Cell | None:
+    """A line when the --fail-on condition triggered (the CLI then exits with 1)."""
+    if report.get("failed") is not True:
+        return None
+    fail_on = _get(report, "settings", "fail_on")
+    return Cell(f"failed: a verdict matches --fail-on {fail_on}" if fail_on else "failed", "bad")
+
+
+def comparison_facts(report: dict, missing: str = DASH) -> str:
+    """'3 runs · 60,000 examples aligned by id · K=3,000 · logits'."""
+    runs = [r for r in (report.get("runs") or []) if isinstance(r, dict)]
+    alignment = report.get("alignment") or {}
+    keyed = alignment.get("keyed_by")
+    facts = [f"{len(runs)} run{'s' if len(runs) != 1 else ''}",
+             f"{fmt_int(alignment.get('n'), missing)} examples"
+             + (f" aligned by {keyed}" if keyed else "")]
+    if runs:
+        facts.append(f"K={fmt_int(runs[0].get('num_classes'), missing)}")
+        kinds = []
+        for run in runs:
+            kind = _get(run, "prediction", "kind")
+            if kind and kind not in kinds:
+                kinds.append(str(kind))
+        if kinds:
+            facts.append(" / ".join(kinds))
+    return " · ".join(facts)
+
+
+def compare_headline_metrics(report: dict) -> list[str]:
+    """The headline metrics present in the report, COMPARE_HEADLINE order, primary first."""
+    known: list[str] = []
+    for run in report.get("runs") or []:
+        for name in (_get(run, "metrics") or {}):
+            if name not in known:
+                known.append(name)
+    for comparison in comparisons_of(report):
+        for name in (comparison.get("deltas") or {}):
+            if name not in known:
+                known.append(name)
+    names = []
+    for wanted in COMPARE_HEADLINE:
+        if wanted == "topk":
+            names += [n for n in known if _TOPK.fullmatch(n)]
+        elif wanted in known:
+            names.append(wanted)
+    primary = _primary(report)
+    if primary in known:
+        names = [primary] + [n for n in names if n != primary]
+    return names
+
+
+def runs_grid(report: dict, missing: str = DASH) -> Grid:
+    """metric | better | one column per run; the best value of each row in 'strong'."""
+    runs = [r for r in (report.get("runs") or []) if isinstance(r, dict)]
+    directions = report.get("directions") or {}
+    baseline = _baseline(report)
+    headers = [str(r.get("name") or r.get("path") or f"run {i}") for i, r in enumerate(runs)]
+    headers = [f"{h} (baseline)" if h == baseline and i == 0 else h
+               for i, h in enumerate(headers)]
+    rows = []
+    for name in compare_headline_metrics(report):
+        values = [_get(r, "metrics", name) for r in runs]
+        higher = directions.get(name)
+        best = None
+        if higher is not None and len(values) > 1 and not any(is_missing(v) for v in values):
+            best = max(values) if higher else min(values)
+        rows.append([Cell(name), Cell(_direction_word(higher), "dim")]
+                    + [Cell(fmt_metric(v, missing), "strong" if v == best else None)
+                       for v in values])
+    return Grid(["metric", "better", *headers], ["left", "left"] + ["right"] * len(runs),
+                rows)
+
+
+def ci_header(report: dict) -> str:
+    level = _get(report, "settings", "ci_level")
+    return f"{level * 100:g}% CI" if not is_missing(level) else "CI"
+
+
+def delta_grid(comparison: dict, report: dict, missing: str = DASH,
+               metrics: list[str] | None = None) -> Grid:
+    """metric | baseline | candidate | delta | rel. | CI | p | change, primary first; with
+    ``metrics`` only those (in that order)."""
+    deltas = comparison.get("deltas") or {}
+    primary = _primary(report, comparison)
+    if metrics is None:
+        names = ([primary] if primary in deltas else []) + [n for n in deltas if n != primary]
+    else:
+        names = [n for n in metrics if n in deltas]
+    rows = []
+    for name in names:
+        d = deltas.get(name) or {}
+        rows.append([Cell(name, "strong" if name == primary else None),
+                     fmt_metric(d.get("baseline"), missing),
+                     fmt_metric(d.get("candidate"), missing),
+                     fmt_signed(d.get("delta"), missing),
+                     fmt_signed_pct(d.get("relative"), missing),
+                     fmt_ci(d.get("ci_low"), d.get("ci_high"), missing),
+                     fmt_p(d.get("p_value"), missing),
+                     change_cell(d.get("change"), d.get("significant"))])
+    columns = ["metric", "baseline", "candidate", "delta", "rel.", ci_header(report), "p",
+               "change"]
+    return Grid(columns, ["left"] + ["right"] * 6 + ["left"],
+                [[_cell(v) for v in row] for row in rows])
+
+
+def methods_note(comparison: dict, report: dict) -> Cell:
+    """How the p-values were computed: the most common method, then the exceptions."""
+    by_method: dict[str, list[str]] = {}
+    for name, d in (comparison.get("deltas") or {}).items():
+        method = str(_get(d, "method") or "no test")
+        by_method.setdefault(method, []).append(name)
+    if not by_method:
+        return Cell("", "dim")
+    resamples = _get(report, "settings", "resamples")
+
+    def label(method: str) -> str:
+        if "bootstrap" in method and not is_missing(resamples):
+            return f"{method}, {fmt_int(resamples)} resamples"
+        return method
+
+    ordered = sorted(by_method.items(), key=lambda item: -len(item[1]))
+    (main, _), rest = ordered[0], ordered[1:]
+    text = f"p: {label(main)}"
+    if rest:
+        text += ", except " + " · ".join(f"{', '.join(names)} ({label(method)})"
+                                          for method, names in rest)
+    return Cell(text + ". Not adjusted across metrics.", "dim")
+
+
+def why_title(comparison: dict, report: dict) -> str:
+    if _get(comparison, "explanation", "disagreements"):
+        return TITLE_WHY
+    return TITLE_WHY_AGREE.format(metric=_primary(report, comparison))
+
+
+def _disagreeing(comparison: dict) -> tuple[str | None, dict[str, list[str]]]:
+    """(what the primary metric says, {what others say: [metrics]}) for the metrics that
+    significantly contradict the primary one."""
+    found = [d for d in (_get(comparison, "explanation", "disagreements") or [])
+             if isinstance(d, dict)]
+    primary_says = next((d.get("primary_says") for d in found if d.get("primary_says")), None)
+    groups: dict[str, list[str]] = {}
+    for d in found:
+        groups.setdefault(str(d.get("says") or "?"), []).append(str(d.get("metric") or "?"))
+    return primary_says, groups
+
+
+def _say(groups: dict[str, list[str]]) -> str:
+    return "; ".join(f"{', '.join(names)} say{'s' if len(names) == 1 else ''} {says}"
+                     for says, names in groups.items())
+
+
+def disagreement_line(comparison: dict, report: dict) -> Cell:
+    """'nll says better; accuracy, top5_accuracy say worse' in one line."""
+    primary = _primary(report, comparison)
+    primary_says, groups = _disagreeing(comparison)
+    if not groups:
+        return Cell(f"no metric significantly contradicts {primary}", "dim")
+    lead = f"{primary} says {primary_says}; " if primary_says else ""
+    return Cell(lead + _say(groups), "warn")
+
+
+def verdict_caveat(comparison: dict) -> Cell | None:
+    """'but accuracy, macro_f1 say worse': the metrics that contradict a verdict, if any."""
+    _, groups = _disagreeing(comparison)
+    return Cell(f"but {_say(groups)}", "warn") if groups else None
+
+
+def reason_lines(comparison: dict) -> list[str]:
+    """The explanation's sentences, one bullet each."""
+    return [" ".join(str(r).split()) for r in (_get(comparison, "explanation", "reasons") or [])
+            if r is not None and str(r).strip()]
+
+
+def flip_section(comparison: dict, report: dict, missing: str = DASH) -> Section | None:
+    """How the change of mean NLL splits over both-correct / fixed / broken / both-wrong."""
+    groups = [g for g in (_get(comparison, "explanation", "nll_by_flip") or [])
+              if isinstance(g, dict)]
+    if not groups:
+        return None
+    lower_better = (report.get("directions") or {}).get("nll", False)
+    order = sorted(groups, key=lambda g: (is_missing(g.get("contribution")),
+                                          -abs(g["contribution"])
+                                          if not is_missing(g.get("contribution")) else 0.0))
+    rows = []
+    for g in order:
+        key = str(g.get("group") or "?")
+        contribution = g.get("contribution")
+        rows.append([FLIP_GROUPS.get(key, key.replace("_", " ")),
+                     fmt_int(g.get("count"), missing),
+                     fmt_metric(g.get("baseline_nll"), missing),
+                     fmt_metric(g.get("candidate_nll"), missing),
+                     Cell(fmt_signed(contribution, missing),
+                          contribution_style(contribution, lower_better)),
+                     fmt_signed_pct(g.get("share"), missing)])
+    nll = _get(comparison, "deltas", "nll") or {}
+    if nll:
+        rows.append([Cell("all examples", "strong"),
+                     fmt_int(_get(report, "alignment", "n"), missing),
+                     fmt_metric(nll.get("baseline"), missing),
+                     fmt_metric(nll.get("candidate"), missing),
+                     Cell(fmt_signed(nll.get("delta"), missing),
+                          contribution_style(nll.get("delta"), lower_better)),
+                     ""])
+    intro = [Cell("contribution = the group's part of the change of mean NLL (the groups add "
+                  "up to the total); share = contribution ÷ total change", "dim")]
+    return Section(TITLE_FLIPS, intro=intro,
+                   grid=_grid(["examples", "count", "baseline NLL", "candidate NLL",
+                               "contribution", "share"], rows))
+
+
+def _limited(rows: list, limit: int | None) -> tuple[list, str]:
+    """The first ``limit`` rows and a note when rows were left out."""
+    if limit is None or len(rows) <= limit:
+        return rows, ""
+    return rows[:limit], f"; {fmt_int(limit)} of {fmt_int(len(rows))} shown"
+
+
+def ranked_sections(comparison: dict, report: dict, missing: str = DASH,
+                    limit: int | None = None) -> list[Section]:
+    """The ranked lists (classes, slices, confidence bins, examples), empty ones left out;
+    ``limit`` caps the rows of each (the note says how many were left out)."""
+    ranked = comparison.get("ranked") or {}
+    directions = report.get("directions") or {}
+    out = []
+
+    classes = ranked.get("classes") or {}
+    metric = str(classes.get("metric") or _primary(report, comparison))
+    higher = directions.get(metric)
+    rows_in, cut = _limited([r for r in classes.get("rows") or [] if isinstance(r, dict)], limit)
+    if rows_in:
+        rows = [[_class_label(r), fmt_int(r.get("support"), missing),
+                 Cell(fmt_signed(r.get("contribution"), missing),
+                      contribution_style(r.get("contribution"), higher)),
+                 fmt_move(r.get("baseline_recall"), r.get("candidate_recall"), missing),
+                 fmt_move(r.get("baseline_nll"), r.get("candidate_nll"), missing)]
+                for r in rows_in]
+        out.append(Section(TITLE_RANKED_CLASSES.format(metric=metric),
+                           grid=_grid(["class", "support", "contribution", "recall",
+                                       "mean NLL"], rows),
+                           note=f"by |contribution| to the change of {metric}{cut}", long=True))
+
+    for column, table in (ranked.get("slices") or {}).items():
+        table = table or {}
+        metric = str(table.get("metric") or _primary(report, comparison))
+        higher = directions.get(metric)
+        rows_in, cut = _limited([r for r in table.get("rows") or [] if isinstance(r, dict)],
+                                limit)
+        if not rows_in:
+            continue
+        rows = [[str(r.get("value")), fmt_int(r.get("n"), missing),
+                 Cell(fmt_signed(r.get("contribution"), missing),
+                      contribution_style(r.get("contribution"), higher)),
+                 fmt_move(r.get("baseline_accuracy"), r.get("candidate_accuracy"), missing),
+                 fmt_move(r.get("baseline_nll"), r.get("candidate_nll"), missing)]
+                for r in rows_in]
+        out.append(Section(TITLE_RANKED_SLICES.format(column=column),
+                           grid=_grid([str(column), "n", "contribution", "accuracy",
+                                       "mean NLL"], rows),
+                           note=f"by |contribution| to the change of {metric}{cut}",
+                           long=len(rows) > LONG_SLICE or bool(cut)))
+
+    bins = ranked.get("confidence_bins") or {}
+    metric = str(bins.get("metric") or _primary(report, comparison))
+    higher = directions.get(metric)
+    rows_in, cut = _limited([r for r in bins.get("rows") or [] if isinstance(r, dict)], limit)
+    if rows_in:
+        rows = [[fmt_range(r.get("lower"), r.get("upper"), missing),
+                 fmt_int(r.get("count"), missing),
+                 Cell(fmt_signed(r.get("contribution"), missing),
+                      contribution_style(r.get("contribution"), higher)),
+                 fmt_move(r.get("baseline_accuracy"), r.get("candidate_accuracy"), missing)]
+                for r in rows_in]
+        grouped = bins.get("grouped_by") or "confidence"
+        out.append(Section(TITLE_RANKED_BINS.format(metric=metric),
+                           grid=_grid([str(grouped), "examples", "contribution", "accuracy"],
+                                      rows),
+                           note=f"by |contribution| to the change of {metric}{cut}",
+                           long=True))
+
+    rows_in, cut = _limited([r for r in ranked.get("examples") or [] if isinstance(r, dict)],
+                            limit)
+    if rows_in:
+        rows = [[Cell(str(r.get("id"))), Cell(str(r.get("label"))),
+                 Cell(f"{r.get('baseline_pred')} → {r.get('candidate_pred')}"),
+                 Cell(fmt_move(r.get("baseline_nll"), r.get("candidate_nll"), missing)),
+                 Cell(fmt_signed(r.get("nll_rise"), missing), "bad"),
+                 Cell(fmt_move(r.get("baseline_conf"), r.get("candidate_conf"), missing))]
+                for r in rows_in]
+        out.append(Section(TITLE_RANKED_EXAMPLES,
+                           grid=Grid(["id", "label", "prediction", "NLL", "rise",
+                                      "confidence"],
+                                     ["left", "left", "left", "right", "right", "right"], rows),
+                           note=f"largest rise of per-example NLL first{cut}", long=True))
+    return out
+
+
+def ranked_lengths(comparison: dict) -> int:
+    """The longest ranked list of a comparison (to know how far a limit has to go)."""
+    ranked = comparison.get("ranked") or {}
+    sizes = [len(_get(ranked, "classes", "rows") or []),
+             len(_get(ranked, "confidence_bins", "rows") or []),
+             len(ranked.get("examples") or [])]
+    sizes += [len((t or {}).get("rows") or []) for t in (ranked.get("slices") or {}).values()]
+    return max(sizes)
+
+
+def candidate_heading(comparison: dict) -> str:
+    """'featB_hpA vs featA_hpB'."""
+    return (f"{comparison.get('candidate') or _get(comparison, 'verdict', 'candidate') or '?'}"
+            f" vs {comparison.get('baseline') or '?'}")
