@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/metricdiff report sample_runs/featC_hpA.parquet --by source
+	$(BIN)/metricdiff compare sample_runs/featA_hpB.parquet sample_runs/featB_hpA.parquet sample_runs/featC_hpA.parquet --by source
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -23,3 +23,8 @@ samples: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
+
+# Benchmark at the default sizes (several minutes; writes ~6 GB of runs to bench_data/, reused
+# on later runs). Options: $(BIN)/python bench/bench.py -h
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from .errors import UsageError
@@ -79,8 +80,8 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
     ----------
     baseline, *candidates : str
         Runs (Parquet file, folder of shards, or glob). The first is the baseline.
-    names : list of str, optional
-        Display names, one per run (default: the paths).
+    names : list of str or None, optional
+        Display names, one per run; None (or a None entry) names a run after its file.
     primary : str
         The metric the verdict is about (default ``nll``).
     alpha : float
@@ -102,10 +103,10 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
     if not candidates:
         raise UsageError("compare needs a baseline and at least one candidate run")
     paths = [baseline, *candidates]
-    names = list(names) if names is not None else paths
+    names = list(names) if names is not None else [None] * len(paths)
     if len(names) != len(paths):
         raise UsageError(f"{len(names)} names for {len(paths)} runs")
-    names = _distinct(names)
+    names = _distinct([name or default_name(path) for name, path in zip(names, paths)])
     if resamples < 0 or top < 0:
         raise UsageError("--resamples and --top must be 0 or more")
     metric_settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, seed=seed,
@@ -135,3 +136,9 @@ def _distinct(names: list[str]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         distinct.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return distinct
+
+
+def default_name(path: str) -> str:
+    """A run's file or folder name without the .parquet ending: short enough for a table."""
+    base = os.path.basename(os.path.normpath(path)) or path
+    return base[: -len(".parquet")] if base.endswith(".parquet") and base != ".parquet" else base

@@ -198,14 +198,14 @@ def compare(
     _run_guarded(work, debug)
 
 
-def split_name(arg: str) -> tuple[str, str]:
-    """'name=path' -> (name, path); a plain path (or one that exists with '=' in it) is its
-    own name."""
+def split_name(arg: str) -> tuple[str | None, str]:
+    """'name=path' -> (name, path); a plain path (or one that exists with '=' in it) gets no
+    name here, and the library names it after its file."""
     if "=" in arg and not os.path.exists(arg):
         name, path = arg.split("=", 1)
         if name and path:
             return name, path
-    return arg, arg
+    return None, arg
 
 
 def _run_guarded(work, debug: bool) -> None:

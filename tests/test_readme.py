@@ -48,3 +48,18 @@ def test_readme_library_snippet_runs(monkeypatch):
     monkeypatch.chdir(ROOT)
     snippet = re.search(r"```python\n(.*?)```", README, flags=re.S).group(1)
     exec(compile(snippet, "README.md", "exec"), {})
+
+
+def test_ci_recipe_runs_with_the_options_it_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    workflow = (ROOT / "examples" / "metricdiff-pr.yml").read_text()
+    assert "examples/metricdiff-pr.yml" in README
+    command = re.search(r"(metricdiff compare .*?)\n\s*status=", workflow, flags=re.S).group(1)
+    command = command.replace("\\\n", " ")
+    command = (command.replace("$RUNNER_TEMP/main.parquet", "sample_runs/digits_logreg.parquet")
+               .replace("$RUNNER_TEMP/pr.parquet", "sample_runs/digits_gnb.parquet")
+               .replace("$RUNNER_TEMP/metricdiff.md", str(tmp_path / "out.md")))
+    result = CliRunner().invoke(app, shlex.split(command)[1:])
+    assert result.exit_code == 1, result.stderr  # naive Bayes is worse on NLL: the job fails
+    markdown = (tmp_path / "out.md").read_text()
+    assert "**worse**" in markdown and "pr" in markdown
