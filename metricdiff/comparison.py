@@ -10,7 +10,8 @@ import numpy as np
 from .align import Alignment, align_runs
 from .explain import (calibration_view, class_group_view, confident_wrong_view, disagreements,
                       nll_by_flip, reasons)
-from .metrics import ClassCounts, MetricSettings, class_groups, headline, metric_registry
+from .metrics import (ClassCounts, MetricSettings, class_groups, headline, metric_registry,
+                      reliability_table)
 from .paired import (METHOD_MCNEMAR, METHOD_NONE, RESAMPLED, Interval, ResampleView, bootstrap,
                      mcnemar_exact, paired_t, per_example_values, resample_values)
 from .pipeline import RunData
@@ -47,7 +48,8 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
         values, unavailable = headline(pe, num_classes, run.rank_depth, metric_settings,
                                        run.temperature)
         summaries.append({**describe_run(run), "n": len(pe), "metrics": values,
-                          "unavailable": unavailable})
+                          "unavailable": unavailable,
+                          "confidence_bins": reliability_table(pe, metric_settings.ece_bins)})
 
     base_run, base = runs[0], aligned[0]
     groups = class_groups(ClassCounts.of(base, num_classes), metric_settings.class_groups)
