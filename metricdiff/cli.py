@@ -13,6 +13,7 @@ import tempfile
 from enum import Enum
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -211,7 +212,10 @@ def split_name(arg: str) -> tuple[str | None, str]:
 def _run_guarded(work, debug: bool) -> None:
     """Turn library errors into one line on stderr and an exit code; --debug shows tracebacks."""
     try:
-        code = work()
+        # every non-finite input is checked and reported by name; numpy's own warnings about
+        # them would only add stray lines to stderr
+        with np.errstate(all="ignore"):
+            code = work()
     except MetricdiffError as exc:
         if debug:
             raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -108,16 +109,30 @@ def find_files(path: str) -> list[str]:
     return [path]
 
 
-def open_parquet(path: str) -> pq.ParquetFile:
+# What pyarrow raises on a damaged file: its own errors, OSError for I/O and decompression,
+# ValueError (UnicodeDecodeError among them) for metadata it cannot decode.
+DECODE_ERRORS = (pa.ArrowException, OSError, ValueError)
+
+
+@contextmanager
+def decoding(path: str, what: str) -> Iterator[None]:
+    """Turn pyarrow's errors on a damaged file into one InputError naming the file."""
     try:
-        # page CRCs are verified where the writer stored them (metricdiff's writer does)
-        return pq.ParquetFile(path, page_checksum_verification=True)
+        yield
     except PermissionError:
         raise InputError("cannot read the file: permission denied", path=path) from None
     except IsADirectoryError:
         raise InputError("is a folder, expected a Parquet file", path=path) from None
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"not a readable Parquet file ({_first_line(exc)})", path=path) from None
+    except DECODE_ERRORS as exc:
+        raise InputError(f"{what} ({_first_line(exc)})", path=path) from None
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    with decoding(path, "not a readable Parquet file"):
+        # page CRCs are verified where the writer stored them (metricdiff's writer does)
+        parquet_file = pq.ParquetFile(path, page_checksum_verification=True)
+        parquet_file.schema_arrow  # decode the schema now, inside the error handling
+        return parquet_file
 
 
 def _first_line(exc: BaseException) -> str:
@@ -344,12 +359,14 @@ def _first_list_length(parquet_file: pq.ParquetFile, col: str, path: str) -> int
     col_type = parquet_file.schema_arrow.field(col).type
     if pa.types.is_fixed_size_list(col_type):
         return col_type.list_size
-    for batch in parquet_file.iter_batches(batch_size=1, columns=[col]):
-        lengths = pc.list_value_length(batch.column(0))
-        if lengths.null_count:
-            raise InputError("row 0 is null, expected a list", path=path, column=col)
-        return int(lengths[0].as_py())
-    raise InputError("no rows", path=path, column=col)
+    with decoding(path, "cannot decode the first row"):
+        batch = next(parquet_file.iter_batches(batch_size=1, columns=[col]), None)
+    if batch is None or batch.num_rows == 0:
+        raise InputError("no rows", path=path, column=col)
+    lengths = pc.list_value_length(batch.column(0))
+    if lengths.null_count:
+        raise InputError("row 0 is null, expected a list", path=path, column=col)
+    return int(lengths[0].as_py())
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -375,18 +392,21 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
                 continue
             first_row = row_start + int(group_starts[group])
             taken = 0
-            try:
+            what = f"cannot decode row group {group}"
+            with decoding(path, what):
                 record_batches = parquet_file.iter_batches(
                     batch_size=min(batch_rows, wanted), row_groups=[group], columns=columns)
-                for record_batch in record_batches:
-                    record_batch = record_batch.slice(0, wanted - taken)
-                    yield _validate(layout, options, path, first_row + taken, record_batch)
-                    taken += record_batch.num_rows
-                    if taken >= wanted:
-                        break
-            except (pa.ArrowException, OSError) as exc:
-                raise InputError(f"cannot decode row group {group} ({_first_line(exc)})",
-                                 path=path) from None
+            while taken < wanted:
+                with decoding(path, what):  # only pyarrow's work: our own errors pass through
+                    record_batch = next(record_batches, None)
+                if record_batch is None:
+                    break
+                record_batch = record_batch.slice(0, wanted - taken)
+                yield _validate(layout, options, path, first_row + taken, record_batch)
+                taken += record_batch.num_rows
+            if taken < wanted:  # a damaged file can decode fewer rows than its footer lists
+                raise InputError(f"row group {group} decoded {taken} rows, but the footer "
+                                 f"lists {group_rows[group]}: the file is damaged", path=path)
         row_start += rows
 
 

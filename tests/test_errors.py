@@ -269,3 +269,35 @@ def test_bad_classes_metadata(tmp_path, good):
     classes.write_text(json.dumps(["a", "a", "b", "c"]))
     fine = write_run(tmp_path / "fine.parquet", labels, logits=logits)
     assert_input_error(run_cli("report", fine, "--classes", classes), "'a' appears twice")
+
+
+def test_permission_denied_is_one_line(small_run, monkeypatch):
+    """Simulated: the tests may run as root, who can read anything."""
+    import metricdiff.io
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(metricdiff.io.pq, "ParquetFile", refuse)
+    assert_input_error(run_cli("report", small_run[0]), str(small_run[0]), "permission denied")
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    run = Path(__file__).resolve().parent.parent / "sample_runs" / "featC_hpA.parquet"
+    target = tmp_path / "out.json"
+    process = subprocess.Popen([sys.executable, "-m", "metricdiff", "report", str(run), "-f",
+                                "json", "-o", str(target)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # past start-up, inside the read
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, (process.returncode, stderr)
+    assert stderr == "metricdiff: interrupted\n"
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []  # no half-written temporary file either
