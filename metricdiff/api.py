@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .errors import UsageError
 from .io import ReadOptions
 from .metrics import MetricSettings
-from .pipeline import DEFAULT_TEMPERATURE_VALUES, load_run
+from .pipeline import DEFAULT_TEMPERATURE_VALUES, Progress, load_run
 from .report import ComparisonReport, RunReport, build_report
 
 
@@ -19,7 +19,7 @@ def report(run: str, *, name: str | None = None, label_col: str = "label",
            worst_classes: int = 10, noise_batch: int = 32, seed: int = 0,
            class_groups: tuple[float, float] = (0.5, 0.8),
            temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
-           batch_values: int | None = None) -> RunReport:
+           batch_values: int | None = None, progress: Progress | None = None) -> RunReport:
     """Measure one run: headline metrics, calibration, loss anatomy and breakdowns.
 
     Parameters
@@ -30,6 +30,8 @@ def report(run: str, *, name: str | None = None, label_col: str = "label",
         Metadata columns to break the headline metrics down by.
     top_k, ece_bins, worst_classes, noise_batch, seed, class_groups
         See ``metricdiff report --help``.
+    progress : callable, optional
+        Called as ``progress(run_name, rows_done, rows_total)`` after each batch read.
 
     Returns
     -------
@@ -47,7 +49,8 @@ def report(run: str, *, name: str | None = None, label_col: str = "label",
                        id_col=id_col, slice_cols=tuple(by), classes_file=classes_file,
                        prob_tolerance=prob_tolerance,
                        **({"batch_values": batch_values} if batch_values else {}))
-    data = load_run(run, name=name, options=read, temperature_values=temperature_values)
+    data = load_run(run, name=name, options=read, temperature_values=temperature_values,
+                    progress=progress)
     return build_report(data, settings)
 
 
@@ -73,7 +76,8 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
             prob_tolerance: float = 1e-3, top_k: int = 5, ece_bins: int = 15,
             class_groups: tuple[float, float] = (0.5, 0.8),
             temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
-            batch_values: int | None = None) -> ComparisonReport:
+            batch_values: int | None = None, progress: Progress | None = None
+            ) -> ComparisonReport:
     """Compare each candidate run with the baseline, example by example.
 
     Parameters
@@ -92,6 +96,8 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
         Paired bootstrap for metrics that are not per-example means.
     fail_on : {"never", "worse", "not-better"}
         Which verdicts set ``failed`` (the CLI's exit code 1).
+    progress : callable, optional
+        Called as ``progress(run_name, rows_done, rows_total)`` after each batch read.
 
     Returns
     -------
@@ -123,7 +129,8 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
     # and the machine this is sized for has two cores
     with ThreadPoolExecutor(max_workers=2) as pool:
         runs = list(pool.map(lambda pair: load_run(pair[0], name=pair[1], options=read,
-                                                   temperature_values=temperature_values),
+                                                   temperature_values=temperature_values,
+                                                   progress=progress),
                              zip(paths, names)))
     return build_comparison(runs, settings, metric_settings)
 

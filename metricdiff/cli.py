@@ -10,12 +10,14 @@ import io
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Optional
 
 import numpy as np
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import __version__, api
 from .errors import MetricdiffError, UsageError
@@ -123,12 +125,13 @@ def report(
 
     def work() -> int:
         _check_output_path(output)
-        result = api.report(run, name=name, label_col=label_col, pred_col=pred_col,
-                            pred_kind=pred_kind.value if pred_kind else None, id_col=id_col,
-                            by=tuple(by or ()), classes_file=classes, top_k=top_k,
-                            ece_bins=bins, worst_classes=worst, noise_batch=batch_size,
-                            seed=seed, class_groups=_parse_groups(class_groups),
-                            prob_tolerance=prob_tolerance)
+        with progress_bar() as progress:
+                result = api.report(run, name=name, label_col=label_col, pred_col=pred_col,
+                                pred_kind=pred_kind.value if pred_kind else None, id_col=id_col,
+                                by=tuple(by or ()), classes_file=classes, top_k=top_k,
+                                ece_bins=bins, worst_classes=worst, noise_batch=batch_size,
+                                seed=seed, class_groups=_parse_groups(class_groups),
+                                prob_tolerance=prob_tolerance, progress=progress)
         _emit(result.to_dict(), output_format, output)
         return 0
 
@@ -185,14 +188,16 @@ def compare(
         names, paths = zip(*(split_name(arg) for arg in runs))
         if len(paths) < 2:
             raise UsageError("compare needs a baseline and at least one candidate run")
-        result = api.compare(*paths, names=list(names), primary=primary, alpha=alpha,
-                             min_effect=min_effect, resamples=resamples, seed=seed,
-                             fail_on=fail_on.value, top=top, allow_partial=allow_partial,
-                             label_col=label_col, pred_col=pred_col,
-                             pred_kind=pred_kind.value if pred_kind else None, id_col=id_col,
-                             by=tuple(by or ()), classes_file=classes, top_k=top_k,
-                             ece_bins=bins, class_groups=_parse_groups(class_groups),
-                             prob_tolerance=prob_tolerance)
+        with progress_bar() as progress:
+            result = api.compare(*paths, names=list(names), primary=primary, alpha=alpha,
+                                 min_effect=min_effect, resamples=resamples, seed=seed,
+                                 fail_on=fail_on.value, top=top, allow_partial=allow_partial,
+                                 label_col=label_col, pred_col=pred_col,
+                                 pred_kind=pred_kind.value if pred_kind else None,
+                                 id_col=id_col, by=tuple(by or ()), classes_file=classes,
+                                 top_k=top_k, ece_bins=bins,
+                                 class_groups=_parse_groups(class_groups),
+                                 prob_tolerance=prob_tolerance, progress=progress)
         _emit(result.to_dict(), output_format, output)
         return EXIT_FAIL_ON if result.failed else 0
 
@@ -275,6 +280,25 @@ def _emit(document: dict, output_format: OutputFormat, output: str | None) -> No
         sys.stdout.write(text)
     else:
         write_atomically(output, text)
+
+
+@contextmanager
+def progress_bar():
+    """A progress bar per run on stderr, only when stderr is a terminal; else no callback."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"reading {name}", total=total)
+            bar.update(tasks[name], completed=done)
+
+        yield update
 
 
 def stdout_console() -> Console:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 
@@ -37,9 +37,15 @@ class RunData:
         return self.layout.topk
 
 
+# Called after each batch of the main pass with (run name, rows done, rows in the run).
+Progress = Callable[[str, int, int], None]
+
+
 def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOptions(),
-             temperature_values: int = DEFAULT_TEMPERATURE_VALUES) -> RunData:
+             temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
+             progress: Progress | None = None) -> RunData:
     layout = inspect_run(path, options)
+    name = name or path
     temperature, temperature_rows = None, 0
     batches = None
     if layout.prediction.kind != "topk":
@@ -52,8 +58,12 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
         batches = prefetch(iter_batches(layout, options))
 
     parts, ids, slices = [], [], {col: [] for col in layout.slice_cols}
+    rows_done = 0
     for batch in batches:
         parts.append(from_batch(batch, temperature))
+        rows_done += len(batch)
+        if progress is not None:
+            progress(name, rows_done, layout.n_rows)
         if batch.ids is not None:
             ids.append(batch.ids)
         for col, values in batch.slices.items():
@@ -62,7 +72,7 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
     num_classes = layout.num_classes
     if num_classes is None:
         num_classes = int(max(examples.label.max(), examples.pred.max())) + 1
-    return RunData(name=name or path, layout=layout, examples=examples,
+    return RunData(name=name, layout=layout, examples=examples,
                    ids=np.concatenate(ids) if ids else None,
                    slices={col: np.concatenate(v) for col, v in slices.items()},
                    temperature=temperature, temperature_rows=temperature_rows,

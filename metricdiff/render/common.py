@@ -871,3 +871,29 @@ def candidate_heading(comparison: dict) -> str:
     """'featB_hpA vs featA_hpB'."""
     return (f"{comparison.get('candidate') or _get(comparison, 'verdict', 'candidate') or '?'}"
             f" vs {comparison.get('baseline') or '?'}")
+
+
+# ============================================================================= plots
+#
+# What an axis of a plot says about a metric; the HTML renderer (``html.py``) labels its axes
+# with these so a chart and the tables name the same quantities the same way.
+
+METRIC_UNITS = {"nll": "nats", "nll_calibrated": "nats", "mean_entropy": "nats",
+                "brier": "squared error", "temperature": ""}
+
+
+def metric_unit(name: str) -> str:
+    """The unit of a metric for an axis label: 'nats' for losses and entropy, 'fraction' for
+    shares (accuracy, top-k, ECE, F1, confidence), '' when unknown or unitless."""
+    name = str(name)
+    if name in METRIC_UNITS:
+        return METRIC_UNITS[name]
+    if _TOPK.fullmatch(name) or name in MEANINGS:
+        return "fraction"
+    return ""
+
+
+def short_label(text, width: int = 32) -> str:
+    """A label cut to ``width`` characters with '…' (for plot axes; tables keep it whole)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
