@@ -11,6 +11,7 @@ from . import __version__
 from .metrics import (ClassCounts, MetricSettings, class_group_table, headline, loss_anatomy,
                       metric_registry, noise_floor, per_class_table, reliability_table,
                       slice_table)
+from .errors import UsageError
 from .pipeline import RunData
 from .temperature import T_MAX, T_MIN
 
@@ -38,6 +39,32 @@ class RunReport:
         return plain({"schema_version": SCHEMA_VERSION, "kind": "report",
                       "tool": {"name": "metricdiff", "version": __version__}, **asdict(self)})
 
+    def to_pandas(self, table: str = "metrics"):
+        """One table of the report as a DataFrame.
+
+        table: "metrics" (one row per metric: value, direction, why unavailable), "classes"
+        (the worst classes), "class_groups", "confidence_bins" or "slices" (one row per value
+        of each --by column).
+
+        >>> import metricdiff
+        >>> metricdiff.report("sample_runs/digits_gnb.parquet").to_pandas().loc["nll", "value"]
+        ... # doctest: +SKIP
+        """
+        document = self.to_dict()
+        if table == "metrics":
+            return _frame([{"metric": name, "value": value,
+                            "higher_is_better": document["directions"].get(name),
+                            "unavailable": document["unavailable"].get(name)}
+                           for name, value in document["metrics"].items()], index="metric")
+        if table == "slices":
+            return _frame([{"column": column, **row}
+                           for column, part in document["slices"].items()
+                           for row in part["rows"]])
+        rows = {"classes": document["per_class"]["rows"],
+                "class_groups": document["class_groups"],
+                "confidence_bins": document["confidence_bins"]}
+        return _frame(_table_rows(rows, table))
+
 
 @dataclass(frozen=True)
 class ComparisonReport:
@@ -55,6 +82,48 @@ class ComparisonReport:
     def to_dict(self) -> dict:
         return plain({"schema_version": SCHEMA_VERSION, "kind": "comparison",
                       "tool": {"name": "metricdiff", "version": __version__}, **asdict(self)})
+
+    def to_pandas(self, table: str = "deltas"):
+        """One table of the comparison as a DataFrame.
+
+        table: "runs" (metrics by run), "deltas" (one row per candidate and metric: baseline,
+        candidate, delta, interval, p-value, method), "verdicts", "classes", "slices",
+        "confidence_bins", "examples" (the ranked lists) or "nll_by_flip"; every table but
+        "runs" has a `candidate_run` column naming the candidate run of the row.
+        """
+        document = self.to_dict()
+        comparisons = document["comparisons"]
+        if table == "runs":
+            frame = _frame([{"run": run["name"], **run["metrics"]} for run in document["runs"]],
+                           index="run")
+            return frame.T
+        per_candidate = {
+            "deltas": lambda c: [{"metric": m, **row} for m, row in c["deltas"].items()],
+            "verdicts": lambda c: [c["verdict"]],
+            "classes": lambda c: c["ranked"]["classes"]["rows"],
+            "slices": lambda c: [{"column": col, **row}
+                                 for col, part in c["ranked"]["slices"].items()
+                                 for row in part["rows"]],
+            "confidence_bins": lambda c: c["ranked"]["confidence_bins"]["rows"],
+            "examples": lambda c: c["ranked"]["examples"],
+            "nll_by_flip": lambda c: c["explanation"]["nll_by_flip"],
+        }
+        rows = _table_rows(per_candidate, table)
+        return _frame([{"candidate_run": c["candidate"], **row} for c in comparisons
+                       for row in rows(c)])
+
+
+def _table_rows(tables: dict, table: str):
+    if table not in tables:
+        raise UsageError(f"unknown table '{table}'; expected one of: {', '.join(tables)}")
+    return tables[table]
+
+
+def _frame(rows: list[dict], index: str | None = None):
+    import pandas as pd  # only for to_pandas(): the command line never needs it
+
+    frame = pd.DataFrame(rows)
+    return frame.set_index(index) if index and not frame.empty else frame
 
 
 def plain(value):
