@@ -12,7 +12,7 @@ from .explain import (calibration_view, class_group_view, confident_wrong_view, 
                       nll_by_flip, reasons)
 from .metrics import (ClassCounts, MetricSettings, class_groups, headline, metric_registry,
                       reliability_table)
-from .paired import (METHOD_MCNEMAR, METHOD_NONE, RESAMPLED, Interval, ResampleView, bootstrap,
+from .paired import (METHOD_MCNEMAR, METHOD_NONE, RESAMPLED, BootstrapPlan, Interval, bootstrap,
                      mcnemar_exact, paired_t, per_example_values, resample_values)
 from .pipeline import RunData
 from .ranking import (Attribution, change_word, rank_classes, rank_confidence_bins,
@@ -53,16 +53,16 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
 
     base_run, base = runs[0], aligned[0]
     groups = class_groups(ClassCounts.of(base, num_classes), metric_settings.class_groups)
-    base_view = ResampleView(base, num_classes, metric_settings.ece_bins)
+    plan = BootstrapPlan(len(base), settings.resamples, settings.seed)
     base_draws = None  # the baseline's resampled metrics, computed once for all candidates
     pairs = []
     for index in range(1, len(runs)):
         if base_draws is None and settings.resamples > 0:
             available = {m for m in RESAMPLED if summaries[0]["metrics"][m] is not None}
-            base_draws = resample_values(base_view, available, settings.resamples,
-                                         settings.seed)
+            base_draws = resample_values(base, num_classes, metric_settings.ece_bins,
+                                         available, plan)
         deltas = _deltas(summaries[0]["metrics"], summaries[index]["metrics"], base,
-                         aligned[index], base_view, base_draws, num_classes, settings,
+                         aligned[index], plan, base_draws, num_classes, settings,
                          metric_settings)
         pairs.append(deltas)
 
@@ -94,7 +94,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     )
 
 
-def _deltas(base_values: dict, cand_values: dict, base, cand, base_view: ResampleView,
+def _deltas(base_values: dict, cand_values: dict, base, cand, plan: BootstrapPlan,
             base_draws: dict | None, num_classes: int, settings: CompareSettings,
             metric_settings: MetricSettings) -> dict[str, Interval]:
     """Every metric both runs have: paired t for per-example means, McNemar's exact test for
@@ -113,9 +113,9 @@ def _deltas(base_values: dict, cand_values: dict, base, cand, base_view: Resampl
                                       METHOD_MCNEMAR)
     wanted = {name for name in RESAMPLED if name in both}
     if wanted and settings.resamples > 0:
-        cand_view = ResampleView(cand, num_classes, metric_settings.ece_bins)
-        deltas.update(bootstrap(base_view, cand_view, wanted, settings.resamples, settings.seed,
-                                settings.alpha, base_draws))
+        cand_draws = resample_values(cand, num_classes, metric_settings.ece_bins, wanted, plan)
+        observed = {name: cand_values[name] - base_values[name] for name in wanted}
+        deltas.update(bootstrap(observed, base_draws, cand_draws, plan, settings.alpha))
     if "temperature" in both:
         deltas["temperature"] = Interval(cand_values["temperature"] - base_values["temperature"],
                                          None, None, None, METHOD_NONE)

@@ -140,44 +140,98 @@ class ResampleView:
 RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated")
 
 
-def bootstrap(baseline: ResampleView, candidate: ResampleView, wanted: set[str],
-              resamples: int, seed: int, alpha: float,
-              baseline_draws: dict[str, np.ndarray] | None = None) -> dict[str, Interval]:
-    """Paired bootstrap of candidate-minus-baseline for each wanted metric.
-
-    Both runs get the same resampled examples: the seed fixes the sequence of resamples, so
-    the baseline's resampled values are the same for every candidate and can be passed in
-    (`baseline_draws`, from `resample_values`) instead of being computed again. p-value: the
-    share of resampled deltas at least as far from the observed delta as the observed delta
-    is from zero (the bootstrap distribution shifted to the null), counted as (c + 1) / (R + 1)
-    so that it is never reported as exactly 0 from a finite number of resamples.
-    """
-    n = len(baseline.label)
-    if baseline_draws is None:
-        baseline_draws = resample_values(baseline, wanted, resamples, seed)
-    candidate_draws = resample_values(candidate, wanted, resamples, seed, n)
-    ones = np.ones(n)
-    base_obs, cand_obs = baseline.metrics(ones, wanted), candidate.metrics(ones, wanted)
-    results = {}
-    for name in wanted:
-        delta = cand_obs[name] - base_obs[name]
-        values = candidate_draws[name] - baseline_draws[name]
-        low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-        extreme = int(np.sum(np.abs(values - delta) >= abs(delta) - 1e-15))
-        results[name] = Interval(float(delta), float(low), float(high),
-                                 (extreme + 1) / (resamples + 1), METHOD_BOOTSTRAP)
-    return results
+# Up to this many examples the bootstrap resamples all of them. Above it, the cost of a
+# resample would grow with n, so the bag of little bootstraps (Kleiner et al. 2014) takes over:
+# LITTLE_SUBSETS random subsets of n**0.7 examples each, each resampled with multinomial
+# weights that add up to n, so every resample still stands for a set of n examples.
+FULL_BOOTSTRAP_MAX = 100_000
+LITTLE_SUBSETS = 10
+LITTLE_EXPONENT = 0.7
 
 
-def resample_values(view: ResampleView, wanted: set[str], resamples: int, seed: int,
-                    n: int | None = None) -> dict[str, np.ndarray]:
-    """Each wanted metric of one run on each of the seeded resamples of its examples."""
-    n = n or len(view.label)
-    rng = np.random.default_rng(seed)
-    draws = {name: np.empty(resamples) for name in wanted}
-    for r in range(resamples):
-        weights = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
-        for name, value in view.metrics(weights, wanted).items():
-            if name in draws:
-                draws[name][r] = value
+@dataclass(frozen=True)
+class BootstrapPlan:
+    """Which examples each subset holds and how each resample weights them; deterministic in
+    (n, resamples, seed), so every run of a comparison gets the same resamples."""
+
+    n: int
+    resamples: int
+    seed: int
+
+    @property
+    def little(self) -> bool:
+        return self.n > FULL_BOOTSTRAP_MAX
+
+    @property
+    def subsets(self) -> int:
+        return min(LITTLE_SUBSETS, self.resamples) if self.little else 1
+
+    @property
+    def per_subset(self) -> int:
+        return -(-self.resamples // self.subsets)  # ceiling: at least `resamples` in all
+
+    @property
+    def method(self) -> str:
+        if not self.little:
+            return f"{METHOD_BOOTSTRAP}, {self.resamples} resamples"
+        size = int(self.n ** LITTLE_EXPONENT)
+        return (f"bag of little bootstraps, {self.subsets} subsets of {size} examples x "
+                f"{self.per_subset} resamples")
+
+    def subset(self, j: int) -> np.ndarray | None:
+        """Indices of subset j, or None for all examples."""
+        if not self.little:
+            return None
+        rng = np.random.default_rng([self.seed, j, 0])
+        return np.sort(rng.choice(self.n, int(self.n ** LITTLE_EXPONENT), replace=False))
+
+    def weights(self, j: int):
+        """The resampling weights of subset j, one array per resample."""
+        rng = np.random.default_rng([self.seed, j, 1])
+        if not self.little:
+            for _ in range(self.per_subset):
+                yield np.bincount(rng.integers(0, self.n, self.n), minlength=self.n)
+            return
+        size = int(self.n ** LITTLE_EXPONENT)
+        for _ in range(self.per_subset):
+            yield rng.multinomial(self.n, np.full(size, 1.0 / size))
+
+
+def resample_values(pe: PerExample, num_classes: int, bins: int, wanted: set[str],
+                    plan: BootstrapPlan) -> dict[str, np.ndarray]:
+    """Each wanted metric of one run on every resample: an array (subsets, 1 + resamples per
+    subset) whose first column is the subset's own value (every example weighted n / size)."""
+    draws = {name: np.empty((plan.subsets, plan.per_subset + 1)) for name in wanted}
+    for j in range(plan.subsets):
+        subset = plan.subset(j)
+        view = ResampleView(pe if subset is None else pe.take(subset), num_classes, bins)
+        size = len(view.label)
+        weight_sets = [np.full(size, plan.n / size)] + list(plan.weights(j))
+        for r, weights in enumerate(weight_sets):
+            for name, value in view.metrics(weights.astype(np.float64), wanted).items():
+                if name in draws:
+                    draws[name][j, r] = value
     return draws
+
+
+def bootstrap(observed: dict[str, float], baseline_draws: dict[str, np.ndarray],
+              candidate_draws: dict[str, np.ndarray], plan: BootstrapPlan,
+              alpha: float) -> dict[str, Interval]:
+    """Paired bootstrap intervals and p-values of candidate-minus-baseline.
+
+    Both runs were resampled with the same plan, so each resampled delta is paired. Within a
+    subset, deviations of the resampled deltas from the subset's own delta estimate the
+    sampling distribution; the interval is the observed delta plus the averaged quantiles of
+    those deviations (with all examples in one subset: the percentile interval). p-value: the
+    share of deviations at least as large as the observed delta's distance from zero,
+    counted as (c + 1) / (R + 1) so that it is never exactly 0 from finitely many resamples.
+    """
+    results = {}
+    for name, delta in observed.items():
+        deltas = candidate_draws[name] - baseline_draws[name]
+        deviations = deltas[:, 1:] - deltas[:, :1]
+        low, high = np.quantile(deviations, [alpha / 2, 1 - alpha / 2], axis=1).mean(axis=1)
+        extreme = int(np.sum(np.abs(deviations) >= abs(delta) - 1e-15))
+        results[name] = Interval(float(delta), float(delta + low), float(delta + high),
+                                 (extreme + 1) / (deviations.size + 1), plan.method)
+    return results

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from metricdiff.paired import ResampleView, bootstrap, mcnemar_exact, paired_t
+from metricdiff import paired
+from metricdiff.paired import (BootstrapPlan, bootstrap, mcnemar_exact, paired_t,
+                              resample_values)
 from metricdiff.perexample import PerExample
 from metricdiff.verdict import decide, holm
 
@@ -53,37 +55,63 @@ def per_example(correct: np.ndarray, conf: np.ndarray, label: np.ndarray) -> Per
                       conf_cal=conf)
 
 
+def paired_bootstrap(base, cand, k, wanted, resamples, seed=0, alpha=0.05):
+    plan = BootstrapPlan(len(base), resamples, seed)
+    base_draws = resample_values(base, k, 15, wanted, plan)
+    cand_draws = resample_values(cand, k, 15, wanted, plan)
+    ones = np.ones(len(base))
+    base_all = paired.ResampleView(base, k, 15).metrics(ones, wanted)
+    cand_all = paired.ResampleView(cand, k, 15).metrics(ones, wanted)
+    observed = {name: cand_all[name] - base_all[name] for name in wanted}
+    return bootstrap(observed, base_draws, cand_draws, plan, alpha)
+
+
 def test_bootstrap_of_a_run_against_itself_is_exactly_zero():
     rng = np.random.default_rng(1)
     pe = per_example(rng.random(500) < 0.7, rng.uniform(0.3, 1, 500), rng.integers(0, 5, 500))
-    view = ResampleView(pe, 5, 15)
-    result = bootstrap(view, ResampleView(pe, 5, 15), {"ece", "macro_f1", "ece_adaptive"},
-                       resamples=100, seed=0, alpha=0.05)
+    result = paired_bootstrap(pe, pe, 5, {"ece", "macro_f1", "ece_adaptive"}, resamples=100)
     for interval in result.values():
         assert (interval.delta, interval.ci_low, interval.ci_high, interval.p_value) == (
             0, 0, 0, 1.0)
 
 
-def test_bootstrap_observed_values_equal_the_metrics_module():
+def test_resampled_metrics_on_all_examples_equal_the_metrics_module():
     from metricdiff.metrics import (ClassCounts, adaptive_calibration_error, balanced_accuracy,
                                     calibration_error, macro_f1)
     rng = np.random.default_rng(2)
     label = rng.integers(0, 6, 700)
-    base = per_example(rng.random(700) < 0.6, rng.uniform(0.2, 1, 700), label)
-    cand = per_example(rng.random(700) < 0.7, rng.uniform(0.2, 1, 700), label)
+    pe = per_example(rng.random(700) < 0.6, rng.uniform(0.2, 1, 700), label)
     wanted = {"ece", "mce", "ece_adaptive", "balanced_accuracy", "macro_f1"}
-    result = bootstrap(ResampleView(base, 6, 15), ResampleView(cand, 6, 15), wanted, 20, 0, 0.05)
-
-    def direct(pe):
-        ece, mce = calibration_error(pe.conf, pe.correct, 15)
-        counts = ClassCounts.of(pe, 6)
-        return {"ece": ece, "mce": mce,
-                "ece_adaptive": adaptive_calibration_error(pe.conf, pe.correct, 15),
-                "balanced_accuracy": balanced_accuracy(counts), "macro_f1": macro_f1(counts)}
-
-    b, c = direct(base), direct(cand)
+    draws = resample_values(pe, 6, 15, wanted, BootstrapPlan(700, 20, 0))
+    ece, mce = calibration_error(pe.conf, pe.correct, 15)
+    counts = ClassCounts.of(pe, 6)
+    direct = {"ece": ece, "mce": mce,
+              "ece_adaptive": adaptive_calibration_error(pe.conf, pe.correct, 15),
+              "balanced_accuracy": balanced_accuracy(counts), "macro_f1": macro_f1(counts)}
     for name in wanted:
-        assert result[name].delta == pytest.approx(c[name] - b[name], abs=1e-12), name
+        assert draws[name][0, 0] == pytest.approx(direct[name], abs=1e-12), name
+        assert draws[name].shape == (1, 21)
+
+
+def test_little_bootstraps_agree_with_the_full_bootstrap(monkeypatch):
+    """Above FULL_BOOTSTRAP_MAX examples the bag of little bootstraps takes over; on data where
+    both can run, their intervals agree."""
+    rng = np.random.default_rng(5)
+    n, k = 40_000, 8
+    label = rng.integers(0, k, n)
+    shared = rng.random(n)
+    base = per_example(shared < 0.70, rng.uniform(0.3, 1, n), label)
+    cand = per_example(shared < 0.72, rng.uniform(0.3, 1, n), label)
+    wanted = {"ece", "balanced_accuracy"}
+    full = paired_bootstrap(base, cand, k, wanted, resamples=300)
+    monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 1000)
+    little = paired_bootstrap(base, cand, k, wanted, resamples=300)
+    assert "little" in little["ece"].method and "little" not in full["ece"].method
+    for name in wanted:
+        width = full[name].ci_high - full[name].ci_low
+        assert little[name].delta == pytest.approx(full[name].delta)
+        assert little[name].ci_high - little[name].ci_low == pytest.approx(width, rel=0.25)
+        assert abs(little[name].ci_low - full[name].ci_low) < 0.25 * width
 
 
 def test_paired_t_interval_covers_a_known_difference_95_percent_of_the_time():
@@ -110,8 +138,8 @@ def test_bootstrap_interval_covers_a_known_difference_about_95_percent_of_the_ti
         shared = rng.random(n)  # paired: the same difficulty drives both runs
         base = per_example(shared < base_rate[label], np.full(n, 0.8), label)
         cand = per_example(shared < cand_rate[label], np.full(n, 0.8), label)
-        result = bootstrap(ResampleView(base, k, 15), ResampleView(cand, k, 15),
-                           {"balanced_accuracy"}, resamples=300, seed=trial, alpha=0.05)
+        result = paired_bootstrap(base, cand, k, {"balanced_accuracy"}, resamples=300,
+                                  seed=trial)
         interval = result["balanced_accuracy"]
         hits += interval.ci_low <= true_delta <= interval.ci_high
     assert 0.90 <= hits / trials <= 0.99
