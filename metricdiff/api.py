@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .errors import UsageError
@@ -127,11 +128,18 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
                                allow_partial=allow_partial)
     # two runs read at once: each run's reading is already overlapped with its arithmetic,
     # and the machine this is sized for has two cores
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = list(pool.map(lambda pair: load_run(pair[0], name=pair[1], options=read,
-                                                   temperature_values=temperature_values,
-                                                   progress=progress),
-                             zip(paths, names)))
+    stop = threading.Event()  # on Ctrl-C or an error, the other reads end at their next batch
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        futures = [pool.submit(load_run, path, name=name, options=read,
+                               temperature_values=temperature_values, progress=progress,
+                               stop=stop) for path, name in zip(paths, names)]
+        runs = [future.result() for future in futures]
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return build_comparison(runs, settings, metric_settings)
 
 

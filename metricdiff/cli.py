@@ -95,6 +95,8 @@ ClassGroupsOpt = Annotated[str, typer.Option(
     help="Cumulative example shares ending the head and torso class groups.")]
 ProbToleranceOpt = Annotated[float, typer.Option(help="Allowed |sum(probs) - 1| per row.")]
 DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks on errors.")]
+HtmlOpt = Annotated[Optional[str], typer.Option(
+    help="Also write a self-contained HTML page with plots to FILE (needs metricdiff[plots]).")]
 
 
 @app.command(epilog="Examples:\n\n  metricdiff report sample_runs/featA_hpB.parquet\n\n"
@@ -119,12 +121,14 @@ def report(
     seed: Annotated[int, typer.Option(help="Seed of the noise-floor shuffle.")] = 0,
     class_groups: ClassGroupsOpt = "0.5,0.8",
     prob_tolerance: ProbToleranceOpt = 1e-3,
+    html: HtmlOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Measure one run: loss, accuracy, calibration, and the breakdowns that explain them."""
 
     def work() -> int:
         _check_output_path(output)
+        _check_output_path(html, "--html")
         with progress_bar() as progress:
                 result = api.report(run, name=name, label_col=label_col, pred_col=pred_col,
                                 pred_kind=pred_kind.value if pred_kind else None, id_col=id_col,
@@ -132,7 +136,7 @@ def report(
                                 ece_bins=bins, worst_classes=worst, noise_batch=batch_size,
                                 seed=seed, class_groups=_parse_groups(class_groups),
                                 prob_tolerance=prob_tolerance, progress=progress)
-        _emit(result.to_dict(), output_format, output)
+        _emit(result.to_dict(), output_format, output, html)
         return 0
 
     _run_guarded(work, debug)
@@ -178,6 +182,7 @@ def compare(
     bins: BinsOpt = 15,
     class_groups: ClassGroupsOpt = "0.5,0.8",
     prob_tolerance: ProbToleranceOpt = 1e-3,
+    html: HtmlOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Compare candidate runs with a baseline, example by example: deltas with intervals, a
@@ -185,6 +190,7 @@ def compare(
 
     def work() -> int:
         _check_output_path(output)
+        _check_output_path(html, "--html")
         names, paths = zip(*(split_name(arg) for arg in runs))
         if len(paths) < 2:
             raise UsageError("compare needs a baseline and at least one candidate run")
@@ -198,7 +204,7 @@ def compare(
                                  top_k=top_k, ece_bins=bins,
                                  class_groups=_parse_groups(class_groups),
                                  prob_tolerance=prob_tolerance, progress=progress)
-        _emit(result.to_dict(), output_format, output)
+        _emit(result.to_dict(), output_format, output, html)
         return EXIT_FAIL_ON if result.failed else 0
 
     _run_guarded(work, debug)
@@ -245,18 +251,24 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _check_output_path(output: str | None) -> None:
+def _check_output_path(output: str | None, option: str = "--output") -> None:
+    """Fail before the work, not after it, when a result could not be written."""
     if output is None:
         return
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
-        raise UsageError(f"--output {output}: folder {folder} does not exist")
+        raise UsageError(f"{option} {output}: folder {folder} does not exist")
     if os.path.isdir(output):
-        raise UsageError(f"--output {output}: is a folder, expected a file path")
+        raise UsageError(f"{option} {output}: is a folder, expected a file path")
 
 
-def _emit(document: dict, output_format: OutputFormat, output: str | None) -> None:
+def _emit(document: dict, output_format: OutputFormat, output: str | None,
+          html: str | None = None) -> None:
     comparison = document["kind"] == "comparison"
+    if html is not None:
+        from .render import html as html_page
+        render = html_page.render_comparison_html if comparison else html_page.render_report_html
+        write_atomically(html, render(document))
     if output_format is OutputFormat.json:
         text = render_json(document)
     elif output_format is OutputFormat.markdown:
@@ -317,6 +329,9 @@ def write_atomically(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

@@ -43,7 +43,9 @@ Progress = Callable[[str, int, int], None]
 
 def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOptions(),
              temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
-             progress: Progress | None = None) -> RunData:
+             progress: Progress | None = None,
+             stop: threading.Event | None = None) -> RunData:
+    """Read one run; `stop`, when set by another thread, ends the read at the next batch."""
     layout = inspect_run(path, options)
     name = name or path
     temperature, temperature_rows = None, 0
@@ -60,6 +62,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
     parts, ids, slices = [], [], {col: [] for col in layout.slice_cols}
     rows_done = 0
     for batch in batches:
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
         parts.append(from_batch(batch, temperature))
         rows_done += len(batch)
         if progress is not None:

@@ -249,13 +249,17 @@ class PredictionWriter:
         record_batch = self._prepare(labels, logits, probs, ids, metadata)
         if record_batch is None:
             return
-        if self._schema is None:
-            self._start(record_batch.schema)
-        self._buffer.append(record_batch)
-        self._buffered += record_batch.num_rows
-        self._rows += record_batch.num_rows
-        if self._buffered >= self._row_group_size:
-            self._flush(final=False)
+        try:
+            if self._schema is None:
+                self._start(record_batch.schema)
+            self._buffer.append(record_batch)
+            self._buffered += record_batch.num_rows
+            self._rows += record_batch.num_rows
+            if self._buffered >= self._row_group_size:
+                self._flush(final=False)
+        except BaseException:  # a failed write (disk full...) leaves no usable file
+            self.abort()
+            raise
 
     def close(self) -> Path:
         """Write the buffered rows and move the finished file into place.
@@ -290,7 +294,7 @@ class PredictionWriter:
             pending = self._pending
             pending.writer.close()
             pending.writer = None
-            with open(pending.tmp, "rb") as fh:
+            with open(pending.tmp, "r+b") as fh:  # on disk before it takes the name
                 os.fsync(fh.fileno())
             os.replace(pending.tmp, self.path)
         except BaseException:
@@ -437,12 +441,14 @@ class PredictionWriter:
         expected = self._schema.field(name).type
         if array.type == expected:
             return array
-        try:
-            return array.cast(expected, safe=True)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            what = "ids" if name == "id" else f"metadata column '{name}'"
-            raise UsageError(f"{what}: {self._batch_label()}type {array.type}, but the first "
-                             f"batch fixed it as {expected}") from None
+        if pa.types.is_null(array.type) or _type_family(array.type) == _type_family(expected):
+            try:
+                return array.cast(expected, safe=True)  # int32 -> int64, all-None -> nulls
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                pass
+        what = "ids" if name == "id" else f"metadata column '{name}'"
+        raise UsageError(f"{what}: {self._batch_label()}type {array.type}, but the first "
+                         f"batch fixed it as {expected}")
 
     def _start(self, schema: pa.Schema) -> None:
         """Fix the schema and open the temporary file (first non-empty batch)."""
@@ -484,6 +490,16 @@ class PredictionWriter:
         rest = table.slice(whole)
         self._buffer = rest.to_batches() if rest.num_rows else []
         self._buffered = rest.num_rows
+
+
+def _type_family(data_type: pa.DataType) -> str:
+    """Types a later batch may be cast to losslessly: integers to integers, and so on."""
+    for family, test in (("integer", pa.types.is_integer), ("float", pa.types.is_floating),
+                         ("string", pa.types.is_string), ("string", pa.types.is_large_string),
+                         ("boolean", pa.types.is_boolean), ("temporal", pa.types.is_temporal)):
+        if test(data_type):
+            return family
+    return str(data_type)
 
 
 class _Pending:
@@ -564,8 +580,17 @@ def _check_class_names(class_names: Any) -> tuple[str, ...] | None:
 
 # ----------------------------------------------------------------------------- conversion
 
-def _as_numpy(value: Any, name: str) -> np.ndarray:
-    """Any array-like as a numpy array; tensors are detached and moved to the CPU first."""
+def _as_numpy(value: Any, name: str, keep_objects: bool = False) -> np.ndarray:
+    """Any array-like as a numpy array; tensors are detached and moved to the CPU first.
+
+    With keep_objects, a Python list or tuple keeps its elements as they are (an object
+    array), so that [1, "b"] is refused instead of silently becoming ["1", "b"].
+    """
+    if keep_objects and isinstance(value, (list, tuple)):
+        try:
+            return np.array(value, dtype=object)
+        except ValueError:  # ragged nesting; treated below like any other conversion
+            pass
     detach = getattr(value, "detach", None)
     if callable(detach):
         value = detach()
@@ -608,7 +633,7 @@ def _prediction_matrix(value: Any, name: str) -> np.ndarray:
 
 def _label_indices(value: Any, n: int, width: int, class_names: tuple[str, ...] | None,
                    pred_name: str, where) -> np.ndarray:
-    labels = _as_numpy(value, "labels")
+    labels = _as_numpy(value, "labels", keep_objects=True)
     if labels.ndim == 2 and labels.shape[0] == n and labels.shape[1] == width and width > 1:
         raise UsageError(f"labels: shape {labels.shape}, expected a 1-D array of class indices "
                          "(one-hot labels? pass labels.argmax(axis=1))")
@@ -617,6 +642,8 @@ def _label_indices(value: Any, n: int, width: int, class_names: tuple[str, ...] 
     if len(labels) != n:
         raise UsageError(f"labels: {len(labels)} labels, but {pred_name} has {n} rows; expected "
                          "one label per row")
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
     kind = labels.dtype.kind
     if kind == "O":
         if all(isinstance(v, str) for v in labels):
@@ -625,8 +652,10 @@ def _label_indices(value: Any, n: int, width: int, class_names: tuple[str, ...] 
                  for v in labels):
             labels, kind = labels.astype(np.int64), "i"
         else:
-            bad = next(i for i, v in enumerate(labels) if not isinstance(v, (str, int,
-                                                                              np.integer)))
+            first_kind = isinstance(labels[0], str)
+            bad = next(i for i, v in enumerate(labels)
+                       if not isinstance(v, (str, int, np.integer)) or isinstance(v, bool)
+                       or isinstance(v, str) != first_kind)
             raise UsageError(f"labels: {labels[bad]!r} at {where(bad)}, expected integer class "
                              "indices or class-name strings")
     if kind == "U":
@@ -686,7 +715,7 @@ def _check_probs(matrix: np.ndarray, labels: np.ndarray, where) -> None:
 
 
 def _ids_array(value: Any, n: int, where) -> pa.Array:
-    ids = _as_numpy(value, "ids")
+    ids = _as_numpy(value, "ids", keep_objects=True)
     if ids.ndim != 1:
         raise UsageError(f"ids: shape {ids.shape}, expected a 1-D array of integers or strings")
     if len(ids) != n:
@@ -699,8 +728,10 @@ def _ids_array(value: Any, n: int, where) -> pa.Array:
                  for v in ids):
             kind = "i"
         else:
+            first_kind = isinstance(ids[0], str)
             bad = next(i for i, v in enumerate(ids)
-                       if not isinstance(v, (str, int, np.integer)) or isinstance(v, bool))
+                       if not isinstance(v, (str, int, np.integer)) or isinstance(v, bool)
+                       or isinstance(v, str) != first_kind)
             raise UsageError(f"ids: {ids[bad]!r} at {where(bad)}, expected integers or strings "
                              "(all of one kind)")
     if kind in "iu":
@@ -734,7 +765,7 @@ def _metadata_column(name: str, value: Any, n: int) -> pa.Array:
     if name.startswith(RESERVED_PREFIXES):
         raise UsageError(f"metadata column '{name}': names starting with 'logit_' or 'prob_' "
                          "are read as per-class prediction columns; rename it")
-    values = _as_numpy(value, f"metadata column '{name}'")
+    values = _as_numpy(value, f"metadata column '{name}'", keep_objects=True)
     if values.ndim != 1:
         raise UsageError(f"metadata column '{name}': shape {values.shape}, expected one value "
                          "per row (1-D)")
@@ -754,8 +785,23 @@ def _fixed_list(matrix: np.ndarray, width: int) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), width)
 
 
+#: Top-k selection works on chunks of about this many values (its temporaries are ~20 bytes each).
+TOPK_CHUNK_VALUES = 1 << 22
+
+
 def _topk(logits: np.ndarray, labels: np.ndarray, k: int
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k ids, their log-probabilities and the true class's, chunk by chunk of rows."""
+    step = max(1, TOPK_CHUNK_VALUES // logits.shape[1])
+    parts = [_topk_chunk(logits[start:start + step], labels[start:start + step], k)
+             for start in range(0, len(labels), step)]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate(columns) for columns in zip(*parts))  # type: ignore[return-value]
+
+
+def _topk_chunk(logits: np.ndarray, labels: np.ndarray, k: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The k most probable classes of each row, their log-probabilities, the true class's.
 
     Classes are selected on the logits themselves (exact in float64 for any float input), in

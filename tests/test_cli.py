@@ -98,3 +98,28 @@ def test_version_and_help():
     assert run_cli("--version").stdout.strip() == f"metricdiff {metricdiff.__version__}"
     help_text = run_cli("report", "-h").stdout
     assert "--format" in help_text and "Examples" in help_text
+
+
+def test_html_page_is_written_beside_the_normal_output(small_run, tmp_path):
+    import os
+    import stat
+
+    pytest.importorskip("matplotlib")
+    page = tmp_path / "report.html"
+    result = run_cli("report", small_run[0], "--html", page, "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["kind"] == "report"  # stdout unchanged
+    text = page.read_text()
+    assert text.lstrip().lower().startswith("<!doctype html") and "data:image/png;base64," in text
+    mode = stat.S_IMODE(os.stat(page).st_mode)
+    assert mode & 0o044  # readable by others, like any new file (umask permitting)
+    compared = tmp_path / "compare.html"
+    result = run_cli("compare", small_run[0], small_run[0], "--html", compared, "--resamples",
+                     "20")
+    assert result.exit_code == 0, result.stderr
+    assert "inconclusive" in compared.read_text()
+
+
+def test_html_folder_must_exist(small_run, tmp_path):
+    result = run_cli("report", small_run[0], "--html", tmp_path / "no" / "page.html")
+    assert result.exit_code == 2 and "--html" in result.stderr

@@ -289,14 +289,18 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     import time
     from pathlib import Path
 
-    run = Path(__file__).resolve().parent.parent / "sample_runs" / "featC_hpA.parquet"
+    samples = Path(__file__).resolve().parent.parent / "sample_runs"
+    runs = [str(samples / f"{name}.parquet") for name in ("featA_hpB", "featB_hpA", "featC_hpA")]
     target = tmp_path / "out.json"
-    process = subprocess.Popen([sys.executable, "-m", "metricdiff", "report", str(run), "-f",
+    # a comparison of three 60,000-row runs takes well over the two seconds waited here
+    process = subprocess.Popen([sys.executable, "-m", "metricdiff", "compare", *runs, "-f",
                                 "json", "-o", str(target)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # past start-up, inside the read
+    time.sleep(2.0)  # past start-up, inside the reads
     process.send_signal(signal.SIGINT)
+    started = time.monotonic()
     stdout, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - started < 5  # the reads stop at their next batch
     assert process.returncode == 130, (process.returncode, stderr)
     assert stderr == "metricdiff: interrupted\n"
     assert not target.exists()

@@ -894,6 +894,12 @@ def metric_unit(name: str) -> str:
 
 
 def short_label(text, width: int = 32) -> str:
-    """A label cut to ``width`` characters with '…' (for plot axes; tables keep it whole)."""
+    """A label of at most ``width`` characters for a plot axis or legend (tables keep it
+    whole): the middle is cut to '…', so the end that tells similar names apart stays
+    ('a very long class…number 14 (#14)')."""
     text = " ".join(str(text).split())
-    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
+    if len(text) <= width:
+        return text
+    tail = max(1, (width - 1) * 2 // 5)
+    head = max(1, width - 1 - tail)
+    return text[:head].rstrip() + "…" + text[len(text) - tail:].lstrip()

@@ -293,8 +293,8 @@ def reliability_plot(plotter: _Plotter, runs: list[tuple[str, list]]) -> str:
             labels.append(name)
         diagonal = ax.lines[0]
         _legend(fig, handles + [diagonal], labels + ["perfect calibration"])
-        ax.set_xlim(0, 1.02)
-        ax.set_ylim(0, 1.02)
+        ax.set_xlim(-0.02, 1.02)  # points at 0 or 1 are drawn whole
+        ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("mean top-1 confidence in bin (probability)")
         ax.set_ylabel("accuracy in bin (fraction correct)")
         ax.set_title("Reliability diagram (marker area ∝ examples in bin)")
