@@ -13,5 +13,7 @@ __version__ = "0.1.0"
 
 from .api import compare, report  # noqa: E402
 from .errors import InputError, MetricdiffError, UsageError  # noqa: E402
+from .writer import PredictionWriter, save_predictions  # noqa: E402
 
-__all__ = ["InputError", "MetricdiffError", "UsageError", "__version__", "compare", "report"]
+__all__ = ["InputError", "MetricdiffError", "PredictionWriter", "UsageError", "__version__",
+           "compare", "report", "save_predictions"]

@@ -7,9 +7,11 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import metricdiff
 from metricdiff.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,10 +46,47 @@ def test_readme_command_runs(command, monkeypatch):
     assert result.stdout.strip()
 
 
-def test_readme_library_snippet_runs(monkeypatch):
-    monkeypatch.chdir(ROOT)
-    snippet = re.search(r"```python\n(.*?)```", README, flags=re.S).group(1)
-    exec(compile(snippet, "README.md", "exec"), {})
+class FakeTensor:
+    """Stands in for a torch tensor: usable only after .detach().cpu()."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values)
+
+    def detach(self):
+        return self
+
+    def cpu(self):
+        return self.values
+
+
+def readme_namespace(folder: Path) -> dict:
+    """What the README's training-code snippets assume: a model, a loader, class names."""
+    rng = np.random.default_rng(0)
+    classes = [f"class {c}" for c in range(4)]
+    labels = rng.integers(0, 4, 100)
+
+    class Model:
+        def __call__(self, inputs):  # PyTorch style: tensors of logits
+            return FakeTensor(rng.normal(size=(len(inputs.values), 4)))
+
+        def predict(self, x):  # Keras style: probabilities
+            logits = rng.normal(size=(len(x), 4))
+            return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+    loader = [(FakeTensor(np.zeros((25, 3))), FakeTensor(labels[i:i + 25]),
+               FakeTensor(np.arange(i, i + 25))) for i in range(0, 100, 25)]
+    return {"metricdiff": metricdiff, "model": Model(), "loader": loader, "classes": classes,
+            "x_val": np.zeros((100, 3)), "y_val": labels, "np": np}
+
+
+def test_readme_python_snippets_run(monkeypatch, tmp_path):
+    """Every python block, in order, in one namespace; files land in a temporary folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sample_runs").symlink_to(ROOT / "sample_runs")
+    namespace = readme_namespace(tmp_path)
+    for snippet in re.findall(r"```python\n(.*?)```", README, flags=re.S):
+        exec(compile(snippet, "README.md", "exec"), namespace)
+    assert metricdiff.report(str(tmp_path / "val.parquet")).to_dict()["run"]["n"] == 100
 
 
 def test_ci_recipe_runs_with_the_options_it_names(tmp_path, monkeypatch):
