@@ -149,6 +149,8 @@ def inspect_run(path: str, options: ReadOptions = ReadOptions()) -> RunLayout:
     schema = parquet_files[0].schema_arrow
     for f, pf in zip(files[1:], parquet_files[1:]):
         _check_same_schema(files[0], schema, f, pf.schema_arrow)
+    for f, pf in zip(files, parquet_files):
+        _check_footer(f, pf)
     file_rows = tuple(pf.metadata.num_rows for pf in parquet_files)
     if sum(file_rows) == 0:
         raise InputError("the run has zero rows", path=path)
@@ -176,6 +178,20 @@ def inspect_run(path: str, options: ReadOptions = ReadOptions()) -> RunLayout:
                      num_classes=num_classes, class_names=class_names,
                      label_col=options.label_col, label_is_string=label_is_string, id_col=id_col,
                      slice_cols=tuple(options.slice_cols), topk=topk)
+
+
+def _check_footer(path: str, parquet_file: pq.ParquetFile) -> None:
+    """A damaged footer can repeat a column or list row groups that do not add up."""
+    names = parquet_file.schema_arrow.names
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"column '{repeated[0]}' appears more than once; expected unique "
+                         "column names", path=path)
+    metadata = parquet_file.metadata
+    group_rows = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+    if any(rows < 0 for rows in group_rows) or sum(group_rows) != metadata.num_rows:
+        raise InputError(f"the footer lists {metadata.num_rows} rows but its row groups hold "
+                         f"{sum(group_rows)}: the file is damaged", path=path)
 
 
 def _check_same_schema(first: str, schema: pa.Schema, other: str, other_schema: pa.Schema) -> None:
