@@ -103,6 +103,7 @@ def test_little_bootstraps_agree_with_the_full_bootstrap(monkeypatch):
     base = per_example(shared < 0.70, rng.uniform(0.3, 1, n), label)
     cand = per_example(shared < 0.72, rng.uniform(0.3, 1, n), label)
     wanted = {"ece", "balanced_accuracy"}
+    monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 10**9)
     full = paired_bootstrap(base, cand, k, wanted, resamples=300)
     monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 1000)
     little = paired_bootstrap(base, cand, k, wanted, resamples=300)
