@@ -46,13 +46,19 @@ def report(run: str, *, name: str | None = None, label_col: str = "label",
     _check_positive({"--top-k": top_k, "--bins": ece_bins, "--batch-size": noise_batch})
     if worst_classes < 0:
         raise UsageError(f"--worst must be 0 (all) or more, got {worst_classes}")
-    read = ReadOptions(label_col=label_col, pred_col=pred_col, pred_kind=pred_kind,
-                       id_col=id_col, slice_cols=tuple(by), classes_file=classes_file,
-                       prob_tolerance=prob_tolerance,
-                       **({"batch_values": batch_values} if batch_values else {}))
+    read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
+                         prob_tolerance, batch_values)
     data = load_run(run, name=name, options=read, temperature_values=temperature_values,
                     progress=progress)
     return build_report(data, settings)
+
+
+def _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file, prob_tolerance,
+                  batch_values) -> ReadOptions:
+    return ReadOptions(label_col=label_col, pred_col=pred_col, pred_kind=pred_kind,
+                       id_col=id_col, slice_cols=tuple(by), classes_file=classes_file,
+                       prob_tolerance=prob_tolerance,
+                       **({"batch_values": batch_values} if batch_values else {}))
 
 
 def _check_positive(values: dict[str, int]) -> None:
@@ -119,10 +125,8 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
     metric_settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, seed=seed,
                                      class_groups=_check_groups(class_groups))
     _check_positive({"--top-k": top_k, "--bins": ece_bins})
-    read = ReadOptions(label_col=label_col, pred_col=pred_col, pred_kind=pred_kind,
-                       id_col=id_col, slice_cols=tuple(by), classes_file=classes_file,
-                       prob_tolerance=prob_tolerance,
-                       **({"batch_values": batch_values} if batch_values else {}))
+    read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
+                         prob_tolerance, batch_values)
     settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
                                resamples=resamples, seed=seed, fail_on=fail_on, top=top,
                                allow_partial=allow_partial)
