@@ -24,7 +24,7 @@ samples: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
 
-# Benchmark at the default sizes (several minutes; writes ~6 GB of runs to bench_data/, reused
+# Benchmark at the default sizes (several minutes; writes ~5 GB of runs to bench_data/, reused
 # on later runs). Options: $(BIN)/python bench/bench.py -h
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py

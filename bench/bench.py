@@ -1,0 +1,658 @@
+"""Benchmark metricdiff against the cost of reading its input, and against a by-hand script.
+
+    python bench/bench.py                  # default sizes (several minutes, ~5 GB of data)
+    python bench/bench.py --quick          # tiny sizes, a smoke test
+    python bench/bench.py --only report,scaling --repeat 5
+
+Every command runs in its own child process; os.wait4 gives that child's own peak resident
+memory (ru_maxrss), and the wall time is taken around it. Results are stated as ratios to a
+"floor" (bench/floor.py: stream the same columns and touch every value once) measured in the
+same run on the same machine, so they mean something on any machine. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+
+from spec import RunSpec  # bench/ is on sys.path when run as a script
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH_DIR)
+MEASUREMENTS = ("floor", "naive", "report", "compare3", "scaling", "wide", "long")
+
+# Targets from the issue.
+REPORT_MAX_FLOOR_RATIO = 1.3
+MIN_SPEEDUP_OVER_NAIVE = 8.0
+PEAK_LIMIT_MIB = 1024.0
+PEAK_FLATNESS = 0.10  # the larger run's peak within 10% of the smaller one's
+COMPARE3_MAX_FLOOR_RATIO = 1.3
+LONG_COMPARE_MAX_FLOOR_RATIO = 2.0
+
+
+# ----------------------------------------------------------------------------- sizes
+
+@dataclass(frozen=True)
+class Sizes:
+    rows: int
+    classes: int
+    scaling_rows: int
+    wide_rows: int
+    wide_classes: int
+    long_rows: int
+    long_classes: int
+
+
+DEFAULT_SIZES = Sizes(rows=50_000, classes=3_000, scaling_rows=200_000, wide_rows=5_000,
+                      wide_classes=30_000, long_rows=1_000_000, long_classes=100)
+QUICK_SIZES = Sizes(rows=5_000, classes=300, scaling_rows=20_000, wide_rows=500,
+                    wide_classes=3_000, long_rows=100_000, long_classes=100)
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The synthetic runs. The main run is also the first of the three compared runs; the
+    compared runs share ids and labels (same label seed) and differ in the logits' seed."""
+
+    main: RunSpec
+    compared: tuple[RunSpec, RunSpec, RunSpec]
+    scaling: RunSpec
+    wide: RunSpec
+    long_pair: tuple[RunSpec, RunSpec]
+
+    @classmethod
+    def from_sizes(cls, s: Sizes) -> "Runs":
+        compared = tuple(RunSpec(s.rows, s.classes, seed=seed) for seed in (1, 2, 3))
+        return cls(main=compared[0], compared=compared,
+                   scaling=RunSpec(s.scaling_rows, s.classes, seed=1),
+                   wide=RunSpec(s.wide_rows, s.wide_classes, seed=1),
+                   long_pair=(RunSpec(s.long_rows, s.long_classes, seed=1),
+                              RunSpec(s.long_rows, s.long_classes, seed=2)))
+
+
+def size_text(spec: RunSpec, count: int = 1) -> str:
+    text = f"{spec.rows:,} × {spec.classes:,}"
+    return f"{count} × {text}" if count > 1 else text
+
+
+# ----------------------------------------------------------------------------- measuring
+
+@dataclass
+class Measurement:
+    """Repeated runs of one command: wall time in seconds, peak RSS in MiB, exit code."""
+
+    command: list[str]
+    walls: list[float] = field(default_factory=list)
+    peaks_mib: list[float] = field(default_factory=list)
+    exit_codes: list[int] = field(default_factory=list)
+    timed_out: bool = False
+    stderr_tail: str = ""
+    load_after: list[float] = field(default_factory=list)  # 1-minute load average, each run
+    source_versions: list[str] = field(default_factory=list)  # metricdiff_source_hash, each run
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.exit_codes) and all(code == 0 for code in self.exit_codes)
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.walls)
+
+    @property
+    def peak_mib(self) -> float:
+        return max(self.peaks_mib)
+
+    def failure(self) -> str:
+        if self.timed_out:
+            return "killed after --timeout"
+        code = next(code for code in self.exit_codes if code != 0)
+        if code == -signal.SIGKILL:
+            return "killed by SIGKILL: out of memory?"
+        return f"exit {code}"
+
+
+@dataclass
+class ChildResult:
+    wall: float  # seconds
+    peak_mib: float  # ru_maxrss of the child, in MiB
+    exit_code: int  # negative: killed by that signal
+    timed_out: bool
+
+
+def run_child(command: list[str], stderr_path: str, timeout: float) -> ChildResult:
+    """Run one command in its own process and measure it.
+
+    A child's ru_maxrss starts from its parent's: Linux carries the high-water RSS of the
+    address space the child had before exec (a copy of ours, or ours itself with vfork) into
+    the child's figure. So this process must stay small: it imports neither numpy nor pyarrow
+    and writes the runs through a child process (bench/generate.py).
+    """
+    timed_out = threading.Event()
+
+    def kill(pid: int) -> None:
+        # os.kill rather than Popen.kill: that one polls the child from this other thread,
+        # which could reap it before our wait4 does and lose its rusage.
+        timed_out.set()
+        os.kill(pid, signal.SIGKILL)
+
+    with open(stderr_path, "wb") as stderr:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+        timer = threading.Timer(timeout, kill, (child.pid,))
+        timer.start()
+        try:
+            # wait4 reports the resources of this child alone, unlike getrusage(RUSAGE_CHILDREN)
+            # which accumulates (and maximises) over every child so far.
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it has been reaped
+    # ru_maxrss is in KiB on Linux
+    return ChildResult(wall, usage.ru_maxrss / 1024.0, child.returncode, timed_out.is_set())
+
+
+def last_line(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [line.strip() for line in f if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@dataclass
+class Command:
+    label: str  # for the progress lines
+    argv: list[str]
+
+
+class Bench:
+    """Writes the runs and measures commands on them. Each distinct command is measured once
+    per benchmark, however many results use it."""
+
+    def __init__(self, runs: Runs, data_dir: str, repeat: int, timeout: float):
+        self.runs = runs
+        self.data_dir = data_dir
+        self.repeat = repeat
+        self.timeout = timeout
+        self.stderr_path = os.path.join(data_dir, "last_stderr.txt")
+        self.measured: dict[tuple[str, ...], Measurement] = {}
+        self.paths: dict[RunSpec, str] = {}
+        self.generation_seconds = 0.0
+
+    def path(self, spec: RunSpec) -> str:
+        """The run's file, written first if it is not there yet."""
+        if spec not in self.paths:
+            path = os.path.join(self.data_dir, spec.file_name())
+            if os.path.exists(path):
+                progress(f"  reusing   {shown_path(path)}")
+            else:
+                self.write_run(spec, path)
+            self.paths[spec] = path
+        return self.paths[spec]
+
+    def write_run(self, spec: RunSpec, path: str) -> None:
+        command = [sys.executable, os.path.join(BENCH_DIR, "generate.py"), str(spec.rows),
+                   str(spec.classes), str(spec.seed), str(spec.label_seed), self.data_dir]
+        child = run_child(command, self.stderr_path, self.timeout)
+        self.generation_seconds += child.wall
+        if child.exit_code != 0:
+            raise SystemExit(f"bench: writing {path} failed: {last_line(self.stderr_path)}")
+        progress(f"  wrote     {shown_path(path)} ({size_text(spec)}) in {child.wall:.1f} s, "
+                 f"peak {child.peak_mib:,.0f} MiB")
+
+    def measure(self, *commands: Command) -> list[Measurement]:
+        """Measure the commands in turns (a, b, a, b, ...), so that a command and its floor see
+        the same load on the machine; a command measured before is not run again."""
+        results, pending = [], []
+        for command in commands:
+            key = tuple(command.argv)
+            if key not in self.measured:
+                self.measured[key] = Measurement(command=command.argv)
+                pending.append((command.label, self.measured[key]))
+            results.append(self.measured[key])
+        for i in range(self.repeat):
+            for label, m in pending:
+                if m.ok or not m.exit_codes:  # repeating a failure (say, out of memory) is futile
+                    self.run_once(label, m, i)
+        return results
+
+    def run_once(self, label: str, m: Measurement, i: int) -> None:
+        m.source_versions.append(metricdiff_source_hash())
+        child = run_child(m.command, self.stderr_path, self.timeout)
+        m.walls.append(child.wall)
+        m.peaks_mib.append(child.peak_mib)
+        m.exit_codes.append(child.exit_code)
+        m.timed_out |= child.timed_out
+        m.load_after.append(round(os.getloadavg()[0], 2))
+        progress(f"  {label:<34} #{i + 1}: {child.wall:8.2f} s {child.peak_mib:9,.0f} MiB"
+                 f"  exit {child.exit_code}  load {m.load_after[-1]:.2f}")
+        if child.exit_code != 0:
+            m.stderr_tail = last_line(self.stderr_path)
+            progress(f"    stderr: {m.stderr_tail}")
+
+    # The commands. sys.executable: the children use this same interpreter and packages.
+    def floor(self, specs: list[RunSpec]) -> Command:
+        return Command(f"floor {size_text(specs[0], len(specs))}",
+                       [sys.executable, os.path.join(BENCH_DIR, "floor.py"),
+                        *(self.path(s) for s in specs)])
+
+    def naive(self, spec: RunSpec) -> Command:
+        return Command(f"naive {size_text(spec)}",
+                       [sys.executable, os.path.join(BENCH_DIR, "naive.py"), self.path(spec)])
+
+    def report(self, spec: RunSpec) -> Command:
+        return Command(f"report {size_text(spec)}",
+                       [sys.executable, "-m", "metricdiff", "report", self.path(spec),
+                        "--format", "json"])
+
+    def compare(self, specs: list[RunSpec]) -> Command:
+        return Command(f"compare {size_text(specs[0], len(specs))}",
+                       [sys.executable, "-m", "metricdiff", "compare",
+                        *(self.path(s) for s in specs), "--format", "json"])
+
+
+def metricdiff_source_hash() -> str:
+    """A digest of metricdiff's source files. Others may edit the (editable) package while
+    the benchmark runs; a change shows up as a second digest in the results."""
+    spec = importlib.util.find_spec("metricdiff")  # finds the package without importing it
+    package_dir = (list(spec.submodule_search_locations)[0] if spec else
+                   os.path.join(ROOT, "metricdiff"))
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(package_dir, "**", "*.py"), recursive=True)):
+        digest.update(os.path.relpath(path, package_dir).encode())
+        try:
+            with open(path, "rb") as f:
+                digest.update(f.read())
+        except OSError:  # deleted between listing and reading
+            pass
+    return digest.hexdigest()[:12]
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- results
+
+@dataclass
+class Row:
+    """One line of the results table, and the target it checks (if any)."""
+
+    measurement: str
+    size: str
+    wall: float | None
+    peak_mib: float | None
+    ratio: str
+    target: str = "—"
+    result: str = ""  # PASS, MISS, or why the command failed
+    value: float | None = None  # the number the target is about, for results.json
+
+
+def ratio(numerator: Measurement, denominator: Measurement) -> float | None:
+    if numerator.ok and denominator.ok:
+        return numerator.wall / denominator.wall
+    return None
+
+
+def verdict(passed: bool | None, *measurements: Measurement) -> str:
+    for m in measurements:
+        if not m.ok:
+            return f"MISS ({m.failure()})"
+    return "PASS" if passed else "MISS"
+
+
+def measured_row(name: str, size: str, m: Measurement, ratio_text: str, **extra) -> Row:
+    return Row(name, size, m.wall if m.walls else None, m.peak_mib if m.peaks_mib else None,
+               ratio_text, **extra)
+
+
+def floor_row(b: Bench, specs: list[RunSpec]) -> Row:
+    [m] = b.measure(b.floor(specs))
+    name = "floor: read 1 run" if len(specs) == 1 else f"floor: read {len(specs)} runs"
+    return measured_row(name, size_text(specs[0], len(specs)), m, "1.00 (the floor)",
+                        result="" if m.ok else f"FAILED ({m.failure()})")
+
+
+def floor_ratio_row(name: str, specs: list[RunSpec], m: Measurement, floor: Measurement,
+                    limit: float | None) -> Row:
+    """A command whose wall time is judged against the floor of reading the same runs;
+    limit None: the ratio is only informative and the target is to complete."""
+    value = ratio(m, floor)
+    # three decimals: 1.302 must not read as 1.30 next to a 1.3 limit it misses
+    ratio_text = f"{value:.3f}× floor" if value is not None else "—"
+    if limit is None:
+        return measured_row(name, size_text(specs[0], len(specs)), m, ratio_text,
+                            target="completes (exit 0)", result=verdict(True, m), value=value)
+    return measured_row(name, size_text(specs[0], len(specs)), m, ratio_text,
+                        target=f"≤ {limit:g}× floor",
+                        result=verdict(value is not None and value <= limit, m, floor),
+                        value=value)
+
+
+def report_row(b: Bench) -> Row:
+    specs = [b.runs.main]
+    floor, report = b.measure(b.floor(specs), b.report(specs[0]))
+    return floor_ratio_row("report", specs, report, floor, REPORT_MAX_FLOOR_RATIO)
+
+
+def naive_row(b: Bench) -> Row:
+    _, report, naive = b.measure(b.floor([b.runs.main]), b.report(b.runs.main),
+                                 b.naive(b.runs.main))
+    speedup = ratio(naive, report)
+    return measured_row("naive: pandas + scikit-learn", size_text(b.runs.main), naive,
+                        f"report {speedup:.1f}× faster" if speedup is not None else "—",
+                        target=f"report ≥ {MIN_SPEEDUP_OVER_NAIVE:g}× faster",
+                        result=verdict(speedup is not None
+                                       and speedup >= MIN_SPEEDUP_OVER_NAIVE, naive, report),
+                        value=speedup)
+
+
+def scaling_row(b: Bench) -> Row:
+    small, large = b.measure(b.report(b.runs.main), b.report(b.runs.scaling))
+    growth = large.peak_mib / small.peak_mib if small.ok and large.ok else None
+    passed = (growth is not None and abs(growth - 1.0) <= PEAK_FLATNESS
+              and max(small.peak_mib, large.peak_mib) <= PEAK_LIMIT_MIB)
+    return measured_row("report (scaling)", size_text(b.runs.scaling), large,
+                        f"peak {growth:.2f}× the {b.runs.main.rows:,}-row peak"
+                        if growth is not None else "—",
+                        target=f"peak ≤ {PEAK_LIMIT_MIB:,.0f} MiB at both sizes, "
+                               f"within {PEAK_FLATNESS:.0%} of each other",
+                        result=verdict(passed, small, large), value=growth)
+
+
+def compare3_row(b: Bench) -> Row:
+    specs = list(b.runs.compared)
+    floor, compare = b.measure(b.floor(specs), b.compare(specs))
+    return floor_ratio_row("compare3", specs, compare, floor, COMPARE3_MAX_FLOOR_RATIO)
+
+
+def wide_row(b: Bench) -> Row:
+    specs = [b.runs.wide]
+    floor, report = b.measure(b.floor(specs), b.report(specs[0]))
+    return floor_ratio_row("report (wide)", specs, report, floor, None)
+
+
+def long_row(b: Bench) -> Row:
+    specs = list(b.runs.long_pair)
+    floor, compare = b.measure(b.floor(specs), b.compare(specs))
+    return floor_ratio_row("compare (long)", specs, compare, floor,
+                           LONG_COMPARE_MAX_FLOOR_RATIO)
+
+
+# Table rows in display order, and which rows each --only name asks for. A row measures what
+# it needs itself (the report row also runs the floor), and a row shared by several names is
+# shown once.
+ROWS = {
+    "floor_main": lambda b: floor_row(b, [b.runs.main]),
+    "report": report_row,
+    "naive": naive_row,
+    "scaling": scaling_row,
+    "floor_compare3": lambda b: floor_row(b, list(b.runs.compared)),
+    "compare3": compare3_row,
+    "floor_wide": lambda b: floor_row(b, [b.runs.wide]),
+    "wide": wide_row,
+    "floor_long": lambda b: floor_row(b, list(b.runs.long_pair)),
+    "long": long_row,
+}
+# naive measures the floor, report and naive in turns; report and scaling then reuse them.
+BUILD_ORDER = ["naive", "report", "scaling", "compare3", "wide", "long",
+               "floor_main", "floor_compare3", "floor_wide", "floor_long"]
+ROWS_OF = {
+    "floor": ["floor_main"],
+    "report": ["floor_main", "report"],
+    "naive": ["floor_main", "report", "naive"],
+    "scaling": ["floor_main", "report", "scaling"],
+    "compare3": ["floor_compare3", "compare3"],
+    "wide": ["floor_wide", "wide"],
+    "long": ["floor_long", "long"],
+}
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = ["| measurement | rows × classes | wall s (median) | peak MiB (max) | ratio | target "
+             "| result |",
+             "|---|---:|---:|---:|---|---|---|"]
+    for r in rows:
+        wall = f"{r.wall:.2f}" if r.wall is not None else "—"
+        peak = f"{r.peak_mib:,.0f}" if r.peak_mib is not None else "—"
+        lines.append(f"| {r.measurement} | {r.size} | {wall} | {peak} | {r.ratio} | {r.target} "
+                     f"| {r.result} |")
+    return "\n".join(lines)
+
+
+def raw_table(measured: dict[tuple[str, ...], Measurement]) -> str:
+    lines = ["| command | wall s (each run) | peak MiB (each run) | exit codes | load after "
+             "| metricdiff source |",
+             "|---|---|---|---|---|---|"]
+    for m in measured.values():
+        walls = ", ".join(f"{w:.2f}" for w in m.walls)
+        peaks = ", ".join(f"{p:,.0f}" for p in m.peaks_mib)
+        codes = ", ".join(str(c) for c in m.exit_codes)
+        loads = ", ".join(f"{load:.2f}" for load in m.load_after)
+        sources = ", ".join(dict.fromkeys(m.source_versions))
+        lines.append(f"| `{display_command(m.command)}` | {walls} | {peaks} | {codes} | {loads} "
+                     f"| {sources} |")
+    return "\n".join(lines)
+
+
+def display_command(command: list[str]) -> str:
+    """The command as a reader would type it: `python`, paths relative to the repository."""
+    shown = ["python" if command[0] == sys.executable else command[0]]
+    shown += [shown_path(part) if os.path.isabs(part) else part for part in command[1:]]
+    return " ".join(shown)
+
+
+def shown_path(path: str) -> str:
+    """Relative to the repository when inside it, else absolute."""
+    path = os.path.abspath(path)
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
+# ----------------------------------------------------------------------------- machine
+
+def machine() -> dict:
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gib": round(total_ram_gib(), 1),
+        "python": platform.python_version(),
+        "numpy": version("numpy"),
+        "pyarrow": version("pyarrow"),
+        "pandas": version("pandas"),
+        "scikit-learn": version("scikit-learn"),
+        "metricdiff": version("metricdiff"),
+        "metricdiff_commit": git_head(),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def total_ram_gib() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 1024 ** 2  # the value is in KiB
+    except OSError:
+        pass
+    return float("nan")
+
+
+def git_head() -> str:
+    """The commit checked out (read-only; the working tree may hold uncommitted changes)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine_line(m: dict) -> str:
+    return (f"{m['platform']} · {m['cpu']} · {m['cores']} cores · {m['ram_gib']} GiB RAM · "
+            f"Python {m['python']} · numpy {m['numpy']} · pyarrow {m['pyarrow']} · "
+            f"metricdiff {m['metricdiff']} ({m['metricdiff_commit']})")
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes for a smoke test (each size flag still overrides)")
+    parser.add_argument("--only", default=",".join(MEASUREMENTS), metavar="NAME[,NAME]",
+                        help=f"comma-separated subset of: {', '.join(MEASUREMENTS)}")
+    parser.add_argument("--repeat", type=int, default=3, metavar="N",
+                        help="runs of each command; the table shows the median wall time "
+                             "and the largest peak (default 3)")
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "bench_data"),
+                        help="where runs and results are written (default bench_data/)")
+    parser.add_argument("--timeout", type=float, default=1800.0,
+                        help="seconds before a command is killed (default 1800)")
+    for name, help_text in [("rows", "rows of the main run and the compared runs"),
+                            ("classes", "classes of the main, compared and scaling runs"),
+                            ("scaling-rows", "rows of the larger run of the scaling check"),
+                            ("wide-rows", "rows of the wide run"),
+                            ("wide-classes", "classes of the wide run"),
+                            ("long-rows", "rows of each run of the long pair"),
+                            ("long-classes", "classes of the long pair")]:
+        default = getattr(DEFAULT_SIZES, name.replace("-", "_"))
+        parser.add_argument(f"--{name}", type=int, help=f"{help_text} (default {default:,})")
+    args = parser.parse_args(argv)
+
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in args.only if name not in MEASUREMENTS]
+    if unknown or not args.only:
+        parser.error(f"--only takes names among {', '.join(MEASUREMENTS)}; got "
+                     f"{', '.join(unknown) or 'nothing'}")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    preset = QUICK_SIZES if args.quick else DEFAULT_SIZES
+    args.sizes = Sizes(**{name: getattr(args, name) or getattr(preset, name)
+                          for name in Sizes.__dataclass_fields__})
+    return args
+
+
+def selected_rows(only: list[str]) -> list[str]:
+    wanted = {row for name in only for row in ROWS_OF[name]}
+    return [row for row in ROWS if row in wanted]
+
+
+def build_rows(bench: Bench, names: list[str]) -> list[Row]:
+    """The rows, in display order. They are built (measured) in another order: a row that
+    measures several commands in turns comes before a row that reuses one of them, so that the
+    ratios compare runs made at the same time."""
+    order = [name for name in BUILD_ORDER if name in names]
+    built = {name: ROWS[name](bench) for name in order}
+    return [built[name] for name in names]
+
+
+@dataclass
+class Totals:
+    seconds: float
+    generation_seconds: float  # writing input runs (0 when they were all reused)
+    load_before: float  # 1-minute load average: other work on the machine skews the ratios
+    load_max: float  # the highest seen after any command
+    own_peak_mib: float  # this process's peak: no child's peak can read lower (see run_child)
+    source_versions: list[str]  # digests of metricdiff's source seen, in order
+
+
+def footnote(args: argparse.Namespace, totals: Totals) -> str:
+    text = (f"Each command ran {args.repeat} time(s), each in its own process. Total "
+            f"{totals.seconds:.0f} s, of which {totals.generation_seconds:.0f} s writing input "
+            f"runs. Load average (1 min) {totals.load_before:.2f} at the start, at most "
+            f"{totals.load_max:.2f} after a command. Peak memory of the benchmark process "
+            f"itself (the least a child can show): {totals.own_peak_mib:,.0f} MiB.")
+    cores = os.cpu_count() or 1
+    if max(totals.load_before, totals.load_max) > cores:
+        text += (f"\n\nWARNING: the load average exceeded the {cores} cores: other work was "
+                 "competing for the CPU and the times are less reliable.")
+    if len(totals.source_versions) > 1:
+        text += (f"\n\nWARNING: metricdiff's source changed while the benchmark ran "
+                 f"({len(totals.source_versions)} versions: {', '.join(totals.source_versions)}"
+                 "); the results mix versions (see results.json), run it again.")
+    return text
+
+
+def write_results(data_dir: str, info: dict, args: argparse.Namespace, rows: list[Row],
+                  bench: Bench, totals: Totals) -> None:
+    with open(os.path.join(data_dir, "results.md"), "w", encoding="utf-8") as f:
+        f.write(f"# metricdiff benchmark\n\nMachine: {machine_line(info)}\n\n"
+                f"{markdown_table(rows)}\n\n{footnote(args, totals)}\n\n"
+                f"## Raw numbers\n\n{raw_table(bench.measured)}\n")
+    document = {
+        "machine": info,
+        "sizes": asdict(args.sizes),
+        "repeat": args.repeat,
+        "only": args.only,
+        "totals": asdict(totals),
+        "rows": [asdict(r) for r in rows],
+        "measurements": [dict(asdict(m), command=display_command(m.command))
+                         for m in bench.measured.values()],
+    }
+    with open(os.path.join(data_dir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(document, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    os.makedirs(args.data_dir, exist_ok=True)
+    info = machine()
+    progress(f"machine: {machine_line(info)}")
+    progress(f"sizes: {args.sizes}; repeat {args.repeat}; measuring {', '.join(args.only)}")
+
+    bench = Bench(Runs.from_sizes(args.sizes), args.data_dir, args.repeat, args.timeout)
+    rows = build_rows(bench, selected_rows(args.only))
+    measured = bench.measured.values()
+    totals = Totals(seconds=time.perf_counter() - start,
+                    generation_seconds=bench.generation_seconds,
+                    load_before=load_before,
+                    load_max=max((load for m in measured for load in m.load_after), default=0.0),
+                    own_peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                    source_versions=list(dict.fromkeys(
+                        v for m in measured for v in m.source_versions)))
+
+    write_results(args.data_dir, info, args, rows, bench, totals)
+    print(f"Machine: {machine_line(info)}\n")
+    print(markdown_table(rows))
+    print(f"\n{footnote(args, totals)}\nResults in {shown_path(args.data_dir)}/results.md and "
+          "results.json")
+    # A target missed is a result; a command that failed is a problem to look at.
+    return 0 if all(m.ok for m in bench.measured.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
