@@ -54,17 +54,15 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     base_run, base = runs[0], aligned[0]
     groups = class_groups(ClassCounts.of(base, num_classes), metric_settings.class_groups)
     plan = BootstrapPlan(len(base), settings.resamples, settings.seed)
-    base_draws = None  # the baseline's resampled metrics, computed once for all candidates
-    pairs = []
-    for index in range(1, len(runs)):
-        if base_draws is None and settings.resamples > 0:
-            available = {m for m in RESAMPLED if summaries[0]["metrics"][m] is not None}
-            base_draws = resample_values(base, num_classes, metric_settings.ece_bins,
-                                         available, plan)
-        deltas = _deltas(summaries[0]["metrics"], summaries[index]["metrics"], base,
-                         aligned[index], plan, base_draws, num_classes, settings,
-                         metric_settings)
-        pairs.append(deltas)
+    draws = [None] * len(runs)
+    if settings.resamples > 0:  # every run on the same resamples, drawn once for all
+        available = [{m for m in RESAMPLED if summary["metrics"][m] is not None}
+                     for summary in summaries]
+        draws = resample_values(aligned, num_classes, metric_settings.ece_bins, available,
+                                plan)
+    pairs = [_deltas(summaries[0]["metrics"], summaries[index]["metrics"], base,
+                     aligned[index], plan, draws[0], draws[index], settings, metric_settings)
+             for index in range(1, len(runs))]
 
     primary_p = [pair[settings.primary].p_value if settings.primary in pair else None
                  for pair in pairs]
@@ -95,7 +93,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
 
 
 def _deltas(base_values: dict, cand_values: dict, base, cand, plan: BootstrapPlan,
-            base_draws: dict | None, num_classes: int, settings: CompareSettings,
+            base_draws: dict | None, cand_draws: dict | None, settings: CompareSettings,
             metric_settings: MetricSettings) -> dict[str, Interval]:
     """Every metric both runs have: paired t for per-example means, McNemar's exact test for
     accuracy, a paired bootstrap for the rest; the temperature gets its delta only."""
@@ -112,8 +110,7 @@ def _deltas(base_values: dict, cand_values: dict, base, cand, plan: BootstrapPla
         deltas["accuracy"] = Interval(t.delta, t.ci_low, t.ci_high, mcnemar_exact(fixed, broken),
                                       METHOD_MCNEMAR)
     wanted = {name for name in RESAMPLED if name in both}
-    if wanted and settings.resamples > 0:
-        cand_draws = resample_values(cand, num_classes, metric_settings.ece_bins, wanted, plan)
+    if wanted and cand_draws is not None:
         observed = {name: cand_values[name] - base_values[name] for name in wanted}
         deltas.update(bootstrap(observed, base_draws, cand_draws, plan, settings.alpha))
     if "temperature" in both:

@@ -641,10 +641,14 @@ def _first_true(mask: np.ndarray) -> int:
 
 
 MAX_SAMPLED_GROUPS = 16
+# One temperature needs no more rows than this to be fitted to four digits or so; more only
+# costs passes over the sample.
+MAX_SAMPLED_ROWS = 32_768
 
 
 def sample_plan(layout: RunLayout, max_values: int) -> tuple[dict[int, list[tuple[int, int]]], bool]:
-    """A deterministic sample of at most max_values prediction values (rows x classes).
+    """A deterministic sample of at most max_values prediction values (rows x classes) and
+    MAX_SAMPLED_ROWS rows.
 
     The whole run when it fits; otherwise the first rows of up to MAX_SAMPLED_GROUPS row groups
     spread evenly over the run, in equal numbers. Reading the head of a row group decodes only
@@ -658,7 +662,7 @@ def sample_plan(layout: RunLayout, max_values: int) -> tuple[dict[int, list[tupl
         groups.extend((file_index, g, metadata.row_group(g).num_rows)
                       for g in range(metadata.num_row_groups))
     groups = [g for g in groups if g[2] > 0]
-    budget_rows = max(1, max_values // width)
+    budget_rows = max(1, min(max_values // width, MAX_SAMPLED_ROWS))
     if layout.n_rows <= budget_rows:
         chosen = [(f, g, rows) for f, g, rows in groups]
     else:

@@ -142,8 +142,8 @@ RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece
 
 # Up to this many examples the bootstrap resamples all of them (about 1 ms a resample). Above it, the cost of a
 # resample would grow with n, so the bag of little bootstraps (Kleiner et al. 2014) takes over:
-# LITTLE_SUBSETS random subsets of n**0.7 examples each, each resampled with multinomial
-# weights that add up to n, so every resample still stands for a set of n examples.
+# LITTLE_SUBSETS random subsets of n**0.7 examples each, each resampled with Poisson weights
+# that add up to n on average, so every resample still stands for a set of about n examples.
 FULL_BOOTSTRAP_MAX = 20_000
 LITTLE_SUBSETS = 10
 LITTLE_EXPONENT = 0.7
@@ -194,23 +194,30 @@ class BootstrapPlan:
             return
         size = int(self.n ** LITTLE_EXPONENT)
         for _ in range(self.per_subset):
-            yield rng.multinomial(self.n, np.full(size, 1.0 / size))
+            # Poisson(n / size) counts: the multinomial's large-n limit at a fraction of its
+            # cost (numpy draws a multinomial one category at a time)
+            yield rng.poisson(self.n / size, size)
 
 
-def resample_values(pe: PerExample, num_classes: int, bins: int, wanted: set[str],
-                    plan: BootstrapPlan) -> dict[str, np.ndarray]:
-    """Each wanted metric of one run on every resample: an array (subsets, 1 + resamples per
-    subset) whose first column is the subset's own value (every example weighted n / size)."""
-    draws = {name: np.empty((plan.subsets, plan.per_subset + 1)) for name in wanted}
+def resample_values(runs: list[PerExample], num_classes: int, bins: int,
+                    wanted: list[set[str]], plan: BootstrapPlan) -> list[dict[str, np.ndarray]]:
+    """Each wanted metric of each run on every resample, the runs sharing each resample's
+    weights (drawn once). Per run and metric: an array (subsets, 1 + resamples per subset)
+    whose first column is the subset's own value (every example weighted n / size)."""
+    draws = [{name: np.empty((plan.subsets, plan.per_subset + 1)) for name in names}
+             for names in wanted]
     for j in range(plan.subsets):
         subset = plan.subset(j)
-        view = ResampleView(pe if subset is None else pe.take(subset), num_classes, bins)
-        size = len(view.label)
+        views = [ResampleView(pe if subset is None else pe.take(subset), num_classes, bins)
+                 for pe in runs]
+        size = len(views[0].label)
         weight_sets = [np.full(size, plan.n / size)] + list(plan.weights(j))
         for r, weights in enumerate(weight_sets):
-            for name, value in view.metrics(weights.astype(np.float64), wanted).items():
-                if name in draws:
-                    draws[name][j, r] = value
+            weights = weights.astype(np.float64)
+            for view, names, run_draws in zip(views, wanted, draws):
+                for name, value in view.metrics(weights, names).items():
+                    if name in run_draws:
+                        run_draws[name][j, r] = value
     return draws
 
 

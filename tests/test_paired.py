@@ -57,8 +57,7 @@ def per_example(correct: np.ndarray, conf: np.ndarray, label: np.ndarray) -> Per
 
 def paired_bootstrap(base, cand, k, wanted, resamples, seed=0, alpha=0.05):
     plan = BootstrapPlan(len(base), resamples, seed)
-    base_draws = resample_values(base, k, 15, wanted, plan)
-    cand_draws = resample_values(cand, k, 15, wanted, plan)
+    base_draws, cand_draws = resample_values([base, cand], k, 15, [wanted, wanted], plan)
     ones = np.ones(len(base))
     base_all = paired.ResampleView(base, k, 15).metrics(ones, wanted)
     cand_all = paired.ResampleView(cand, k, 15).metrics(ones, wanted)
@@ -82,7 +81,7 @@ def test_resampled_metrics_on_all_examples_equal_the_metrics_module():
     label = rng.integers(0, 6, 700)
     pe = per_example(rng.random(700) < 0.6, rng.uniform(0.2, 1, 700), label)
     wanted = {"ece", "mce", "ece_adaptive", "balanced_accuracy", "macro_f1"}
-    draws = resample_values(pe, 6, 15, wanted, BootstrapPlan(700, 20, 0))
+    draws, = resample_values([pe], 6, 15, [wanted], BootstrapPlan(700, 20, 0))
     ece, mce = calibration_error(pe.conf, pe.correct, 15)
     counts = ClassCounts.of(pe, 6)
     direct = {"ece": ece, "mce": mce,
