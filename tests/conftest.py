@@ -6,6 +6,7 @@ Runs are written with small row groups so that every test crosses batch boundari
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,22 @@ def small_run(tmp_path):
     path = write_run(tmp_path / "run.parquet", labels, logits=logits, ids=np.arange(500),
                      extra={"source": source})
     return path, logits, labels, source
+
+
+def pipe_count(line: str) -> int:
+    """Column separators of a pipe-table line: '|' not escaped by a backslash."""
+    return len(re.findall(r"(?<!\\)\|", line))
+
+
+def pipe_tables(markdown: str) -> list[list[str]]:
+    """The pipe tables of a markdown text, each as its list of lines."""
+    tables, current = [], []
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    if current:
+        tables.append(current)
+    return tables

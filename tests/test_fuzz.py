@@ -18,7 +18,6 @@ def test_seed_corpus_reads_cleanly_and_mutations_never_escape():
 
 def test_regressions_found_by_fuzzing_are_input_errors(tmp_path):
     """Inputs the long fuzz runs once let through, kept as files or rebuilt here."""
-    import numpy as np
     import pytest
 
     import metricdiff

@@ -20,6 +20,7 @@ import pytest
 from rich.console import Console
 
 import metricdiff
+from conftest import pipe_count, pipe_tables
 from metricdiff.render.common import (DASH, TITLE_CALIBRATION, TITLE_CLASSES, TITLE_GROUPS,
                                TITLE_LOSS, TITLE_NOISE, TITLE_RELIABILITY, TITLE_SLICES,
                                TITLE_WARNINGS,
@@ -63,24 +64,6 @@ def table_text(report: dict, width: int = 120) -> str:
     console = Console(record=True, width=width, color_system=None, file=io.StringIO())
     render_report(report, console)
     return console.export_text()
-
-
-def pipe_count(line: str) -> int:
-    """Column separators of a pipe-table line: '|' not escaped by a backslash."""
-    return len(re.findall(r"(?<!\\)\|", line))
-
-
-def pipe_tables(markdown: str) -> list[list[str]]:
-    tables, current = [], []
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            current.append(line)
-        elif current:
-            tables.append(current)
-            current = []
-    if current:
-        tables.append(current)
-    return tables
 
 
 def row_of(text: str, first: str) -> str:

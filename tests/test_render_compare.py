@@ -19,6 +19,7 @@ import pytest
 from rich.console import Console
 
 import metricdiff
+from conftest import pipe_count, pipe_tables
 from metricdiff.render.common import (DASH, TITLE_FLIPS, TITLE_RUNS, TITLE_WARNINGS, best_line,
                                       candidate_heading, change_cell, comparison_title,
                                       decision_cell, disagreement_line, fmt_ci, fmt_int,
@@ -104,23 +105,6 @@ def row_of(text: str, first: str) -> str:
     rows = [line for line in text.splitlines() if line.strip().startswith(first + " ")]
     assert rows, f"no row starting with {first!r}"
     return rows[0]
-
-
-def pipe_count(line: str) -> int:
-    return len(re.findall(r"(?<!\\)\|", line))
-
-
-def pipe_tables(markdown: str) -> list[list[str]]:
-    tables, current = [], []
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            current.append(line)
-        elif current:
-            tables.append(current)
-            current = []
-    if current:
-        tables.append(current)
-    return tables
 
 
 def assert_well_formed(md: str) -> None:

@@ -14,12 +14,11 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from .common import (DASH, TITLE_DELTAS, TITLE_RUNS, TITLE_WARNINGS, TITLE_WHERE, Cell, Grid,
-                     comparisons_of, best_parts, candidate_heading, comparison_facts,
-                     decision_cell, delta_grid, disagreement_line, fail_line, flip_section,
-                     methods_note, ranked_sections, reason_lines, runs_grid, verdict_grid,
-                     warnings_of, why_title)
-from .table import INDENT, _indent, _section, _table, _text
+from .common import (DASH, TITLE_DELTAS, TITLE_RUNS, TITLE_WHERE, Cell, Grid, comparisons_of,
+                     best_parts, candidate_heading, comparison_facts, decision_cell, delta_grid,
+                     disagreement_line, fail_line, flip_section, methods_note, ranked_sections,
+                     reason_lines, runs_grid, verdict_grid, why_title)
+from .table import INDENT, _indent, _section, _table, _text, print_warnings
 
 # Columns of the delta table left out, in this order, when a console is too narrow for it.
 OPTIONAL_DELTA_COLUMNS = ("rel.", "baseline")
@@ -149,9 +148,4 @@ def render_comparison(report: dict, console: Console) -> None:
     for comparison in comparisons_of(report):
         _candidate(console, report, comparison)
 
-    warnings = warnings_of(report)
-    if warnings:
-        console.print()
-        console.print(Text(TITLE_WARNINGS, style="bold yellow underline"))
-        for warning in warnings:
-            console.print(_indent(Text("! " + warning, style="yellow")))
+    print_warnings(console, report)

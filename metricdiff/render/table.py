@@ -70,6 +70,10 @@ def render_report(report: dict, console: Console) -> None:
     console.print(Text.assemble((TITLE_CALIBRATION + ": ", "bold"), _text(verdict)))
     for section in sections(report, DASH):
         _section(console, section)
+    print_warnings(console, report)
+
+
+def print_warnings(console: Console, report: dict) -> None:
     warnings = warnings_of(report)
     if warnings:
         console.print()
