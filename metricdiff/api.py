@@ -38,6 +38,15 @@ def report(run: str, *, name: str | None = None, label_col: str = "label",
     -------
     RunReport
         Plain data; ``to_dict()`` gives the JSON document the CLI prints.
+
+    Examples
+    --------
+    >>> import metricdiff
+    >>> result = metricdiff.report("sample_runs/digits_gnb.parquet", by=["ink"])
+    >>> round(result.metrics["accuracy"], 4)
+    0.9074
+    >>> result.to_pandas("slices")["value"].tolist()
+    ['heavy', 'light']
     """
     settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
                               noise_batch=noise_batch, seed=seed,
@@ -110,6 +119,16 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
     -------
     ComparisonReport
         Plain data; ``to_dict()`` gives the JSON document the CLI prints.
+
+    Examples
+    --------
+    >>> import metricdiff
+    >>> result = metricdiff.compare("sample_runs/digits_logreg.parquet",
+    ...                             "sample_runs/digits_gnb.parquet", resamples=200)
+    >>> result.comparisons[0]["verdict"]["decision"]
+    'worse'
+    >>> result.best
+    'digits_logreg'
     """
     from .comparison import CompareSettings, build_comparison  # not needed by report()
 

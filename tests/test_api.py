@@ -59,3 +59,17 @@ def test_public_names_are_library_only():
                                        "UsageError"}
     import sys
     assert "typer" not in {m.split(".")[0] for m in sys.modules if m.startswith("metricdiff")}
+
+
+def test_docstring_examples_run(monkeypatch):
+    """The numpydoc examples of the public functions, run as doctests from the repo root."""
+    import doctest
+    from pathlib import Path
+
+    import metricdiff.api
+    import metricdiff.writer
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    for module in (metricdiff.api,):
+        failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert tried > 0 and failures == 0

@@ -278,3 +278,12 @@ def test_sample_runs_under_accuracy_pick_featc(tmp_path):
     decisions = [c["verdict"]["decision"] for c in document["comparisons"]]
     assert decisions == ["worse", "better"]
     assert document["best"] == "featC_hpA"
+
+
+def test_sample_comparison_markdown_fits_a_pull_request_comment(sample_comparison):
+    from metricdiff.render.compare_markdown import render_comparison_markdown
+
+    markdown = render_comparison_markdown(sample_comparison)
+    assert len(markdown) < 65_536  # GitHub's limit for a comment body
+    assert markdown.count("<details>") == markdown.count("</details>") > 0
+    assert "featB\\_hpA" in markdown and "**better**" in markdown
