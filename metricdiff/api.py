@@ -46,7 +46,7 @@ def report(run: str, *, name: str | None = None, label_col: str = "label",
     >>> round(result.metrics["accuracy"], 4)
     0.9074
     >>> result.to_pandas("slices")["value"].tolist()
-    ['heavy', 'light']
+    ['light', 'heavy']
     """
     settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
                               noise_batch=noise_batch, seed=seed,
