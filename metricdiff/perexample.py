@@ -98,10 +98,10 @@ def _chunk(scores, labels, temperature, shifted, exp_shifted, out, pred, rank) -
     if len(wrong):
         rank[wrong] = _rank(scores[wrong], labels[wrong])
 
-    sum_sq = _row_dot(exp_shifted, exp_shifted)
+    sum_sq = row_dot(exp_shifted, exp_shifted)
     out["brier"][:] = sum_sq / total**2 - 2.0 * np.exp(-out["nll"]) + 1.0
     # entropy = log Z - E_p[shifted]
-    weighted = _row_dot(exp_shifted, shifted)
+    weighted = row_dot(exp_shifted, shifted)
     zero_prob_rows = np.isnan(weighted)  # 0 * -inf from a probability of exactly 0, which adds 0
     if zero_prob_rows.any():
         e, s = exp_shifted[zero_prob_rows], shifted[zero_prob_rows]
@@ -128,7 +128,7 @@ def _rank(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return above + tied_before
 
 
-def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise dot products through BLAS: fast, with blocked float32 accumulation."""
     return (a[:, None, :] @ b[:, :, None]).ravel().astype(np.float64)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .perexample import row_dot
+
 T_MIN, T_MAX = 0.01, 100.0
 # Probabilities of exactly 0 arrive as -inf; in the fit they stand at this many nats below the
 # row maximum, where exp(beta * floor) underflows to ~1e-44 or less for every T in range.
 _FLOOR = -1e4
-_CHUNK_VALUES = 1 << 20  # rows are processed in chunks of about this many values
+_CHUNK_VALUES = 1 << 18  # rows are processed in cache-sized chunks of about this many values
 
 
 class TemperatureSample:
@@ -22,6 +24,7 @@ class TemperatureSample:
     def __init__(self, shifted_parts: list[np.ndarray], true_parts: list[np.ndarray]):
         self.shifted = np.concatenate(shifted_parts) if shifted_parts else np.empty((0, 0))
         self.true_shifted = np.concatenate(true_parts) if true_parts else np.empty(0)
+        self.shifted_squared = self.shifted * self.shifted  # the same at every beta
 
     @staticmethod
     def part(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,19 +38,20 @@ class TemperatureSample:
     def slope_and_curvature(self, beta: float) -> tuple[float, float]:
         """d/dbeta and d2/dbeta2 of the mean NLL: mean(E[z] - z_y) and mean(Var[z])."""
         slope = curvature = 0.0
-        for shifted, true_shifted in self._chunks():
-            weights = np.exp(beta * shifted)  # each row's maximum is 0: no overflow
-            total = weights.sum(axis=1, dtype=np.float64)
-            first = np.einsum("ij,ij->i", weights, shifted, dtype=np.float64) / total
-            second = np.einsum("ij,ij->i", weights, shifted * shifted, dtype=np.float64) / total
-            slope += float(np.sum(first - true_shifted))
+        step = max(1, _CHUNK_VALUES // max(1, self.shifted.shape[1]))
+        weights = np.empty((min(step, len(self)), self.shifted.shape[1]), self.shifted.dtype)
+        for start in range(0, len(self), step):
+            rows = slice(start, start + step)
+            shifted = self.shifted[rows]
+            chunk = weights[:len(shifted)]
+            np.multiply(shifted, beta, out=chunk)
+            np.exp(chunk, out=chunk)  # each row's maximum is 0: no overflow
+            total = chunk.sum(axis=1, dtype=np.float64)
+            first = row_dot(chunk, shifted) / total
+            second = row_dot(chunk, self.shifted_squared[rows]) / total
+            slope += float(np.sum(first - self.true_shifted[rows]))
             curvature += float(np.sum(np.maximum(second - first * first, 0.0)))
         return slope / len(self), curvature / len(self)
-
-    def _chunks(self):
-        step = max(1, _CHUNK_VALUES // max(1, self.shifted.shape[1]))
-        for start in range(0, len(self), step):
-            yield self.shifted[start:start + step], self.true_shifted[start:start + step]
 
 
 BETA_MIN, BETA_MAX = 1.0 / T_MAX, 1.0 / T_MIN
