@@ -101,7 +101,8 @@ def _chunk(scores, labels, temperature, shifted, exp_shifted, out, pred, rank) -
     sum_sq = row_dot(exp_shifted, exp_shifted)
     out["brier"][:] = sum_sq / total**2 - 2.0 * np.exp(-out["nll"]) + 1.0
     # entropy = log Z - E_p[shifted]
-    weighted = row_dot(exp_shifted, shifted)
+    with np.errstate(invalid="ignore"):  # 0 * -inf is expected here and mended just below
+        weighted = row_dot(exp_shifted, shifted)
     zero_prob_rows = np.isnan(weighted)  # 0 * -inf from a probability of exactly 0, which adds 0
     if zero_prob_rows.any():
         e, s = exp_shifted[zero_prob_rows], shifted[zero_prob_rows]
