@@ -58,7 +58,7 @@ class RunLayout:
 
     path: str
     files: tuple[str, ...]
-    file_rows: tuple[int, ...]
+    group_rows: tuple[tuple[int, ...], ...]  # rows of each row group, per file
     prediction: Prediction
     num_classes: int | None  # None only for top-k runs without class names
     class_names: tuple[str, ...] | None
@@ -70,7 +70,7 @@ class RunLayout:
 
     @property
     def n_rows(self) -> int:
-        return sum(self.file_rows)
+        return sum(sum(groups) for groups in self.group_rows)
 
 
 @dataclass
@@ -149,10 +149,8 @@ def inspect_run(path: str, options: ReadOptions = ReadOptions()) -> RunLayout:
     schema = parquet_files[0].schema_arrow
     for f, pf in zip(files[1:], parquet_files[1:]):
         _check_same_schema(files[0], schema, f, pf.schema_arrow)
-    for f, pf in zip(files, parquet_files):
-        _check_footer(f, pf)
-    file_rows = tuple(pf.metadata.num_rows for pf in parquet_files)
-    if sum(file_rows) == 0:
+    group_rows = tuple(_checked_group_rows(f, pf) for f, pf in zip(files, parquet_files))
+    if sum(sum(groups) for groups in group_rows) == 0:
         raise InputError("the run has zero rows", path=path)
 
     first = files[0]
@@ -174,14 +172,15 @@ def inspect_run(path: str, options: ReadOptions = ReadOptions()) -> RunLayout:
         raise InputError("labels are strings but no class names were found; expected "
                          f"'{CLASSES_METADATA_KEY.decode()}' metadata or --classes FILE",
                          path=first, column=options.label_col)
-    return RunLayout(path=path, files=tuple(files), file_rows=file_rows, prediction=prediction,
+    return RunLayout(path=path, files=tuple(files), group_rows=group_rows, prediction=prediction,
                      num_classes=num_classes, class_names=class_names,
                      label_col=options.label_col, label_is_string=label_is_string, id_col=id_col,
                      slice_cols=tuple(options.slice_cols), topk=topk)
 
 
-def _check_footer(path: str, parquet_file: pq.ParquetFile) -> None:
-    """A damaged footer can repeat a column or list row groups that do not add up."""
+def _checked_group_rows(path: str, parquet_file: pq.ParquetFile) -> tuple[int, ...]:
+    """The rows of each row group, from a footer checked for what damage can do to it: repeat a
+    column, or list row groups that do not add up to its row count."""
     names = parquet_file.schema_arrow.names
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -192,6 +191,7 @@ def _check_footer(path: str, parquet_file: pq.ParquetFile) -> None:
     if any(rows < 0 for rows in group_rows) or sum(group_rows) != metadata.num_rows:
         raise InputError(f"the footer lists {metadata.num_rows} rows but its row groups hold "
                          f"{sum(group_rows)}: the file is damaged", path=path)
+    return tuple(group_rows)
 
 
 def _check_same_schema(first: str, schema: pa.Schema, other: str, other_schema: pa.Schema) -> None:
@@ -395,11 +395,9 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
     width = layout.num_classes or layout.topk or 1
     batch_rows = max(1, options.batch_values // width)
     row_start = 0
-    for file_index, (path, rows) in enumerate(zip(layout.files, layout.file_rows)):
+    for file_index, (path, group_rows) in enumerate(zip(layout.files, layout.group_rows)):
         parquet_file = open_parquet(path)
-        metadata = parquet_file.metadata
-        group_rows = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
-        group_starts = np.cumsum([0] + group_rows)
+        group_starts = np.cumsum([0, *group_rows])
         groups = list(enumerate(group_rows))
         if plan is not None:
             groups = plan.get(file_index, [])
@@ -423,7 +421,7 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
             if taken < wanted:  # a damaged file can decode fewer rows than its footer lists
                 raise InputError(f"row group {group} decoded {taken} rows, but the footer "
                                  f"lists {group_rows[group]}: the file is damaged", path=path)
-        row_start += rows
+        row_start += sum(group_rows)
 
 
 def _columns_to_read(layout: RunLayout) -> list[str]:
@@ -656,12 +654,9 @@ def sample_plan(layout: RunLayout, max_values: int) -> tuple[dict[int, list[tupl
     same files always give the same sample. Returns the plan and whether it is the whole run.
     """
     width = layout.num_classes or 1
-    groups: list[tuple[int, int, int]] = []  # (file index, row group, rows)
-    for file_index, path in enumerate(layout.files):
-        metadata = open_parquet(path).metadata
-        groups.extend((file_index, g, metadata.row_group(g).num_rows)
-                      for g in range(metadata.num_row_groups))
-    groups = [g for g in groups if g[2] > 0]
+    groups = [(file_index, g, rows)  # (file index, row group, rows) of every non-empty group
+              for file_index, file_groups in enumerate(layout.group_rows)
+              for g, rows in enumerate(file_groups) if rows > 0]
     budget_rows = max(1, min(max_values // width, MAX_SAMPLED_ROWS))
     if layout.n_rows <= budget_rows:
         chosen = [(f, g, rows) for f, g, rows in groups]

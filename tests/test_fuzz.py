@@ -37,7 +37,7 @@ def test_a_footer_whose_row_groups_do_not_add_up_is_refused():
     import pytest
 
     from metricdiff.errors import InputError
-    from metricdiff.io import _check_footer
+    from metricdiff.io import _checked_group_rows
 
     def footer(total, groups):
         metadata = SimpleNamespace(num_rows=total, num_row_groups=len(groups),
@@ -45,7 +45,7 @@ def test_a_footer_whose_row_groups_do_not_add_up_is_refused():
         return SimpleNamespace(schema_arrow=pa.schema([("label", pa.int64())]),
                                metadata=metadata)
 
-    _check_footer("ok.parquet", footer(24, [20, 4]))
+    assert _checked_group_rows("ok.parquet", footer(24, [20, 4])) == (20, 4)
     for groups in ([0], [-25], [20, 5]):
         with pytest.raises(InputError, match="footer lists 24 rows"):
-            _check_footer("bad.parquet", footer(24, groups))
+            _checked_group_rows("bad.parquet", footer(24, groups))
