@@ -136,15 +136,12 @@ def _comparison(base_run: RunData, cand_run: RunData, base, cand, deltas: dict[s
             "change": change_word(interval.delta, directions.get(name)),
             "significant": interval.p_value is not None and interval.p_value < settings.alpha,
         }
-    fixed = int((~base.correct & cand.correct).sum())
-    broken = int((base.correct & ~cand.correct).sum())
     flips = nll_by_flip(base, cand)
+    counts = {row["group"]: row["count"] for row in flips}
     temperatures = (base_values.get("temperature"), cand_values.get("temperature"))
     calibration = calibration_view(deltas, temperatures)
     confident = confident_wrong_view(base, cand, metric_settings.confident_wrong)
     group_rows = class_group_view(base, cand, groups)
-    accuracy_delta = float(cand.correct.mean() - base.correct.mean())
-    nll_delta = float(cand.nll.mean() - base.nll.mean())
     attribution = Attribution(settings.primary, base, cand, num_classes, metric_settings)
     class_names = base_run.layout.class_names
     slices = {col: rank_slices(attribution, base, cand, values[alignment.rows[0]], settings.top)
@@ -154,8 +151,8 @@ def _comparison(base_run: RunData, cand_run: RunData, base, cand, deltas: dict[s
         "candidate": cand_run.name,
         "primary": settings.primary,
         "deltas": delta_rows,
-        "flips": {"fixed": fixed, "broken": broken, "p_value": mcnemar_exact(fixed, broken),
-                  "method": "McNemar exact"},
+        "flips": {"fixed": counts["fixed"], "broken": counts["broken"],
+                  "p_value": deltas["accuracy"].p_value, "method": "McNemar exact"},
         "verdict": asdict(verdict),
         "explanation": {
             "disagreements": disagreements(deltas, directions, settings.primary, settings.alpha),
@@ -163,8 +160,8 @@ def _comparison(base_run: RunData, cand_run: RunData, base, cand, deltas: dict[s
             "calibration": calibration,
             "confidently_wrong": confident,
             "class_groups": group_rows,
-            "reasons": reasons(flips, calibration, confident, group_rows, accuracy_delta,
-                               nll_delta),
+            "reasons": reasons(flips, calibration, confident, group_rows,
+                               deltas["accuracy"].delta, deltas["nll"].delta),
         },
         "ranked": {
             "metrics": rank_metrics(deltas, directions),
