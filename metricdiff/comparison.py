@@ -10,7 +10,7 @@ import numpy as np
 from .align import Alignment, align_runs
 from .explain import (calibration_view, class_group_view, confident_wrong_view, disagreements,
                       nll_by_flip, reasons)
-from .metrics import (ClassCounts, MetricSettings, class_groups, headline, metric_registry,
+from .metrics import (ClassCounts, MetricSettings, class_groups, headline, metric_directions,
                       reliability_table)
 from .paired import (METHOD_MCNEMAR, METHOD_NONE, RESAMPLED, BootstrapPlan, Interval, bootstrap,
                      mcnemar_exact, paired_t, per_example_values, resample_values)
@@ -36,23 +36,23 @@ class CompareSettings:
 
 def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSettings(),
                      metric_settings: MetricSettings = MetricSettings()) -> ComparisonReport:
-    directions = {name: info.higher_is_better
-                  for name, info in metric_registry(metric_settings.top_k).items()}
+    directions = metric_directions(metric_settings.top_k)
     check_primary(settings.primary, directions)
     check_settings(settings.alpha, settings.min_effect, settings.fail_on)
     alignment = align_runs(runs, settings.allow_partial)
     aligned = [run.examples.take(rows) for run, rows in zip(runs, alignment.rows)]
     num_classes = runs[0].num_classes
+    counts = [ClassCounts.of(pe, num_classes) for pe in aligned]
     summaries = []
-    for run, pe in zip(runs, aligned):
-        values, unavailable = headline(pe, num_classes, run.rank_depth, metric_settings,
+    for run, pe, run_counts in zip(runs, aligned, counts):
+        values, unavailable = headline(pe, run_counts, run.rank_depth, metric_settings,
                                        run.temperature)
         summaries.append({**describe_run(run), "n": len(pe), "metrics": values,
                           "unavailable": unavailable,
                           "confidence_bins": reliability_table(pe, metric_settings.ece_bins)})
 
     base_run, base = runs[0], aligned[0]
-    groups = class_groups(ClassCounts.of(base, num_classes), metric_settings.class_groups)
+    groups = class_groups(counts[0], metric_settings.class_groups)
     plan = BootstrapPlan(len(base), settings.resamples, settings.seed)
     draws = [None] * len(runs)
     if settings.resamples > 0:  # every run on the same resamples, drawn once for all

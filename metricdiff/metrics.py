@@ -22,7 +22,8 @@ class MetricInfo:
     description: str
 
 
-def _registry(top_k: int) -> dict[str, MetricInfo]:
+def metric_registry(top_k: int = 5) -> dict[str, MetricInfo]:
+    """All single-run metrics with their direction; the one place directions are declared."""
     rows = [
         ("n", None, "number of examples"),
         ("nll", False, "mean cross-entropy of the true class, nats"),
@@ -44,9 +45,9 @@ def _registry(top_k: int) -> dict[str, MetricInfo]:
     return {name: MetricInfo(name, better, text) for name, better, text in rows}
 
 
-def metric_registry(top_k: int = 5) -> dict[str, MetricInfo]:
-    """All single-run metrics with their direction; the one place directions are declared."""
-    return _registry(top_k)
+def metric_directions(top_k: int = 5) -> dict[str, bool | None]:
+    """Metric -> True if higher is better, False if lower is, None if neither."""
+    return {name: info.higher_is_better for name, info in metric_registry(top_k).items()}
 
 
 @dataclass(frozen=True)
@@ -313,11 +314,10 @@ def noise_floor(pe: PerExample, batch_size: int, seed: int) -> dict:
 
 # ----------------------------------------------------------------------------- headline
 
-def headline(pe: PerExample, num_classes: int, rank_depth: int | None, settings: MetricSettings,
-             temperature: float | None) -> tuple[dict, dict[str, str]]:
+def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
+             settings: MetricSettings, temperature: float | None) -> tuple[dict, dict[str, str]]:
     """All single-run metrics, and the reasons for those that are unavailable."""
     correct = pe.correct
-    counts = ClassCounts.of(pe, num_classes)
     ece, mce = calibration_error(pe.conf, correct, settings.ece_bins)
     accuracy = float(correct.mean())
     confidence = float(pe.conf.mean())

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import __version__
 from .metrics import (ClassCounts, MetricSettings, class_group_table, headline, loss_anatomy,
-                      metric_registry, noise_floor, per_class_table, reliability_table,
+                      metric_directions, noise_floor, per_class_table, reliability_table,
                       slice_table)
 from .errors import UsageError
 from .pipeline import RunData
@@ -158,8 +158,8 @@ def describe_run(run: RunData) -> dict:
 
 def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> RunReport:
     pe = run.examples
-    values, unavailable = headline(pe, run.num_classes, run.rank_depth, settings, run.temperature)
     counts = ClassCounts.of(pe, run.num_classes)
+    values, unavailable = headline(pe, counts, run.rank_depth, settings, run.temperature)
     warnings = []
     if run.temperature is not None and run.temperature in (T_MIN, T_MAX):
         warnings.append(f"the NLL-minimising temperature lies at the search limit "
@@ -177,8 +177,7 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
     floor = noise_floor(pe, settings.noise_batch, settings.seed)
     if floor["accuracy"] is None:
         warnings.append(f"too few rows for a noise floor at batch size {settings.noise_batch}")
-    directions = {name: info.higher_is_better
-                  for name, info in metric_registry(settings.top_k).items()}
+    directions = metric_directions(settings.top_k)
     return RunReport(
         run=describe_run(run),
         settings=asdict(settings) | {"class_groups": list(settings.class_groups)},
