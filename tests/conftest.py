@@ -105,3 +105,21 @@ def pipe_tables(markdown: str) -> list[list[str]]:
     if current:
         tables.append(current)
     return tables
+
+
+def assert_details_well_formed(markdown: str) -> None:
+    """<details> folds are not nested, close, and leave a blank line after <summary> (and before
+    </details>) so that GitHub renders the table inside."""
+    lines = markdown.splitlines()
+    depth = 0
+    for i, line in enumerate(lines):
+        if line.startswith("<details>"):
+            assert depth == 0, "no nested folds"
+            depth += 1
+            assert "<summary>" in line and line.endswith("</summary>")
+            assert lines[i + 1] == "", "a blank line after <summary> so the table renders"
+        if line.startswith("</details>"):
+            assert depth == 1 and lines[i - 1] == ""
+            depth -= 1
+    assert depth == 0
+    assert markdown.count("<details>") == markdown.count("</details>")

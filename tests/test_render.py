@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 
 import metricdiff
-from conftest import pipe_count, pipe_tables
+from conftest import assert_details_well_formed, pipe_count, pipe_tables
 from metricdiff.render.common import (DASH, TITLE_CALIBRATION, TITLE_CLASSES, TITLE_GROUPS,
                                TITLE_LOSS, TITLE_NOISE, TITLE_RELIABILITY, TITLE_SLICES,
                                TITLE_WARNINGS,
@@ -200,18 +200,7 @@ def test_markdown_escapes_names_and_values(report):
 
 def test_markdown_details_blocks_are_balanced(report):
     md = render_report_markdown(report)
-    lines = md.splitlines()
-    depth = 0
-    for i, line in enumerate(lines):
-        if line.startswith("<details>"):
-            assert depth == 0
-            depth += 1
-            assert "<summary>" in line and line.endswith("</summary>")
-            assert lines[i + 1] == "", "a blank line after <summary> so the table renders"
-        if line.startswith("</details>"):
-            assert depth == 1 and lines[i - 1] == ""
-            depth -= 1
-    assert depth == 0
+    assert_details_well_formed(md)
     opened = md.count("<details>")
     assert opened == md.count("</details>")
     # per-class and reliability always fold; a slice folds only when it has many values

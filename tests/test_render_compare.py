@@ -19,7 +19,7 @@ import pytest
 from rich.console import Console
 
 import metricdiff
-from conftest import pipe_count, pipe_tables
+from conftest import assert_details_well_formed, pipe_count, pipe_tables
 from metricdiff.render.common import (DASH, TITLE_FLIPS, TITLE_RUNS, TITLE_WARNINGS, best_line,
                                       candidate_heading, change_cell, comparison_title,
                                       decision_cell, disagreement_line, fmt_ci, fmt_int,
@@ -114,19 +114,7 @@ def assert_well_formed(md: str) -> None:
         assert re.fullmatch(r"\|(:?-+:?\|)+", table[1]), table[1]
         for line in table:
             assert pipe_count(line) == pipe_count(table[0]), line
-    lines = md.splitlines()
-    depth = 0
-    for i, line in enumerate(lines):
-        if line.startswith("<details>"):
-            assert depth == 0, "no nested folds"
-            depth += 1
-            assert "<summary>" in line and line.endswith("</summary>")
-            assert lines[i + 1] == "", "a blank line after <summary> so the table renders"
-        if line.startswith("</details>"):
-            assert depth == 1 and lines[i - 1] == ""
-            depth -= 1
-    assert depth == 0
-    assert md.count("<details>") == md.count("</details>")
+    assert_details_well_formed(md)
     assert md.endswith("\n") and "\n\n\n" not in md
 
 
