@@ -13,7 +13,6 @@ from .metrics import GROUP_NAMES
 from .paired import Interval
 from .perexample import PerExample
 
-FLIP_GROUPS = ("both_correct", "both_wrong", "fixed", "broken")
 # A calibrated NLL gap this much smaller than the raw gap means calibration explains the rest.
 CALIBRATION_SHARE = 0.5
 SIGNIFICANT_SHARE = 0.25  # a group worth naming carries at least this share of a change
