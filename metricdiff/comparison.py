@@ -14,6 +14,7 @@ from .metrics import (ClassCounts, MetricSettings, class_groups, headline, metri
                       reliability_table)
 from .paired import (METHOD_MCNEMAR, METHOD_NONE, RESAMPLED, BootstrapPlan, Interval, bootstrap,
                      mcnemar_exact, paired_t, per_example_values, resample_values)
+from .perexample import PerExample
 from .pipeline import RunData
 from .ranking import (Attribution, change_word, rank_classes, rank_confidence_bins,
                       rank_examples, rank_metrics, rank_slices)
@@ -40,7 +41,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     check_primary(settings.primary, directions)
     check_settings(settings.alpha, settings.min_effect, settings.fail_on)
     alignment = align_runs(runs, settings.allow_partial)
-    aligned = [run.examples.take(rows) for run, rows in zip(runs, alignment.rows)]
+    aligned = [_lined_up(run.examples, rows) for run, rows in zip(runs, alignment.rows)]
     num_classes = runs[0].num_classes
     counts = [ClassCounts.of(pe, num_classes) for pe in aligned]
     summaries = []
@@ -90,6 +91,13 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
         failed=should_fail(verdicts, settings.fail_on),
         warnings=_warnings(runs, alignment),
     )
+
+
+def _lined_up(examples: PerExample, rows: np.ndarray) -> PerExample:
+    """A run's examples in the alignment's order; no copy when they already are in it."""
+    if len(rows) == len(examples) and np.array_equal(rows, np.arange(len(rows))):
+        return examples
+    return examples.take(rows)
 
 
 def _deltas(base_values: dict, cand_values: dict, base, cand, plan: BootstrapPlan,

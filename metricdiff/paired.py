@@ -9,7 +9,9 @@ resampled example indices for both runs, a fixed seed, and percentile intervals.
 
 from __future__ import annotations
 
+import functools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -72,11 +74,12 @@ def mcnemar_exact(fixed: int, broken: int) -> float:
 
 
 class ResampleView:
-    """What the resampled metrics of one run need, computed once; each metric then takes
-    per-example weights (how often the resample drew each example).
+    """What the resampled metrics of one run need, computed once; each metric then takes a
+    block of resamples: a (resamples, examples) matrix of weights, how often each resample
+    drew each example.
 
-    Calibration errors only need, per bin, the summed (correct - confidence) and, for the
-    MCE, the count: one weighted bincount each.
+    Every metric here is a function of weighted sums per bin or per class, so a whole block
+    costs one batched bincount per sum, not one call per resample.
     """
 
     def __init__(self, pe: PerExample, num_classes: int, bins: int):
@@ -91,50 +94,76 @@ class ResampleView:
         self.bin_cal = equal_width_bin(np.nan_to_num(pe.conf_cal), bins)
         self.by_conf = np.argsort(pe.conf, kind="stable")
         self.gap_by_conf = self.gap[self.by_conf]
+        self._bincount_keys: dict[tuple[str, int], np.ndarray] = {}
 
-    def metrics(self, weights: np.ndarray, wanted: set[str]) -> dict[str, float]:
+    def metrics(self, weights: np.ndarray, wanted: set[str]) -> dict[str, np.ndarray]:
+        """Each wanted metric on each row of `weights` (resamples x examples)."""
         out = {}
-        total = weights.sum()
+        total = weights.sum(axis=1)
         if wanted & {"ece", "mce"}:
-            count = np.bincount(self.bin, weights=weights, minlength=self.bins)
-            gap = np.abs(np.bincount(self.bin, weights=weights * self.gap, minlength=self.bins))
-            filled = count > 0
-            out["ece"] = float(gap.sum() / total)
-            out["mce"] = float(np.max(gap[filled] / count[filled]))
+            count = self._sums("bin", weights)
+            gap = np.abs(self._sums("bin", weights * self.gap))
+            out["ece"] = gap.sum(axis=1) / total
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out["mce"] = np.where(count > 0, gap / count, -np.inf).max(axis=1)
         if "ece_calibrated" in wanted:
-            gap = np.bincount(self.bin_cal, weights=weights * self.gap_cal, minlength=self.bins)
-            out["ece_calibrated"] = float(np.abs(gap).sum() / total)
+            gap = self._sums("bin_cal", weights * self.gap_cal)
+            out["ece_calibrated"] = np.abs(gap).sum(axis=1) / total
         if "ece_adaptive" in wanted:
             out["ece_adaptive"] = self._adaptive(weights)
         if wanted & {"balanced_accuracy", "macro_f1"}:
-            k = self.num_classes
-            support = np.bincount(self.label, weights=weights, minlength=k)
-            predicted = np.bincount(self.pred, weights=weights, minlength=k)
-            hits = np.bincount(self.label, weights=weights * self.correct, minlength=k)
+            support = self._sums("label", weights)
+            predicted = self._sums("pred", weights)
+            hits = self._sums("label", weights * self.correct)
             present = support > 0
-            out["balanced_accuracy"] = float(np.mean(hits[present] / support[present]))
             seen = present | (predicted > 0)
-            out["macro_f1"] = float(np.mean(2 * hits[seen] / (support[seen] + predicted[seen])))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                recall = np.where(present, hits / support, 0.0)
+                f1 = np.where(seen, 2 * hits / (support + predicted), 0.0)
+            out["balanced_accuracy"] = recall.sum(axis=1) / present.sum(axis=1)
+            out["macro_f1"] = f1.sum(axis=1) / seen.sum(axis=1)
         return out
 
-    def _adaptive(self, weights: np.ndarray) -> float:
-        """Equal-mass bins over the resample, each drawn copy of an example one row.
+    def _sums(self, keys: str, weights: np.ndarray) -> np.ndarray:
+        """Weighted counts per key (bin or class) of every resample of a block: one bincount
+        over all its rows, each row's keys shifted past the previous row's."""
+        length = self.bins if keys.startswith("bin") else self.num_classes
+        rows = len(weights)
+        shifted = self._bincount_keys.get((keys, rows))
+        if shifted is None:  # the same for every block of this many rows: built once
+            shifted = (getattr(self, keys)[None, :] + length * np.arange(rows)[:, None]).ravel()
+            self._bincount_keys[(keys, rows)] = shifted
+        counts = np.bincount(shifted, weights=weights.ravel(), minlength=rows * length)
+        return counts.reshape(rows, length)
+
+    def _adaptive(self, weights: np.ndarray) -> np.ndarray:
+        """Equal-mass bins over each resample, each drawn copy of an example one row.
 
         Copies are laid out in confidence order; a bin's sum is the difference of cumulative
         sums at its edges, with the example that straddles an edge split between two bins.
+        A resample of fewer copies than bins leaves its last bins empty (np.array_split's
+        single-row bins).
         """
-        w = weights[self.by_conf]
-        copies = np.cumsum(w)
-        total = int(copies[-1])
-        bins = min(self.bins, total)
-        sizes = np.full(bins, total // bins)
-        sizes[: total % bins] += 1  # as np.array_split: the first bins take one more
-        edges = np.concatenate([[0], np.cumsum(sizes)])
-        cumulative = np.concatenate([[0.0], np.cumsum(w * self.gap_by_conf)])
-        before = np.concatenate([[0.0], copies])
-        j = np.minimum(np.searchsorted(copies, edges, side="left"), len(copies) - 1)
-        at_edges = cumulative[j] + (edges - before[j]) * self.gap_by_conf[j]
-        return float(np.abs(np.diff(at_edges)).sum()) / total
+        resamples, size = weights.shape
+        w = weights[:, self.by_conf]
+        copies = np.cumsum(w, axis=1)
+        totals = np.floor(copies[:, -1])
+        cut = np.arange(self.bins + 1)
+        # as np.array_split: every bin holds total // bins copies, the first total % bins one more
+        edges = (cut * (totals[:, None] // self.bins)
+                 + np.minimum(cut, totals[:, None] % self.bins))
+        # one search over all resamples: shift each row above the previous one's values
+        shift = (np.arange(resamples) * (np.ceil(copies[:, -1].max()) + 1))[:, None]
+        found = np.searchsorted((copies + shift).ravel(), (edges + shift).ravel(), side="left")
+        j = np.minimum(found.reshape(edges.shape) - np.arange(resamples)[:, None] * size,
+                       size - 1)
+        cumulative = np.cumsum(w * self.gap_by_conf, axis=1)
+        # sums over the copies before example j (those of examples 0 .. j-1)
+        previous, first = np.maximum(j - 1, 0), j == 0
+        copies_before = np.where(first, 0.0, np.take_along_axis(copies, previous, axis=1))
+        gap_before = np.where(first, 0.0, np.take_along_axis(cumulative, previous, axis=1))
+        at_edges = gap_before + (edges - copies_before) * self.gap_by_conf[j]
+        return np.abs(np.diff(at_edges, axis=1)).sum(axis=1) / totals
 
 
 RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated")
@@ -174,8 +203,7 @@ class BootstrapPlan:
     def method(self) -> str:
         if not self.little:
             return f"{METHOD_BOOTSTRAP}, {self.resamples} resamples"
-        size = int(self.n ** LITTLE_EXPONENT)
-        return (f"bag of little bootstraps, {self.subsets} subsets of {size} examples x "
+        return (f"bag of little bootstraps, {self.subsets} subsets of {self.size} examples x "
                 f"{self.per_subset} resamples")
 
     def subset(self, j: int) -> np.ndarray | None:
@@ -183,20 +211,67 @@ class BootstrapPlan:
         if not self.little:
             return None
         rng = np.random.default_rng([self.seed, j, 0])
-        return np.sort(rng.choice(self.n, int(self.n ** LITTLE_EXPONENT), replace=False))
+        return np.sort(rng.choice(self.n, self.size, replace=False))
 
-    def weights(self, j: int):
-        """The resampling weights of subset j, one array per resample."""
-        rng = np.random.default_rng([self.seed, j, 1])
-        if not self.little:
-            for _ in range(self.per_subset):
-                yield np.bincount(rng.integers(0, self.n, self.n), minlength=self.n)
-            return
-        size = int(self.n ** LITTLE_EXPONENT)
-        for _ in range(self.per_subset):
-            # Poisson(n / size) counts: the multinomial's large-n limit at a fraction of its
-            # cost (numpy draws a multinomial one category at a time)
-            yield rng.poisson(self.n / size, size)
+    @property
+    def size(self) -> int:
+        """Examples in each subset."""
+        return int(self.n ** LITTLE_EXPONENT) if self.little else self.n
+
+    @property
+    def block_rows(self) -> int:
+        """Resamples weighed together: a block of weights holds about BLOCK_VALUES entries."""
+        return max(1, BLOCK_VALUES // self.size)
+
+    @property
+    def blocks(self) -> int:
+        return -(-self.per_subset // self.block_rows)
+
+    def weight_block(self, j: int, b: int) -> np.ndarray:
+        """Resampling weights of block b of subset j: a (resamples, size) matrix whose rows
+        are resamples b * block_rows, b * block_rows + 1, ... of the subset. Each block has
+        its own seed, so blocks can be drawn in any order, or at once."""
+        rng = np.random.default_rng([self.seed, j, 1, b])
+        rows = min(self.block_rows, self.per_subset - b * self.block_rows)
+        if not self.little:  # draw n examples with replacement, count each one's copies
+            drawn = rng.integers(0, self.n, (rows, self.n))
+            drawn += self.n * np.arange(rows)[:, None]
+            counts = np.bincount(drawn.ravel(), minlength=rows * self.n)
+            return counts.reshape(rows, self.n).astype(np.float64)
+        # Poisson(n / size) counts: the multinomial's large-n limit at a fraction of its cost
+        # (numpy draws a multinomial one category at a time)
+        return poisson(rng, self.n / self.size, (rows, self.size)).astype(np.float64)
+
+
+def poisson(rng: np.random.Generator, mean: float, shape: tuple[int, ...]) -> np.ndarray:
+    """Poisson(mean) draws by inverting the distribution function: the smallest k with
+    u < F(k), for u uniform on [0, 1). Exact like rng.poisson, and several times faster where
+    millions of draws share one mean.
+    """
+    cdf, guide = _poisson_table(mean)
+    u = rng.random(shape)
+    draws = guide[(u * len(guide)).astype(np.intp)]
+    behind = np.flatnonzero(u >= cdf[draws])  # only draws in a slice that holds a step of F
+    while len(behind):
+        draws.flat[behind] += 1
+        behind = behind[u.flat[behind] >= cdf[draws.flat[behind]]]
+    return draws
+
+
+@functools.lru_cache(maxsize=4)
+def _poisson_table(mean: float, cells: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """F(k) up to where it reaches 1.0 in float64, and a guide: for each of `cells` equal
+    slices of [0, 1), the answer at the slice's lower end."""
+    k = np.arange(int(mean + 40 * math.sqrt(mean) + 40))
+    cdf = special.pdtr(k, mean)
+    cdf = cdf[: np.searchsorted(cdf, 1.0) + 1]
+    cdf[-1] = 1.0
+    return cdf, np.searchsorted(cdf, np.arange(cells) / cells, side="right")
+
+
+# Resamples are weighed in blocks of about this many weights, so that a block's temporaries
+# (a few matrices of this size) stay small however many resamples are asked for.
+BLOCK_VALUES = 1 << 18
 
 
 def resample_values(runs: list[PerExample], num_classes: int, bins: int,
@@ -206,18 +281,29 @@ def resample_values(runs: list[PerExample], num_classes: int, bins: int,
     whose first column is the subset's own value (every example weighted n / size)."""
     draws = [{name: np.empty((plan.subsets, plan.per_subset + 1)) for name in names}
              for names in wanted]
+    views = []  # per subset, one view per run
     for j in range(plan.subsets):
         subset = plan.subset(j)
-        views = [ResampleView(pe if subset is None else pe.take(subset), num_classes, bins)
-                 for pe in runs]
-        size = len(views[0].label)
-        weight_sets = [np.full(size, plan.n / size)] + list(plan.weights(j))
-        for r, weights in enumerate(weight_sets):
-            weights = weights.astype(np.float64)
-            for view, names, run_draws in zip(views, wanted, draws):
-                for name, value in view.metrics(weights, names).items():
-                    if name in run_draws:
-                        run_draws[name][j, r] = value
+        views.append([ResampleView(pe if subset is None else pe.take(subset), num_classes, bins)
+                      for pe in runs])
+
+    def fill(j: int, first_column: int, weights: np.ndarray) -> None:
+        columns = slice(first_column, first_column + len(weights))
+        for view, names, run_draws in zip(views[j], wanted, draws):
+            for name, values in view.metrics(weights, names).items():
+                if name in run_draws:
+                    run_draws[name][j, columns] = values
+
+    def fill_block(task: tuple[int, int]) -> None:
+        j, b = task
+        fill(j, 1 + b * plan.block_rows, plan.weight_block(j, b))
+
+    for j in range(plan.subsets):
+        fill(j, 0, np.full((1, plan.size), plan.n / plan.size))
+    # numpy does most of a block's work without the GIL: two threads keep both cores busy
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(fill_block, [(j, b) for j in range(plan.subsets)
+                                   for b in range(plan.blocks)]))
     return draws
 
 

@@ -143,6 +143,25 @@ def test_rows_are_joined_on_ids_not_positions(pair, tmp_path):
     assert comparison["alignment"]["keyed_by"] == "id"
 
 
+def test_runs_in_the_same_id_order_line_up_as_a_join_would(tmp_path):
+    """Runs written in the same order of increasing ids are lined up without a join; the
+    result is the one a join gives when the candidate's rows are shuffled."""
+    logits, labels = random_logits(400, 6, seed=8)
+    other, _ = random_logits(400, 6, seed=9)
+    ids = np.arange(400) * 3 + 7
+    base = write_run(tmp_path / "base.parquet", labels, logits=logits, ids=ids)
+    same_order = write_run(tmp_path / "same.parquet", labels, logits=other, ids=ids)
+    order = np.random.default_rng(2).permutation(400)
+    shuffled = write_run(tmp_path / "shuffled.parquet", labels[order], logits=other[order],
+                         ids=ids[order])
+    lined_up = metricdiff.compare(str(base), str(same_order), resamples=50).to_dict()
+    joined = metricdiff.compare(str(base), str(shuffled), resamples=50).to_dict()
+    for name, row in lined_up["comparisons"][0]["deltas"].items():
+        assert row["delta"] == pytest.approx(joined["comparisons"][0]["deltas"][name]["delta"],
+                                             rel=1e-9, abs=1e-12), name
+    assert lined_up["alignment"]["keyed_by"] == joined["alignment"]["keyed_by"] == "id"
+
+
 def test_runs_without_ids_line_up_by_row_order(tmp_path):
     logits, labels = random_logits(300, 5, seed=2)
     a = write_run(tmp_path / "a.parquet", labels, logits=logits)

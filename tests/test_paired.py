@@ -58,10 +58,10 @@ def per_example(correct: np.ndarray, conf: np.ndarray, label: np.ndarray) -> Per
 def paired_bootstrap(base, cand, k, wanted, resamples, seed=0, alpha=0.05):
     plan = BootstrapPlan(len(base), resamples, seed)
     base_draws, cand_draws = resample_values([base, cand], k, 15, [wanted, wanted], plan)
-    ones = np.ones(len(base))
+    ones = np.ones((1, len(base)))
     base_all = paired.ResampleView(base, k, 15).metrics(ones, wanted)
     cand_all = paired.ResampleView(cand, k, 15).metrics(ones, wanted)
-    observed = {name: cand_all[name] - base_all[name] for name in wanted}
+    observed = {name: float(cand_all[name][0] - base_all[name][0]) for name in wanted}
     return bootstrap(observed, base_draws, cand_draws, plan, alpha)
 
 
@@ -90,6 +90,47 @@ def test_resampled_metrics_on_all_examples_equal_the_metrics_module():
     for name in wanted:
         assert draws[name][0, 0] == pytest.approx(direct[name], abs=1e-12), name
         assert draws[name].shape == (1, 21)
+
+
+@pytest.mark.parametrize("n,k", [(7, 3), (300, 5), (2_000, 40)])
+def test_a_block_of_resamples_equals_each_resample_written_out(n, k):
+    """A resample that draws example i w_i times is the run with row i repeated w_i times:
+    every resampled metric of a block must equal the metrics module on those repeated rows."""
+    from metricdiff.metrics import (ClassCounts, adaptive_calibration_error, balanced_accuracy,
+                                    calibration_error, macro_f1)
+    rng = np.random.default_rng(n)
+    label = rng.integers(0, k, n)
+    conf = np.round(rng.uniform(0.2, 0.99, n), 2)  # rounded: ties in the confidence order
+    pe = per_example(rng.random(n) < 0.6, conf, label)
+    weights = rng.poisson(1.0, (9, n)).astype(np.float64)
+    weights[0] = 0
+    weights[0, :2] = [1, 2]  # fewer copies than bins
+    wanted = {"ece", "mce", "ece_adaptive", "balanced_accuracy", "macro_f1"}
+    block = paired.ResampleView(pe, k, 15).metrics(weights, wanted)
+    for r, row in enumerate(weights):
+        copies = pe.take(np.repeat(np.arange(n), row.astype(int)))
+        ece, mce = calibration_error(copies.conf, copies.correct, 15)
+        counts = ClassCounts.of(copies, k)
+        expected = {"ece": ece, "mce": mce,
+                    "ece_adaptive": adaptive_calibration_error(copies.conf, copies.correct, 15),
+                    "balanced_accuracy": balanced_accuracy(counts), "macro_f1": macro_f1(counts)}
+        for name in wanted:
+            assert block[name][r] == pytest.approx(expected[name], abs=1e-12), (name, r)
+
+
+@pytest.mark.parametrize("mean", [0.5, 19.5, 63.1, 1000.0])
+def test_poisson_draws_follow_the_poisson_distribution(mean):
+    """The guide-table sampler against scipy's distribution: a chi-square test over every
+    value with enough expected draws, and the mean and variance."""
+    draws = paired.poisson(np.random.default_rng(7), mean, (50, 4_000))
+    assert draws.shape == (50, 4_000) and draws.min() >= 0
+    values, counts = np.unique(draws, return_counts=True)
+    expected = stats.poisson.pmf(values, mean) * draws.size
+    enough = expected >= 20
+    observed, expected = counts[enough], expected[enough]
+    assert stats.chisquare(observed, expected * observed.sum() / expected.sum()).pvalue > 1e-3
+    assert draws.mean() == pytest.approx(mean, rel=0.01, abs=0.01)
+    assert draws.var() == pytest.approx(mean, rel=0.03, abs=0.01)
 
 
 def test_little_bootstraps_agree_with_the_full_bootstrap(monkeypatch):
