@@ -126,10 +126,15 @@ def decoding(path: str, what: str) -> Iterator[None]:
         raise InputError(f"{what} ({_first_line(exc)})", path=path) from None
 
 
-def open_parquet(path: str) -> pq.ParquetFile:
+def open_parquet(path: str, buffer_size: int = 0) -> pq.ParquetFile:
+    """Open a file for reading row group by row group. pre_buffer=False: pyarrow's default
+    would buffer a row group's column chunks whole, more memory for no speed here. A positive
+    buffer_size reads column chunks in pieces of that many bytes, for when only the first
+    rows of a row group are wanted."""
     with decoding(path, "not a readable Parquet file"):
         # page CRCs are verified where the writer stored them (metricdiff's writer does)
-        parquet_file = pq.ParquetFile(path, page_checksum_verification=True)
+        parquet_file = pq.ParquetFile(path, page_checksum_verification=True, pre_buffer=False,
+                                      buffer_size=buffer_size)
         parquet_file.schema_arrow  # decode the schema now, inside the error handling
         return parquet_file
 
@@ -395,7 +400,8 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
     batch_rows = max(1, options.batch_values // width)
     row_start = 0
     for file_index, (path, group_rows) in enumerate(zip(layout.files, layout.group_rows)):
-        parquet_file = open_parquet(path)
+        # a sample reads the head of row groups: read their column chunks a piece at a time
+        parquet_file = open_parquet(path, buffer_size=0 if plan is None else SAMPLE_BUFFER)
         group_starts = np.cumsum([0, *group_rows])
         groups = list(enumerate(group_rows))
         if plan is not None:
@@ -660,6 +666,7 @@ def _first_true(mask: np.ndarray) -> int:
 
 
 MAX_SAMPLED_GROUPS = 16
+SAMPLE_BUFFER = 1 << 20  # bytes read at a time from a sampled column chunk
 # One temperature needs no more rows than this to be fitted to four digits or so; more only
 # costs passes over the sample.
 MAX_SAMPLED_ROWS = 32_768

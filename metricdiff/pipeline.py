@@ -49,29 +49,33 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
     layout = inspect_run(path, options)
     name = name or path
     temperature, temperature_rows = None, 0
-    batches = None
+    sample_batches, whole_run = [], False
     if layout.prediction.kind != "topk":
         plan, whole_run = sample_plan(layout, temperature_values)
         sample_batches = list(iter_batches(layout, options, plan))
-        temperature, temperature_rows = _fit(sample_batches)
-        if whole_run:
-            batches = sample_batches  # the sample is the run: do not read it twice
-    if batches is None:
-        batches = prefetch(iter_batches(layout, options))
-
-    parts, ids, slices = [], [], {col: [] for col in layout.slice_cols}
-    rows_done = 0
-    for batch in batches:
-        if stop is not None and stop.is_set():
-            raise KeyboardInterrupt
-        parts.append(from_batch(batch, temperature))
-        rows_done += len(batch)
-        if progress is not None:
-            progress(name, rows_done, layout.n_rows)
-        if batch.ids is not None:
-            ids.append(batch.ids)
-        for col, values in batch.slices.items():
-            slices[col].append(values)
+    # the main pass starts reading now, while the temperature is fitted on this core
+    reader = None if whole_run else Prefetch(iter_batches(layout, options), FIT_LOOKAHEAD)
+    try:
+        if sample_batches:
+            temperature, temperature_rows = _fit(sample_batches)
+        batches = sample_batches if whole_run else reader  # whole run sampled: not read twice
+        sample_batches = None  # freed as the main pass goes, when it holds them
+        parts, ids, slices = [], [], {col: [] for col in layout.slice_cols}
+        rows_done = 0
+        for batch in batches:
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
+            parts.append(from_batch(batch, temperature))
+            rows_done += len(batch)
+            if progress is not None:
+                progress(name, rows_done, layout.n_rows)
+            if batch.ids is not None:
+                ids.append(batch.ids)
+            for col, values in batch.slices.items():
+                slices[col].append(values)
+    finally:
+        if reader is not None:
+            reader.close()
     examples = PerExample.concat(parts)
     num_classes = layout.num_classes
     if num_classes is None:
@@ -84,13 +88,17 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
 
 
 def _fit(batches: list[Batch]) -> tuple[float, int]:
-    parts = [TemperatureSample.part(batch.scores, batch.labels) for batch in batches]
-    sample = TemperatureSample([p[0] for p in parts], [p[1] for p in parts])
+    sample = TemperatureSample()
+    for batch in batches:
+        sample.add(batch.scores, batch.labels)
     return fit_temperature(sample), len(sample)
 
 
 T = TypeVar("T")
 _DONE = object()
+# Batches the reader may decode ahead of the arithmetic: enough to keep decoding through the
+# temperature fit (a fraction of a second), few enough to keep memory at a few batches.
+FIT_LOOKAHEAD = 6
 
 
 class _Failure:
@@ -98,39 +106,45 @@ class _Failure:
         self.error = error
 
 
-def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Yield items produced by a background thread up to `depth` ahead.
+class Prefetch:
+    """Items produced by a background thread, up to `depth` ahead; production starts at
+    construction. Iterate once; close() stops the thread (also after a partial iteration).
 
     pyarrow decodes and numpy computes without holding the GIL, so the next batch is decoded
-    on the second core while this one is reduced. Errors of the producer are raised here.
+    on the second core while this one is reduced. Errors of the producer are raised to the
+    consumer.
     """
-    handoff: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
 
-    def produce() -> None:
+    def __init__(self, items: Iterator[T], depth: int = 2):
+        self._handoff: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._produce, args=(items,),
+                                        name="metricdiff-reader", daemon=True)
+        self._worker.start()
+
+    def _produce(self, items: Iterator[T]) -> None:
         try:
             for item in items:
-                if stop.is_set():
+                if self._stop.is_set():
                     return
-                handoff.put(item)
-            handoff.put(_DONE)
+                self._handoff.put(item)
+            self._handoff.put(_DONE)
         except BaseException as error:  # handed to the consumer, which raises it
-            handoff.put(_Failure(error))
+            self._handoff.put(_Failure(error))
 
-    worker = threading.Thread(target=produce, name="metricdiff-reader", daemon=True)
-    worker.start()
-    try:
+    def __iter__(self) -> Iterator[T]:
         while True:
-            item = handoff.get()
+            item = self._handoff.get()
             if item is _DONE:
                 return
             if isinstance(item, _Failure):
                 raise item.error
             yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._worker.is_alive():  # unblock a producer waiting on a full queue
             try:
-                handoff.get(timeout=0.05)
+                self._handoff.get(timeout=0.05)
             except queue.Empty:
                 pass

@@ -7,6 +7,8 @@ over the sample, far fewer than a derivative-free search would need.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .perexample import row_dot
@@ -19,78 +21,83 @@ _CHUNK_VALUES = 1 << 18  # rows are processed in cache-sized chunks of about thi
 
 
 class TemperatureSample:
-    """Shifted scores (row maximum subtracted) and the true-class entries of the sampled rows."""
+    """Shifted scores (row maximum subtracted) and the true-class entries of the sampled rows,
+    kept as the batches they were read in (no copy into one array)."""
 
-    def __init__(self, shifted_parts: list[np.ndarray], true_parts: list[np.ndarray]):
-        self.shifted = np.concatenate(shifted_parts) if shifted_parts else np.empty((0, 0))
-        self.true_shifted = np.concatenate(true_parts) if true_parts else np.empty(0)
-        self.shifted_squared = self.shifted * self.shifted  # the same at every beta
+    def __init__(self):
+        self.shifted: list[np.ndarray] = []
+        self.true_shifted: list[np.ndarray] = []
 
-    @staticmethod
-    def part(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def add(self, scores: np.ndarray, labels: np.ndarray) -> None:
         shifted = scores - scores.max(axis=1, keepdims=True)
         np.maximum(shifted, _FLOOR, out=shifted)
-        return shifted, shifted[np.arange(len(labels)), labels].astype(np.float64)
+        self.shifted.append(shifted)
+        self.true_shifted.append(shifted[np.arange(len(labels)), labels].astype(np.float64))
 
     def __len__(self) -> int:
-        return len(self.true_shifted)
+        return sum(len(part) for part in self.true_shifted)
 
     def slope_and_curvature(self, beta: float) -> tuple[float, float]:
-        """d/dbeta and d2/dbeta2 of the mean NLL: mean(E[z] - z_y) and mean(Var[z])."""
-        slope = curvature = 0.0
-        step = max(1, _CHUNK_VALUES // max(1, self.shifted.shape[1]))
-        weights = np.empty((min(step, len(self)), self.shifted.shape[1]), self.shifted.dtype)
-        for start in range(0, len(self), step):
-            rows = slice(start, start + step)
-            shifted = self.shifted[rows]
-            chunk = weights[:len(shifted)]
-            np.multiply(shifted, beta, out=chunk)
-            np.exp(chunk, out=chunk)  # each row's maximum is 0: no overflow
-            total = chunk.sum(axis=1, dtype=np.float64)
-            first = row_dot(chunk, shifted) / total
-            second = row_dot(chunk, self.shifted_squared[rows]) / total
-            slope += float(np.sum(first - self.true_shifted[rows]))
-            curvature += float(np.sum(np.maximum(second - first * first, 0.0)))
-        return slope / len(self), curvature / len(self)
+        """d/dbeta and d2/dbeta2 of the mean NLL: mean(E[z] - z_y) and mean(Var[z]).
+
+        Per-row terms first, summed once at the end: the result does not depend on how the
+        sample was split into batches and chunks.
+        """
+        slopes, variances = [], []
+        for shifted_part, true_part in zip(self.shifted, self.true_shifted):
+            step = max(1, _CHUNK_VALUES // max(1, shifted_part.shape[1]))
+            weights = np.empty((min(step, len(shifted_part)), shifted_part.shape[1]),
+                               shifted_part.dtype)
+            weighted = np.empty_like(weights)
+            for start in range(0, len(shifted_part), step):
+                shifted = shifted_part[start:start + step]
+                chunk, moment = weights[:len(shifted)], weighted[:len(shifted)]
+                np.multiply(shifted, beta, out=chunk)
+                np.exp(chunk, out=chunk)  # each row's maximum is 0: no overflow
+                total = chunk.sum(axis=1, dtype=np.float64)
+                first = row_dot(chunk, shifted) / total
+                np.multiply(chunk, shifted, out=moment)
+                second = row_dot(moment, shifted) / total
+                slopes.append(first - true_part[start:start + step])
+                variances.append(np.maximum(second - first * first, 0.0))
+        return float(np.concatenate(slopes).mean()), float(np.concatenate(variances).mean())
 
 
 BETA_MIN, BETA_MAX = 1.0 / T_MAX, 1.0 / T_MIN
-GROWTH = 4.0  # bracket expansion factor
+GROWTH = 4.0  # how far a step may go beyond the sampled betas while one side is unbounded
 RELATIVE_STEP = 1e-7  # float32 scores resolve beta to about this; finer steps chase noise
 
 
 def fit_temperature(sample: TemperatureSample) -> float:
     """Return T in [T_MIN, T_MAX] minimising mean NLL on the sample (clamped at the ends).
 
-    From beta = 1, the bracket around the root of the slope is widened geometrically until the
-    slope changes sign (or a search limit is reached, which is then the answer); inside it,
-    Newton steps, with bisection whenever a step would leave the bracket. A handful of passes
-    over the sample in the usual case.
+    Newton steps on the slope from beta = 1, kept inside a bracket [lo, hi] that holds the
+    root: each evaluated beta moves one end of it, by the slope's sign. A step that would leave
+    the bracket goes GROWTH times further out while one end is still a search limit (so a
+    limit is reached in a few passes, and is then the answer if the slope keeps its sign
+    there), and to the bracket's geometric middle otherwise.
     """
-    beta = 1.0
-    slope, curvature = sample.slope_and_curvature(beta)
     lo, hi = BETA_MIN, BETA_MAX
-    if slope < 0:  # the optimum has a larger beta: widen upwards
-        while slope < 0 and beta < BETA_MAX:
-            lo, beta = beta, min(beta * GROWTH, BETA_MAX)
-            slope, curvature = sample.slope_and_curvature(beta)
-    else:  # a smaller beta: widen downwards
-        while slope > 0 and beta > BETA_MIN:
-            hi, beta = beta, max(beta / GROWTH, BETA_MIN)
-            slope, curvature = sample.slope_and_curvature(beta)
-    if (slope < 0 and beta == BETA_MAX) or (slope > 0 and beta == BETA_MIN):
-        return 1.0 / beta  # still falling (or rising) at a search limit: clamp there
+    beta = 1.0
     for _ in range(100):
+        slope, curvature = sample.slope_and_curvature(beta)
+        if slope == 0:
+            return 1.0 / beta
         if slope > 0:
             hi = beta
-        elif slope < 0:
-            lo = beta
         else:
+            lo = beta
+        if lo == BETA_MAX or hi == BETA_MIN:  # still falling (rising) at a search limit
             return 1.0 / beta
-        step = beta - slope / curvature if curvature > 0 else np.nan
-        new_beta = step if lo < step < hi else 0.5 * (lo + hi)
-        if abs(new_beta - beta) <= RELATIVE_STEP * beta:
-            return 1.0 / new_beta
-        beta = new_beta
-        slope, curvature = sample.slope_and_curvature(beta)
+        step = beta - slope / curvature if curvature > 0 else math.nan
+        if not lo < step < hi:
+            if slope < 0 and hi == BETA_MAX:
+                step = min(beta * GROWTH, BETA_MAX)
+            elif slope > 0 and lo == BETA_MIN:
+                step = max(beta / GROWTH, BETA_MIN)
+            else:
+                step = math.sqrt(lo * hi)
+        if abs(step - beta) <= RELATIVE_STEP * beta:
+            return 1.0 / step
+        beta = step
     return 1.0 / beta

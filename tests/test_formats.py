@@ -193,26 +193,41 @@ def test_slices_report_each_value(small_run):
 
 
 def test_prefetch_hands_over_items_and_errors_in_order():
-    from metricdiff.pipeline import prefetch
+    from metricdiff.pipeline import Prefetch
 
-    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+    assert list(Prefetch(iter(range(50)), depth=2)) == list(range(50))
 
     def failing():
         yield 1
         raise ValueError("decode failed")
 
-    produced = prefetch(failing())
+    produced = iter(Prefetch(failing()))
     assert next(produced) == 1
     with pytest.raises(ValueError, match="decode failed"):
         next(produced)
 
 
-def test_prefetch_stops_its_thread_when_the_consumer_stops_early():
+def test_prefetch_reads_ahead_at_once_and_close_stops_its_thread():
     import threading
+    import time
 
-    from metricdiff.pipeline import prefetch
+    from metricdiff.pipeline import Prefetch
 
-    produced = prefetch(iter(range(1000)), depth=1)
-    assert next(produced) == 0
-    produced.close()  # the consumer gives up: the producer must not stay blocked
+    started = threading.Event()
+
+    def items():
+        started.set()  # production begins before anyone iterates
+        yield from range(1000)
+
+    reader = Prefetch(items(), depth=1)
+    assert started.wait(timeout=10)
+    assert next(iter(reader)) == 0
+    reader.close()  # the consumer gives up: the producer must not stay blocked
+    deadline = time.monotonic() + 10
+    while any(t.name == "metricdiff-reader" and t.is_alive() for t in threading.enumerate()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+    never_read = Prefetch(iter(range(1000)), depth=1)
+    never_read.close()  # closed before any iteration: the thread ends too
     assert not any(t.name == "metricdiff-reader" and t.is_alive() for t in threading.enumerate())
