@@ -100,21 +100,22 @@ class ResampleView:
         """Each wanted metric on each row of `weights` (resamples x examples)."""
         out = {}
         total = weights.sum(axis=1)
+        scratch = np.empty_like(weights)  # for weights x per-example values, one at a time
         if wanted & {"ece", "mce"}:
             count = self._sums("bin", weights)
-            gap = np.abs(self._sums("bin", weights * self.gap))
+            gap = np.abs(self._sums("bin", np.multiply(weights, self.gap, out=scratch)))
             out["ece"] = gap.sum(axis=1) / total
             with np.errstate(invalid="ignore", divide="ignore"):
                 out["mce"] = np.where(count > 0, gap / count, -np.inf).max(axis=1)
         if "ece_calibrated" in wanted:
-            gap = self._sums("bin_cal", weights * self.gap_cal)
+            gap = self._sums("bin_cal", np.multiply(weights, self.gap_cal, out=scratch))
             out["ece_calibrated"] = np.abs(gap).sum(axis=1) / total
         if "ece_adaptive" in wanted:
             out["ece_adaptive"] = self._adaptive(weights)
         if wanted & {"balanced_accuracy", "macro_f1"}:
             support = self._sums("label", weights)
             predicted = self._sums("pred", weights)
-            hits = self._sums("label", weights * self.correct)
+            hits = self._sums("label", np.multiply(weights, self.correct, out=scratch))
             present = support > 0
             seen = present | (predicted > 0)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -144,7 +145,7 @@ class ResampleView:
         A resample of fewer copies than bins leaves its last bins empty (np.array_split's
         single-row bins).
         """
-        resamples, size = weights.shape
+        size = weights.shape[1]
         w = weights[:, self.by_conf]
         copies = np.cumsum(w, axis=1)
         totals = np.floor(copies[:, -1])
@@ -152,12 +153,11 @@ class ResampleView:
         # as np.array_split: every bin holds total // bins copies, the first total % bins one more
         edges = (cut * (totals[:, None] // self.bins)
                  + np.minimum(cut, totals[:, None] % self.bins))
-        # one search over all resamples: shift each row above the previous one's values
-        shift = (np.arange(resamples) * (np.ceil(copies[:, -1].max()) + 1))[:, None]
-        found = np.searchsorted((copies + shift).ravel(), (edges + shift).ravel(), side="left")
-        j = np.minimum(found.reshape(edges.shape) - np.arange(resamples)[:, None] * size,
-                       size - 1)
-        cumulative = np.cumsum(w * self.gap_by_conf, axis=1)
+        j = np.minimum([np.searchsorted(row, row_edges, side="left")
+                        for row, row_edges in zip(copies, edges)], size - 1)
+        # w is not needed any more: its memory takes the products and their sums (each fresh
+        # block-sized temporary costs its page faults again)
+        cumulative = np.cumsum(np.multiply(w, self.gap_by_conf, out=w), axis=1, out=w)
         # sums over the copies before example j (those of examples 0 .. j-1)
         previous, first = np.maximum(j - 1, 0), j == 0
         copies_before = np.where(first, 0.0, np.take_along_axis(copies, previous, axis=1))
@@ -281,11 +281,11 @@ def resample_values(runs: list[PerExample], num_classes: int, bins: int,
     whose first column is the subset's own value (every example weighted n / size)."""
     draws = [{name: np.empty((plan.subsets, plan.per_subset + 1)) for name in names}
              for names in wanted]
-    views = []  # per subset, one view per run
-    for j in range(plan.subsets):
+
+    def subset_views(j: int) -> list[ResampleView]:
         subset = plan.subset(j)
-        views.append([ResampleView(pe if subset is None else pe.take(subset), num_classes, bins)
-                      for pe in runs])
+        return [ResampleView(pe if subset is None else pe.take(subset), num_classes, bins)
+                for pe in runs]
 
     def fill(j: int, first_column: int, weights: np.ndarray) -> None:
         columns = slice(first_column, first_column + len(weights))
@@ -298,10 +298,11 @@ def resample_values(runs: list[PerExample], num_classes: int, bins: int,
         j, b = task
         fill(j, 1 + b * plan.block_rows, plan.weight_block(j, b))
 
-    for j in range(plan.subsets):
-        fill(j, 0, np.full((1, plan.size), plan.n / plan.size))
-    # numpy does most of a block's work without the GIL: two threads keep both cores busy
+    # numpy does most of this work without the GIL: two threads keep both cores busy
     with ThreadPoolExecutor(max_workers=2) as pool:
+        views = list(pool.map(subset_views, range(plan.subsets)))  # per subset, one per run
+        for j in range(plan.subsets):
+            fill(j, 0, np.full((1, plan.size), plan.n / plan.size))
         list(pool.map(fill_block, [(j, b) for j in range(plan.subsets)
                                    for b in range(plan.blocks)]))
     return draws
