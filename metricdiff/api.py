@@ -130,8 +130,6 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
     >>> result.best
     'digits_logreg'
     """
-    from .comparison import CompareSettings, build_comparison  # not needed by report()
-
     if not candidates:
         raise UsageError("compare needs a baseline and at least one candidate run")
     paths = [baseline, *candidates]
@@ -146,9 +144,6 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
     _check_positive({"--top-k": top_k, "--bins": ece_bins})
     read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
                          prob_tolerance, batch_values)
-    settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
-                               resamples=resamples, seed=seed, fail_on=fail_on, top=top,
-                               allow_partial=allow_partial)
     # two runs read at once: each run's reading is already overlapped with its arithmetic,
     # and the machine this is sized for has two cores
     stop = threading.Event()  # on Ctrl-C or an error, the other reads end at their next batch
@@ -157,12 +152,18 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,
                                stop=stop) for path, name in zip(paths, names)]
+        # imported here, not at the top (report() does not need it), and while the runs are
+        # read: its imports (scipy.special, 0.2 s) overlap the reading
+        from .comparison import CompareSettings, build_comparison
         runs = [future.result() for future in futures]
     except BaseException:
         stop.set()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
+                               resamples=resamples, seed=seed, fail_on=fail_on, top=top,
+                               allow_partial=allow_partial)
     return build_comparison(runs, settings, metric_settings)
 
 
