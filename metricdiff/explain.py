@@ -75,24 +75,31 @@ def confident_wrong_view(base: PerExample, cand: PerExample, threshold: float) -
 
 def class_group_view(base: PerExample, cand: PerExample, groups: np.ndarray) -> list[dict]:
     """Contributions of head / torso / tail classes (by baseline support) to both changes."""
-    n = len(base)
+    n, size = len(base), len(GROUP_NAMES)
     example_group = groups[base.label]
     d_acc = cand.correct.astype(np.float64) - base.correct
     d_nll = cand.nll - base.nll
     total_acc, total_nll = float(d_acc.mean()), float(d_nll.mean())
+
+    def per_group(weights=None) -> np.ndarray:  # one pass over the examples per quantity
+        return np.bincount(example_group, weights=weights, minlength=size)
+
+    examples, base_hits, cand_hits = per_group(), per_group(base.correct), per_group(cand.correct)
+    acc_parts, nll_parts = per_group(d_acc) / n, per_group(d_nll) / n
+    base_predicted = np.bincount(groups[base.pred], minlength=size) / n
+    cand_predicted = np.bincount(groups[cand.pred], minlength=size) / n
     rows = []
     for g, name in enumerate(GROUP_NAMES):
-        member = example_group == g
-        acc_part = float(d_acc[member].sum() / n)
-        nll_part = float(d_nll[member].sum() / n)
+        count = int(examples[g])
         rows.append({
-            "group": name, "examples": int(member.sum()),
-            "baseline_accuracy": float(base.correct[member].mean()) if member.any() else None,
-            "candidate_accuracy": float(cand.correct[member].mean()) if member.any() else None,
-            "baseline_predicted_share": float((groups[base.pred] == g).mean()),
-            "candidate_predicted_share": float((groups[cand.pred] == g).mean()),
-            "accuracy_contribution": acc_part, "accuracy_share": _share(acc_part, total_acc),
-            "nll_contribution": nll_part, "nll_share": _share(nll_part, total_nll),
+            "group": name, "examples": count,
+            "baseline_accuracy": float(base_hits[g] / count) if count else None,
+            "candidate_accuracy": float(cand_hits[g] / count) if count else None,
+            "baseline_predicted_share": float(base_predicted[g]),
+            "candidate_predicted_share": float(cand_predicted[g]),
+            "accuracy_contribution": float(acc_parts[g]),
+            "accuracy_share": _share(acc_parts[g], total_acc),
+            "nll_contribution": float(nll_parts[g]), "nll_share": _share(nll_parts[g], total_nll),
         })
     return rows
 

@@ -109,11 +109,13 @@ def rank_confidence_bins(attribution: Attribution, base: PerExample, cand: PerEx
     contribution = attribution.by_group(which, bins)
     edges = bin_edges(bins)
     count = np.bincount(which, minlength=bins)
+    base_hits = np.bincount(which, weights=base.correct, minlength=bins)
+    cand_hits = np.bincount(which, weights=cand.correct, minlength=bins)
     order = [i for i in np.argsort(-np.abs(contribution), kind="stable") if count[i]]
     rows = [{"lower": float(edges[i]), "upper": float(edges[i + 1]), "count": int(count[i]),
              "contribution": float(contribution[i]),
-             "baseline_accuracy": float(base.correct[which == i].mean()),
-             "candidate_accuracy": float(cand.correct[which == i].mean())} for i in order]
+             "baseline_accuracy": float(base_hits[i] / count[i]),
+             "candidate_accuracy": float(cand_hits[i] / count[i])} for i in order]
     return {"metric": attribution.metric, "grouped_by": "baseline confidence", "rows": rows}
 
 

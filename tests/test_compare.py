@@ -306,3 +306,57 @@ def test_sample_comparison_markdown_fits_a_pull_request_comment(sample_compariso
     assert len(markdown) < 65_536  # GitHub's limit for a comment body
     assert markdown.count("<details>") == markdown.count("</details>") > 0
     assert "featB\\_hpA" in markdown and "**better**" in markdown
+
+
+def test_group_rows_match_a_pandas_groupby(pair):
+    """Per confidence bin and per class group (head/torso/tail), the accuracies, counts and
+    contributions of the comparison against pandas groupby on softmax from scipy."""
+    import pandas as pd
+    from scipy.special import log_softmax, softmax
+
+    base, _, worse, logits, labels, ids = pair
+    noise = np.random.default_rng(5).normal(0, 2.5, logits.shape).astype(np.float32)
+    comparison = metricdiff.compare(str(base), str(worse), resamples=0).to_dict()[
+        "comparisons"][0]
+    rows = np.arange(len(labels))
+    frame = pd.DataFrame({
+        "label": labels,
+        "bin": pd.cut(softmax(logits.astype(np.float64), axis=1).max(axis=1),
+                      np.linspace(0, 1, 16), labels=False),
+        "base_ok": logits.argmax(axis=1) == labels,
+        "cand_ok": (logits + noise).argmax(axis=1) == labels,
+        "base_pred": logits.argmax(axis=1), "cand_pred": (logits + noise).argmax(axis=1),
+        "d_nll": (log_softmax(logits.astype(np.float64), axis=1)[rows, labels]
+                  - log_softmax((logits + noise).astype(np.float64), axis=1)[rows, labels]),
+    })
+    n = len(frame)
+
+    by_bin = frame.groupby("bin").agg(count=("bin", "size"), base=("base_ok", "mean"),
+                                      cand=("cand_ok", "mean"), nll=("d_nll", "sum"))
+    got = {round(r["lower"] * 15): r for r in comparison["ranked"]["confidence_bins"]["rows"]}
+    assert set(got) == set(by_bin.index)
+    for b, expected in by_bin.iterrows():
+        assert got[b]["count"] == expected["count"]
+        assert got[b]["baseline_accuracy"] == pytest.approx(expected["base"], rel=1e-12)
+        assert got[b]["candidate_accuracy"] == pytest.approx(expected["cand"], rel=1e-12)
+        assert got[b]["contribution"] == pytest.approx(expected["nll"] / n, rel=1e-6, abs=1e-12)
+
+    # head: most frequent classes while fewer than 50% of examples come before them, torso to 80%
+    support = frame["label"].value_counts().sort_index(kind="stable")
+    support = support.sort_values(ascending=False, kind="stable")
+    before = (support.cumsum() - support) / n
+    group_of = pd.Series(np.select([before < 0.5, before < 0.8], [0, 1], 2), support.index)
+    frame["group"] = frame["label"].map(group_of)
+    names = ("head", "torso", "tail")
+    for row in comparison["explanation"]["class_groups"]:
+        member = frame[frame["group"] == names.index(row["group"])]
+        assert row["examples"] == len(member)
+        assert row["baseline_accuracy"] == pytest.approx(member["base_ok"].mean(), rel=1e-12)
+        assert row["candidate_accuracy"] == pytest.approx(member["cand_ok"].mean(), rel=1e-12)
+        assert row["accuracy_contribution"] == pytest.approx(
+            (member["cand_ok"].sum() - member["base_ok"].sum()) / n, abs=1e-12)
+        assert row["nll_contribution"] == pytest.approx(member["d_nll"].sum() / n, rel=1e-6)
+        predicted = frame["base_pred"].map(group_of).fillna(2) == names.index(row["group"])
+        assert row["baseline_predicted_share"] == pytest.approx(predicted.mean(), rel=1e-12)
+        predicted = frame["cand_pred"].map(group_of).fillna(2) == names.index(row["group"])
+        assert row["candidate_predicted_share"] == pytest.approx(predicted.mean(), rel=1e-12)
