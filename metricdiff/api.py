@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .errors import UsageError
 from .io import ReadOptions
-from .metrics import MetricSettings
+from .metrics import MetricSettings, metric_directions
 from .pipeline import DEFAULT_TEMPERATURE_VALUES, Progress, load_run
 from .report import ComparisonReport, RunReport, build_report
+from .verdict import check_primary, check_settings
 
 
 def report(run: str, *, name: str | None = None, label_col: str = "label",
@@ -142,6 +143,9 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
     metric_settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, seed=seed,
                                      class_groups=_check_groups(class_groups))
     _check_positive({"--top-k": top_k, "--bins": ece_bins})
+    # a mistyped setting is reported before minutes of reading, not after
+    check_primary(primary, metric_directions(top_k))
+    check_settings(alpha, min_effect, fail_on)
     read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
                          prob_tolerance, batch_values)
     # two runs read at once: each run's reading is already overlapped with its arithmetic,

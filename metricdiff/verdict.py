@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
-from .paired import Interval
+
+if TYPE_CHECKING:  # a type only: importing paired would pull scipy into every start-up
+    from .paired import Interval
 
 DECISIONS = ("better", "worse", "inconclusive")
 FAIL_ON = ("never", "worse", "not-better")

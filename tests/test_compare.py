@@ -231,6 +231,17 @@ def test_bad_compare_options(pair, args, fragment):
     assert_one_line_error(run_cli("compare", base, same, *args), fragment)
 
 
+@pytest.mark.parametrize("args,fragment", [
+    (["--primary", "loss"], "unknown --primary metric 'loss'"),
+    (["--alpha", "0"], "--alpha"),
+    (["--min-effect", "-1"], "--min-effect"),
+])
+def test_bad_settings_are_reported_before_any_run_is_read(tmp_path, args, fragment):
+    """Runs that do not exist: the error names the setting, so nothing was read first."""
+    missing = [tmp_path / "nowhere_a.parquet", tmp_path / "nowhere_b.parquet"]
+    assert_one_line_error(run_cli("compare", *missing, *args), fragment)
+
+
 def test_compare_needs_two_runs(pair):
     assert_one_line_error(run_cli("compare", pair[0]), "at least one candidate")
 
