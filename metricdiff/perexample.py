@@ -83,7 +83,8 @@ def from_scores(scores: np.ndarray, labels: np.ndarray, temperature: float | Non
 def _chunk(scores, labels, temperature, shifted, exp_shifted, out, pred, rank) -> None:
     """Fill the per-example outputs of one chunk of rows, in place."""
     rows = np.arange(len(labels))
-    row_max = scores.max(axis=1)
+    pred[:] = scores.argmax(axis=1)
+    row_max = scores[rows, pred]  # the maximum, without a second pass
     np.subtract(scores, row_max[:, None], out=shifted)  # <= 0; -inf where a probability was 0
     np.exp(shifted, out=exp_shifted)
     total = exp_shifted.sum(axis=1, dtype=np.float64)  # >= 1: the top class contributes 1
@@ -92,7 +93,6 @@ def _chunk(scores, labels, temperature, shifted, exp_shifted, out, pred, rank) -
     out["nll"][:] = log_total - true_shifted
     out["conf"][:] = 1.0 / total
 
-    pred[:] = scores.argmax(axis=1)
     rank[:] = 0
     wrong = np.flatnonzero(pred != labels)  # where the true class is not first, find its rank
     if len(wrong):
@@ -123,10 +123,13 @@ def _chunk(scores, labels, temperature, shifted, exp_shifted, out, pred, rank) -
 def _rank(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Position of the true class when classes are sorted by score, ties by class index."""
     true_score = scores[np.arange(len(labels)), labels][:, None]
-    above = np.count_nonzero(scores > true_score, axis=1)
-    tied_before = np.count_nonzero((scores == true_score)
-                                   & (np.arange(scores.shape[1]) < labels[:, None]), axis=1)
-    return above + tied_before
+    rank = np.count_nonzero(scores > true_score, axis=1)
+    # a row ties when another class has the true class's score (rare): lower classes go first
+    tied = np.flatnonzero(np.count_nonzero(scores == true_score, axis=1) > 1)
+    if len(tied):
+        before = np.arange(scores.shape[1]) < labels[tied, None]
+        rank[tied] += np.count_nonzero((scores[tied] == true_score[tied]) & before, axis=1)
+    return rank
 
 
 def row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:

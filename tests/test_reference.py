@@ -237,3 +237,20 @@ def test_temperature_search_limits(tmp_path):
     assert document["metrics"]["temperature"] == 100.0
     assert any("search limit" in w for w in document["warnings"])
     assert document["metrics"]["nll_calibrated"] == pytest.approx(math.log(5), rel=1e-3)
+
+
+def test_rank_of_the_true_class_with_ties_is_a_stable_sort():
+    """Rank = position of the true class when classes are sorted by descending score, ties by
+    class index (a stable argsort of -score); scores rounded to make ties common."""
+    from metricdiff.perexample import from_scores
+
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.normal(0, 1, (2000, 12)), 1).astype(np.float32)
+    labels = rng.integers(0, 12, 2000)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    expected = np.argmax(order == labels[:, None], axis=1)
+    pe = from_scores(scores, labels, temperature=None)
+    assert np.array_equal(pe.rank, expected)
+    assert np.array_equal(pe.pred, order[:, 0])
+    tied = (scores == scores[np.arange(2000), labels][:, None]).sum(axis=1) > 1
+    assert tied.mean() > 0.2  # the case under test does occur
