@@ -146,8 +146,8 @@ class ResampleView:
         single-row bins).
         """
         size = weights.shape[1]
-        w = weights[:, self.by_conf]
-        copies = np.cumsum(w, axis=1)
+        w = np.take(weights, self.by_conf, axis=1)
+        copies = _running_sums(w, out=np.empty_like(w))
         totals = np.floor(copies[:, -1])
         cut = np.arange(self.bins + 1)
         # as np.array_split: every bin holds total // bins copies, the first total % bins one more
@@ -157,13 +157,21 @@ class ResampleView:
                         for row, row_edges in zip(copies, edges)], size - 1)
         # w is not needed any more: its memory takes the products and their sums (each fresh
         # block-sized temporary costs its page faults again)
-        cumulative = np.cumsum(np.multiply(w, self.gap_by_conf, out=w), axis=1, out=w)
+        cumulative = _running_sums(np.multiply(w, self.gap_by_conf, out=w), out=w)
         # sums over the copies before example j (those of examples 0 .. j-1)
         previous, first = np.maximum(j - 1, 0), j == 0
         copies_before = np.where(first, 0.0, np.take_along_axis(copies, previous, axis=1))
         gap_before = np.where(first, 0.0, np.take_along_axis(cumulative, previous, axis=1))
         at_edges = gap_before + (edges - copies_before) * self.gap_by_conf[j]
         return np.abs(np.diff(at_edges, axis=1)).sum(axis=1) / totals
+
+
+def _running_sums(values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Cumulative sums along each row, row by row: numpy releases the GIL in a 1-D cumsum but
+    holds it through a 2-D one along axis 1 (numpy 2.4), and blocks run on two threads."""
+    for row, row_out in zip(values, out):
+        np.cumsum(row, out=row_out)
+    return out
 
 
 RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated")
