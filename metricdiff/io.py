@@ -507,7 +507,7 @@ def _list_matrix(path: str, row_start: int, column: pa.Array, name: str,
         i = _first_true(lengths != width)
         raise InputError(f"list has {lengths[i]} values, expected {width} like the first row "
                          "(ragged predictions)", path=path, column=name, row=row_start + i)
-    values = column.flatten()
+    values = _list_values(column)
     if values.null_count:
         i = _first_true(np.asarray(values.is_null())) // max(width, 1)
         raise InputError("null value inside the prediction list", path=path, column=name,
@@ -652,6 +652,18 @@ def numbers(array: pa.Array) -> np.ndarray:
         return np.empty(0, dtype)
     return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array),
                          offset=array.offset * dtype.itemsize)
+
+
+def _list_values(column: pa.Array) -> pa.Array:
+    """The values of a null-free list column's own rows: what column.flatten() gives, without
+    the import of pyarrow.compute that flatten() makes (0.08 s of every start-up)."""
+    if pa.types.is_fixed_size_list(column.type):
+        width = column.type.list_size
+        return column.values.slice(column.offset * width, len(column) * width)
+    offsets = numbers(column.offsets)  # this slice's own offsets, into all the values
+    if len(offsets) == 0:
+        return column.values.slice(0, 0)
+    return column.values.slice(offsets[0], offsets[-1] - offsets[0])
 
 
 def _list_lengths(column: pa.Array) -> np.ndarray:

@@ -42,6 +42,23 @@ def test_list_layouts_agree(tmp_path, predictions, list_kind, dtype):
         assert value == pytest.approx(reference[name], rel=1e-6, abs=1e-9), name
 
 
+@pytest.mark.parametrize("list_type", [pa.list_, pa.large_list, "fixed"])
+def test_list_values_of_a_slice_are_what_flatten_gives(list_type):
+    """metricdiff reads a list column's values without flatten() (which imports
+    pyarrow.compute); batches can be slices of a larger array, offsets included."""
+    from metricdiff.io import _list_values
+
+    values = pa.array(np.arange(24, dtype=np.float32))
+    if list_type == "fixed":
+        column = pa.FixedSizeListArray.from_arrays(values, 4)
+    else:
+        offsets = np.arange(0, 25, 4, dtype=np.int64 if list_type is pa.large_list else np.int32)
+        column = pa.array(values.to_numpy().reshape(6, 4).tolist(), list_type(pa.float32()))
+        assert np.array_equal(column.offsets.to_numpy(), offsets)
+    for part in (column, column.slice(2, 3), column.slice(5, 1), column.slice(3, 0)):
+        assert _list_values(part).equals(part.flatten()), (part.offset, len(part))
+
+
 def test_probs_give_the_numbers_of_their_logits(tmp_path, predictions):
     logits, labels = predictions
     from_logits = metrics_of(write_run(tmp_path / "l.parquet", labels, logits=logits))
