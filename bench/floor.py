@@ -32,7 +32,9 @@ def read_run(path: str) -> tuple[int, float]:
     rows, total = 0, 0.0
     for batch in parquet_file.iter_batches(batch_size=batch_rows, columns=["label", "logits"]):
         labels = values_of(batch.column("label"))
-        logits = values_of(batch.column("logits").flatten()).reshape(-1, classes)
+        column = batch.column("logits")  # flatten() would import pyarrow.compute (0.08 s)
+        values = column.values.slice(column.offset * classes, len(column) * classes)
+        logits = values_of(values).reshape(-1, classes)
         rows += len(labels)
         total += float(logits.max(axis=1).sum())
     return rows, total
