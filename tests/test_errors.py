@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+import metricdiff
 from conftest import list_array, probs_of, random_logits, write_run
 from metricdiff.cli import app
 
@@ -136,6 +137,24 @@ def test_ragged_lists(tmp_path):
     pq.write_table(pa.table({"label": [0, 1, 0],
                              "logits": [[0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [0.5, 0.1]]}), path)
     assert_input_error(run_cli("report", path), str(path), "column 'logits'", "row 2", "ragged")
+
+
+@pytest.mark.parametrize("kind", ["fixed", "list", "large"])
+def test_null_inside_a_prediction_list(tmp_path, kind):
+    """A null value inside row 150's list, past the first row groups and batches: the row
+    named is the file's, for every list layout (read without flatten())."""
+    logits, labels = random_logits(200, 4, seed=1)
+    values = pa.array(logits.ravel(), mask=np.arange(logits.size) == 150 * 4 + 2)
+    offsets = np.arange(0, logits.size + 1, 4)
+    column = {"fixed": lambda: pa.FixedSizeListArray.from_arrays(values, 4),
+              "list": lambda: pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values),
+              "large": lambda: pa.LargeListArray.from_arrays(pa.array(offsets), values)}[kind]()
+    path = tmp_path / "run.parquet"
+    pq.write_table(pa.table({"label": labels, "logits": column}), path, row_group_size=64)
+    assert_input_error(run_cli("report", path), str(path), "column 'logits'", "row 150",
+                       "null value inside")
+    with pytest.raises(metricdiff.InputError, match="row 150"):  # batches of 10 rows
+        metricdiff.report(str(path), batch_values=40)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
