@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 
@@ -48,8 +49,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     # each run's numbers are independent of the others', and numpy's sorts and passes release
     # the GIL: two threads measure two runs in about the time of one
     with ThreadPoolExecutor(max_workers=2) as pool:
-        summaries = list(pool.map(lambda run, pe, run_counts: _summary(run, pe, run_counts,
-                                                                       metric_settings),
+        summaries = list(pool.map(partial(_summary, metric_settings=metric_settings),
                                   runs, aligned, counts))
 
     base_run, base = runs[0], aligned[0]
