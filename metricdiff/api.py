@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .errors import UsageError
-from .io import ReadOptions
+from .io import ReadOptions, find_run_folders, is_run_folder_pattern
 from .metrics import MetricSettings, metric_directions
 from .pipeline import DEFAULT_TEMPERATURE_VALUES, Progress, load_run
 from .report import ComparisonReport, RunReport, build_report
@@ -84,7 +86,8 @@ def _check_groups(cuts) -> tuple[float, float]:
     return cuts
 
 
-def compare(baseline: str, *candidates: str, names: list[str] | None = None,
+def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | os.PathLike,
+            names: list[str | None] | None = None, paired_seeds: bool = False,
             primary: str = "nll", alpha: float = 0.05, min_effect: float = 0.0,
             resamples: int = 1000, seed: int = 0, fail_on: str = "never", top: int = 10,
             allow_partial: bool = False, label_col: str = "label", pred_col: str | None = None,
@@ -95,14 +98,23 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
             temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
             batch_values: int | None = None, progress: Progress | None = None
             ) -> ComparisonReport:
-    """Compare each candidate run with the baseline, example by example.
+    """Compare each candidate run, or group of runs, with the baseline, example by example.
 
     Parameters
     ----------
-    baseline, *candidates : str
-        Runs (Parquet file, folder of shards, or glob). The first is the baseline.
+    baseline, *candidates : str or os.PathLike
+        Runs (Parquet file, folder of shards, or glob). The first is the baseline. A glob
+        that ends in ``/`` (``"runs/main/seed*/"``) names one run per folder it matches, all
+        in one group.
+        Instead, ``baseline`` may be a mapping ``{group name: path or list of paths}``, the
+        first group the baseline: each group holds the runs of one configuration (seeds).
     names : list of str or None, optional
-        Display names, one per run; None (or a None entry) names a run after its file.
+        One name per path; paths given the same name form one group (several seeds of one
+        configuration). None (or a None entry) makes the run a group of its own, named
+        after its file.
+    paired_seeds : bool
+        The i-th run of every group was trained with the same seed: deltas are taken seed by
+        seed. Needs groups of equal size.
     primary : str
         The metric the verdict is about (default ``nll``).
     alpha : float
@@ -131,13 +143,8 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
     >>> result.best
     'digits_logreg'
     """
-    if not candidates:
-        raise UsageError("compare needs a baseline and at least one candidate run")
-    paths = [baseline, *candidates]
-    names = list(names) if names is not None else [None] * len(paths)
-    if len(names) != len(paths):
-        raise UsageError(f"{len(names)} names for {len(paths)} runs")
-    names = _distinct([name or default_name(path) for name, path in zip(names, paths)])
+    paths, names = _runs_and_names(baseline, candidates, names)
+    groups, run_names = _groups(paths, names)
     if resamples < 0 or top < 0:
         raise UsageError("--resamples and --top must be 0 or more")
     metric_settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, seed=seed,
@@ -155,7 +162,7 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
     try:
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,
-                               stop=stop) for path, name in zip(paths, names)]
+                               stop=stop) for path, name in zip(paths, run_names)]
         # imported here, not at the top (report() does not need it), and while the runs are
         # read: its imports (scipy.special, 0.2 s) overlap the reading
         from .comparison import CompareSettings, build_comparison
@@ -167,17 +174,54 @@ def compare(baseline: str, *candidates: str, names: list[str] | None = None,
         pool.shutdown(wait=True, cancel_futures=True)
     settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
                                resamples=resamples, seed=seed, fail_on=fail_on, top=top,
-                               allow_partial=allow_partial)
-    return build_comparison(runs, settings, metric_settings)
+                               allow_partial=allow_partial, paired_seeds=paired_seeds)
+    return build_comparison(runs, settings, metric_settings, groups)
 
 
-def _distinct(names: list[str]) -> list[str]:
-    """Runs are keyed by name: a repeated name (the same file twice) gets #2, #3..."""
+def _runs_and_names(baseline, candidates, names) -> tuple[list[str], list[str | None]]:
+    """Paths and their given names (None: none given), run-folder patterns expanded."""
+    if isinstance(baseline, Mapping):
+        if candidates or names is not None:
+            raise UsageError("give the groups as one mapping, or runs and names, not both")
+        entries = [(os.fspath(path), str(group)) for group, paths in baseline.items()
+                   for path in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    else:
+        paths = [os.fspath(path) for path in (baseline, *candidates)]
+        given = list(names) if names is not None else [None] * len(paths)
+        if len(given) != len(paths):
+            raise UsageError(f"{len(given)} names for {len(paths)} runs")
+        entries = list(zip(paths, given))
+    expanded = []
+    for path, name in entries:
+        if is_run_folder_pattern(path):  # one group: named as given, else after the parent
+            group = name or default_name(os.path.dirname(path.rstrip("/" + os.sep)))
+            expanded += [(folder, group) for folder in find_run_folders(path)]
+        else:
+            expanded.append((path, name))
+    if len(expanded) < 2:
+        raise UsageError("compare needs a baseline and at least one candidate run")
+    return [p for p, _ in expanded], [n for _, n in expanded]
+
+
+def _groups(paths: list[str], names: list[str | None]) -> tuple[list[str], list[str]]:
+    """(group of each run, run names): a run with no name given is a group of its own; the
+    runs of a group of several are named group/file."""
+    groups = _distinct([name or default_name(path) for name, path in zip(names, paths)],
+                       keep=set(filter(None, names)))
+    sizes = {group: groups.count(group) for group in groups}
+    run_names = _distinct([group if sizes[group] == 1 else f"{group}/{default_name(path)}"
+                           for group, path in zip(groups, paths)])
+    return groups, run_names
+
+
+def _distinct(names: list[str], keep: set[str] = frozenset()) -> list[str]:
+    """Runs are keyed by name: a repeated name (the same file twice) gets #2, #3...; names in
+    `keep` (groups named on purpose) stay as they are."""
     seen: dict[str, int] = {}
     distinct = []
     for name in names:
         seen[name] = seen.get(name, 0) + 1
-        distinct.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+        distinct.append(name if seen[name] == 1 or name in keep else f"{name}#{seen[name]}")
     return distinct
 
 

@@ -153,11 +153,17 @@ class FailOn(str, Enum):
                     "Examples:\n\n"
                     "  metricdiff compare main=runs/main.parquet pr=runs/pr.parquet\n\n"
                     "  metricdiff compare a.parquet b.parquet c.parquet --primary accuracy\n\n"
+                    "  metricdiff compare main=runs/main/s0.parquet main=runs/main/s1.parquet "
+                    "pr=runs/pr/s0.parquet pr=runs/pr/s1.parquet\n\n"
+                    "  metricdiff compare 'main=runs/main/seed*/' 'pr=runs/pr/seed*/' "
+                    "--paired-seeds\n\n"
                     "  metricdiff compare main.parquet pr.parquet --fail-on worse "
                     "--format markdown >> $GITHUB_STEP_SUMMARY")
 def compare(
     runs: Annotated[list[str], typer.Argument(
-        help="BASELINE CANDIDATE [CANDIDATE ...]: runs, optionally named as NAME=PATH.")],
+        help="BASELINE CANDIDATE [CANDIDATE ...]: runs, optionally named as NAME=PATH. Runs "
+             "given the same NAME form a group (seeds of one configuration); NAME=DIR/*/ (a "
+             "pattern ending in /) makes each matching folder one run of group NAME.")],
     primary: Annotated[str, typer.Option(help="Metric the verdict is about.")] = "nll",
     alpha: Annotated[float, typer.Option(
         help="Significance level; intervals are at 1 - alpha.")] = 0.05,
@@ -170,6 +176,9 @@ def compare(
     top: Annotated[int, typer.Option(help="Length of each ranked list.")] = 10,
     allow_partial: Annotated[bool, typer.Option(
         help="Compare the examples common to all runs when ids differ.")] = False,
+    paired_seeds: Annotated[bool, typer.Option(
+        help="The i-th run of every group used the same seed: take deltas seed by seed.")
+    ] = False,
     output_format: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     label_col: LabelColOpt = "label",
@@ -192,10 +201,9 @@ def compare(
         _check_output_path(output)
         _check_output_path(html, "--html")
         names, paths = zip(*(split_name(arg) for arg in runs))
-        if len(paths) < 2:
-            raise UsageError("compare needs a baseline and at least one candidate run")
         with progress_bar() as progress:
-            result = api.compare(*paths, names=list(names), primary=primary, alpha=alpha,
+            result = api.compare(*paths, names=list(names), paired_seeds=paired_seeds,
+                                 primary=primary, alpha=alpha,
                                  min_effect=min_effect, resamples=resamples, seed=seed,
                                  fail_on=fail_on.value, top=top, allow_partial=allow_partial,
                                  label_col=label_col, pred_col=pred_col,

@@ -3,6 +3,7 @@ baseline, explain, rank, decide."""
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -14,8 +15,12 @@ from .explain import (calibration_view, class_group_view, confident_wrong_view, 
                       nll_by_flip, reasons)
 from .metrics import (ClassCounts, MetricSettings, class_groups, headline, metric_directions,
                       reliability_table)
-from .paired import (METHOD_MCNEMAR, METHOD_NONE, RESAMPLED, BootstrapPlan, Interval, bootstrap,
-                     mcnemar_exact, paired_t, per_example_values, resample_values)
+from .errors import UsageError
+from .groups import (GroupExamples, average_over_pairs, group_summaries, noise_floor_table,
+                     run_pairs, spread_over_pairs)
+from .paired import (METHOD_NONE, RESAMPLED, BootstrapPlan, Interval, bootstrap, mcnemar,
+                     paired_t, per_example_values, resample_values)
+from .seeds import mean_metric_delta, resampled_metric_delta
 from .perexample import PerExample
 from .pipeline import RunData
 from .ranking import (Attribution, change_word, rank_classes, rank_confidence_bins,
@@ -35,13 +40,19 @@ class CompareSettings:
     fail_on: str = "never"
     top: int = 10  # length of each ranked list
     allow_partial: bool = False
+    paired_seeds: bool = False  # the i-th runs of every group share a training seed
 
 
 def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSettings(),
-                     metric_settings: MetricSettings = MetricSettings()) -> ComparisonReport:
+                     metric_settings: MetricSettings = MetricSettings(),
+                     groups: list[str] | None = None) -> ComparisonReport:
+    """Compare each candidate group of runs with the baseline group (the first). `groups`
+    names the group of each run; by default every run is a group of its own."""
     directions = metric_directions(metric_settings.top_k)
     check_primary(settings.primary, directions)
     check_settings(settings.alpha, settings.min_effect, settings.fail_on)
+    members = _members(runs, groups, settings.paired_seeds)
+    grouped = any(len(indices) > 1 for indices in members.values())
     alignment = align_runs(runs, settings.allow_partial)
     aligned = [_lined_up(run.examples, rows) for run, rows in zip(runs, alignment.rows)]
     num_classes = runs[0].num_classes
@@ -51,33 +62,56 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     with ThreadPoolExecutor(max_workers=2) as pool:
         summaries = list(pool.map(partial(_summary, metric_settings=metric_settings),
                                   runs, aligned, counts))
+    for summary, group in zip(summaries, _group_of_each(members, len(runs))):
+        summary["group"] = group
 
-    base_run, base = runs[0], aligned[0]
-    groups = class_groups(counts[0], metric_settings.class_groups)
-    plan = BootstrapPlan(len(base), settings.resamples, settings.seed)
+    names = list(members)
+    base_idx = members[names[0]]
+    class_group = class_groups(counts[base_idx[0]], metric_settings.class_groups)
+    plan = BootstrapPlan(len(aligned[0]), settings.resamples, settings.seed)
     draws = [None] * len(runs)
     if settings.resamples > 0:  # every run on the same resamples, drawn once for all
         available = [{m for m in RESAMPLED if summary["metrics"][m] is not None}
                      for summary in summaries]
         draws = resample_values(aligned, num_classes, metric_settings.ece_bins, available,
                                 plan)
-    pairs = [_deltas(summaries[0]["metrics"], summaries[index]["metrics"], base,
-                     aligned[index], plan, draws[0], draws[index], settings, metric_settings)
-             for index in range(1, len(runs))]
+    group_values = group_summaries(members, summaries, runs)
+    if grouped:
+        pairs = [_group_deltas(base_idx, members[name], summaries, aligned, draws, settings,
+                               metric_settings) for name in names[1:]]
+    else:
+        pairs = [_deltas(summaries[0]["metrics"], summaries[i]["metrics"], aligned[0],
+                         aligned[i], plan, draws[0], draws[i], settings, metric_settings)
+                 for i in range(1, len(runs))]
 
     primary_p = [pair[settings.primary].p_value if settings.primary in pair else None
                  for pair in pairs]
-    verdicts = [decide(runs[i + 1].name, settings.primary, pairs[i].get(settings.primary),
+    adjusted = holm(primary_p)
+    verdicts = [decide(name, settings.primary, pair.get(settings.primary),
                        bool(directions[settings.primary]), p_adj, settings.alpha,
-                       settings.min_effect)
-                for i, p_adj in enumerate(holm(primary_p))]
+                       settings.min_effect, tested=sum(p is not None for p in primary_p))
+                for name, pair, p_adj in zip(names[1:], pairs, adjusted)]
 
     comparisons = []
-    for i, (deltas, verdict) in enumerate(zip(pairs, verdicts)):
-        cand_run, cand = runs[i + 1], aligned[i + 1]
-        comparisons.append(_comparison(base_run, cand_run, base, cand, deltas, verdict,
-                                       summaries[0], summaries[i + 1], directions, groups,
-                                       alignment, num_classes, settings, metric_settings))
+    for name, deltas, verdict in zip(names[1:], pairs, verdicts):
+        cand_idx = members[name]
+        if grouped:
+            comparison = _group_comparison(base_idx, cand_idx, runs, aligned, counts,
+                                           group_values, names[0], name, deltas, verdict,
+                                           directions, class_group, alignment, num_classes,
+                                           settings, metric_settings)
+        else:
+            comparison = _comparison(runs[0], runs[cand_idx[0]], aligned[0],
+                                     aligned[cand_idx[0]], deltas, verdict, summaries[0],
+                                     summaries[cand_idx[0]], directions, class_group,
+                                     alignment, num_classes, settings, metric_settings)
+        comparison["noise"] = list(deltas[settings.primary].noise
+                                   if settings.primary in deltas else ("examples",))
+        comparisons.append(comparison)
+    floor = None
+    if len(base_idx) > 1:
+        floor = _seed_noise_floor(names[0], base_idx, runs, aligned, summaries, draws, plan,
+                                  comparisons, settings, metric_settings)
     return ComparisonReport(
         settings={**asdict(settings), "ci_level": 1 - settings.alpha,
                   "metric_settings": asdict(metric_settings)
@@ -87,10 +121,71 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
         runs=summaries,
         directions=directions,
         comparisons=comparisons,
-        best=best_run(base_run.name, verdicts, bool(directions[settings.primary])),
+        best=best_run(names[0], verdicts, bool(directions[settings.primary])),
         failed=should_fail(verdicts, settings.fail_on),
         warnings=_warnings(runs, alignment),
+        groups=group_values,
+        seed_noise=floor,
     )
+
+
+def _members(runs: list[RunData], groups: list[str] | None,
+             paired_seeds: bool) -> dict[str, list[int]]:
+    """Group name -> indices of its runs, groups in the order they first appear."""
+    groups = groups if groups is not None else [run.name for run in runs]
+    if len(groups) != len(runs):
+        raise UsageError(f"{len(groups)} group names for {len(runs)} runs")
+    members: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    if len(members) < 2:
+        raise UsageError(f"every run is in the group '{groups[0]}': compare needs a baseline "
+                         "and at least one candidate (give the candidate runs another name)")
+    sizes = {name: len(indices) for name, indices in members.items()}
+    if paired_seeds and len(set(sizes.values())) > 1:
+        raise UsageError("--paired-seeds needs the same number of runs in every group, got "
+                         + ", ".join(f"{name}: {size}" for name, size in sizes.items()))
+    return members
+
+
+def _group_of_each(members: dict[str, list[int]], runs: int) -> list[str]:
+    group = [""] * runs
+    for name, indices in members.items():
+        for index in indices:
+            group[index] = name
+    return group
+
+
+def _group_deltas(base_idx: list[int], cand_idx: list[int], summaries: list[dict],
+                  aligned: list[PerExample], draws: list, settings: CompareSettings,
+                  metric_settings: MetricSettings) -> dict[str, Interval]:
+    """Every metric all runs of both groups have: the difference of group means with an
+    interval over seeds and examples (seeds.py)."""
+    members = base_idx + cand_idx
+    order = list(summaries[0]["metrics"])  # the registry's order
+    both = {name for name in order if name != "n"
+            and all(summaries[i]["metrics"][name] is not None for i in members)}
+    deltas: dict[str, Interval] = {}
+    for name, value in per_example_values(metric_settings).items():
+        if name in both:
+            deltas[name] = mean_metric_delta(np.stack([value(aligned[i]) for i in base_idx]),
+                                             np.stack([value(aligned[i]) for i in cand_idx]),
+                                             settings.alpha, settings.paired_seeds)
+
+    def run_values(indices: list[int], name: str) -> np.ndarray:
+        return np.array([summaries[i]["metrics"][name] for i in indices])
+
+    for name in RESAMPLED:
+        if name in both and draws[0] is not None:
+            deltas[name] = resampled_metric_delta(
+                run_values(base_idx, name), run_values(cand_idx, name),
+                [draws[i][name] for i in base_idx], [draws[i][name] for i in cand_idx],
+                settings.alpha, settings.paired_seeds, len(aligned[0]) - 1)
+    if "temperature" in both:
+        delta = run_values(cand_idx, "temperature").mean() - run_values(base_idx,
+                                                                        "temperature").mean()
+        deltas["temperature"] = Interval(float(delta), None, None, None, METHOD_NONE)
+    return {name: deltas[name] for name in order if name in deltas}
 
 
 def _summary(run: RunData, pe: PerExample, counts: ClassCounts,
@@ -118,12 +213,10 @@ def _deltas(base_values: dict, cand_values: dict, base, cand, plan: BootstrapPla
     for name, value in per_example_values(metric_settings).items():
         if name in both:
             deltas[name] = paired_t(value(base), value(cand), settings.alpha)
-    if "accuracy" in deltas:
+    if "accuracy" in deltas:  # McNemar's exact test, and the interval that inverts it
         fixed = int((~base.correct & cand.correct).sum())
         broken = int((base.correct & ~cand.correct).sum())
-        t = deltas["accuracy"]
-        deltas["accuracy"] = Interval(t.delta, t.ci_low, t.ci_high, mcnemar_exact(fixed, broken),
-                                      METHOD_MCNEMAR)
+        deltas["accuracy"] = mcnemar(fixed, broken, len(base), settings.alpha)
     wanted = {name for name in RESAMPLED if name in both}
     if wanted and cand_draws is not None:
         observed = {name: cand_values[name] - base_values[name] for name in wanted}
@@ -140,17 +233,7 @@ def _comparison(base_run: RunData, cand_run: RunData, base, cand, deltas: dict[s
                 groups: np.ndarray, alignment: Alignment, num_classes: int,
                 settings: CompareSettings, metric_settings: MetricSettings) -> dict:
     base_values, cand_values = base_summary["metrics"], cand_summary["metrics"]
-    delta_rows = {}
-    for name, interval in deltas.items():
-        baseline = base_values[name]
-        delta_rows[name] = {
-            "baseline": baseline, "candidate": cand_values[name], "delta": interval.delta,
-            "relative": interval.delta / abs(baseline) if baseline else None,
-            "ci_low": interval.ci_low, "ci_high": interval.ci_high,
-            "p_value": interval.p_value, "method": interval.method,
-            "change": change_word(interval.delta, directions.get(name)),
-            "significant": interval.p_value is not None and interval.p_value < settings.alpha,
-        }
+    delta_rows = _delta_rows(deltas, base_values, cand_values, directions, settings.alpha)
     flips = nll_by_flip(base, cand)
     counts = {row["group"]: row["count"] for row in flips}
     temperatures = (base_values.get("temperature"), cand_values.get("temperature"))
@@ -175,8 +258,8 @@ def _comparison(base_run: RunData, cand_run: RunData, base, cand, deltas: dict[s
             "calibration": calibration,
             "confidently_wrong": confident,
             "class_groups": group_rows,
-            "reasons": reasons(flips, calibration, confident, group_rows,
-                               deltas["accuracy"].delta, deltas["nll"].delta),
+            "reasons": reasons(flips, calibration, confident, group_rows, deltas,
+                               settings.alpha),
         },
         "ranked": {
             "metrics": rank_metrics(deltas, directions),
@@ -187,6 +270,116 @@ def _comparison(base_run: RunData, cand_run: RunData, base, cand, deltas: dict[s
             "examples": rank_examples(base, cand, alignment.ids, class_names, settings.top),
         },
     }
+
+
+def _delta_rows(deltas: dict[str, Interval], base_values: dict, cand_values: dict,
+                directions: dict, alpha: float) -> dict:
+    rows = {}
+    for name, interval in deltas.items():
+        baseline = base_values[name]
+        rows[name] = {
+            "baseline": baseline, "candidate": cand_values[name], "delta": interval.delta,
+            "relative": interval.delta / abs(baseline) if baseline else None,
+            "ci_low": interval.ci_low, "ci_high": interval.ci_high,
+            "p_value": interval.p_value, "method": interval.method,
+            "df": interval.df, "noise": list(interval.noise),
+            "change": change_word(interval.delta, directions.get(name)),
+            "significant": interval.p_value is not None and interval.p_value < alpha,
+        }
+    return rows
+
+
+def _group_comparison(base_idx: list[int], cand_idx: list[int], runs: list[RunData],
+                      aligned: list[PerExample], counts: list[ClassCounts],
+                      group_values: list[dict], base_name: str, cand_name: str,
+                      deltas: dict[str, Interval], verdict: Verdict, directions: dict,
+                      class_group: np.ndarray, alignment: Alignment, num_classes: int,
+                      settings: CompareSettings, metric_settings: MetricSettings) -> dict:
+    """A candidate group against the baseline group: the deltas of group means; every figure
+    of the explanation is the mean over run pairs, with its spread over them."""
+    means = {group["name"]: group["mean"] for group in group_values}
+    pairs = run_pairs(base_idx, cand_idx, settings.paired_seeds)
+    flips = [nll_by_flip(aligned[b], aligned[c]) for b, c in pairs]
+    confident = [confident_wrong_view(aligned[b], aligned[c], metric_settings.confident_wrong)
+                 for b, c in pairs]
+    group_rows = [class_group_view(aligned[b], aligned[c], class_group) for b, c in pairs]
+    mean_flips, mean_confident = average_over_pairs(flips), average_over_pairs(confident)
+    mean_groups = average_over_pairs(group_rows)
+    temperatures = (means[base_name].get("temperature"), means[cand_name].get("temperature"))
+    calibration = calibration_view(deltas, temperatures)
+    counts_by = {row["group"]: row["count"] for row in mean_flips}
+    bases, cands = [aligned[i] for i in base_idx], [aligned[i] for i in cand_idx]
+    base_mean = GroupExamples.of(bases, num_classes)
+    cand_mean = GroupExamples.of(cands, num_classes)
+    attribution = Attribution(settings.primary, bases, cands, num_classes, metric_settings)
+    first = runs[base_idx[0]]
+    slices = {col: rank_slices(attribution, base_mean, cand_mean,
+                               values[alignment.rows[base_idx[0]]], settings.top)
+              for col, values in first.slices.items()}
+    return {
+        "baseline": base_name,
+        "candidate": cand_name,
+        "primary": settings.primary,
+        "runs": {"baseline": [runs[i].name for i in base_idx],
+                 "candidate": [runs[i].name for i in cand_idx]},
+        "pairs_averaged": len(pairs),
+        "deltas": _delta_rows(deltas, means[base_name], means[cand_name], directions,
+                              settings.alpha),
+        "flips": {"fixed": counts_by["fixed"], "broken": counts_by["broken"],
+                  "p_value": deltas["accuracy"].p_value, "method": deltas["accuracy"].method,
+                  "mean_over_pairs": len(pairs)},
+        "verdict": asdict(verdict),
+        "explanation": {
+            "disagreements": disagreements(deltas, directions, settings.primary, settings.alpha),
+            "nll_by_flip": mean_flips,
+            "calibration": calibration,
+            "confidently_wrong": mean_confident,
+            "class_groups": mean_groups,
+            "reasons": reasons(mean_flips, calibration, mean_confident, mean_groups, deltas,
+                               settings.alpha, pairs=len(pairs)),
+            "spread_over_pairs": {"nll_by_flip": spread_over_pairs(flips),
+                                  "confidently_wrong": spread_over_pairs(confident),
+                                  "class_groups": spread_over_pairs(group_rows)},
+        },
+        "ranked": {
+            "metrics": rank_metrics(deltas, directions),
+            "classes": rank_classes(attribution, base_mean, num_classes,
+                                    first.layout.class_names, settings.top),
+            "slices": slices,
+            "confidence_bins": rank_confidence_bins(attribution, base_mean, cand_mean,
+                                                    metric_settings.ece_bins),
+            "examples": rank_examples(base_mean, cand_mean, alignment.ids,
+                                      first.layout.class_names, settings.top),
+        },
+    }
+
+
+def _seed_noise_floor(base_name: str, base_idx: list[int], runs: list[RunData],
+                      aligned: list[PerExample], summaries: list[dict], draws: list,
+                      plan: BootstrapPlan, comparisons: list[dict], settings: CompareSettings,
+                      metric_settings: MetricSettings) -> dict:
+    """How different two runs of the baseline configuration are, by the one-pair test, and
+    whether each candidate's change of the primary metric is larger than that."""
+    pairs = list(itertools.combinations(base_idx, 2))
+    pair_deltas = [_deltas(summaries[i]["metrics"], summaries[j]["metrics"], aligned[i],
+                           aligned[j], plan, draws[i], draws[j], settings, metric_settings)
+                   for i, j in pairs]
+    table = noise_floor_table(pair_deltas, settings.alpha)
+    primary = table.get(settings.primary)
+    against = []
+    for comparison in comparisons:
+        row = comparison["deltas"].get(settings.primary)
+        if row is None or primary is None:
+            continue
+        size = abs(row["delta"])
+        against.append({"candidate": comparison["candidate"], "delta": row["delta"],
+                        "ratio_to_mean_seed_difference": (size / primary["mean_abs_diff"]
+                                                          if primary["mean_abs_diff"] else None),
+                        "beyond_every_seed_pair": size > primary["max_abs_diff"],
+                        "significant": row["significant"]})
+    return {"group": base_name, "runs": [runs[i].name for i in base_idx],
+            "pairs": len(pairs), "alpha": settings.alpha, "metrics": table,
+            "candidates": against}
 
 
 def _warnings(runs: list[RunData], alignment: Alignment) -> list[str]:

@@ -126,19 +126,27 @@ def disagreements(deltas: dict[str, Interval], directions: dict[str, bool | None
 
 
 def reasons(flips: list[dict], calibration: dict | None, confident: dict,
-            groups: list[dict], accuracy_delta: float, nll_delta: float) -> list[str]:
-    """Plain sentences, most telling first, each restating figures computed above."""
+            groups: list[dict], deltas: dict[str, Interval], alpha: float,
+            pairs: int | None = None) -> list[str]:
+    """Plain sentences, most telling first, each restating figures computed above. A change
+    is stated as a finding only when its test is beyond noise; otherwise it says so. With
+    groups of runs, `pairs` run pairs were averaged and the counts are means over them."""
     said = []
+    accuracy, nll = deltas["accuracy"], deltas["nll"]
+    accuracy_delta, nll_delta = accuracy.delta, nll.delta
     by_name = {row["group"]: row for row in flips}
     fixed, broken = by_name["fixed"], by_name["broken"]
-    said.append(f"Accuracy {_moved(accuracy_delta, pct=True)}: {fixed['count']} examples fixed, "
-                f"{broken['count']} broken (net {fixed['count'] - broken['count']:+d}).")
+    mean = f" (means over {pairs} run pairs)" if pairs else ""
+    said.append(f"Accuracy {_moved(accuracy_delta, pct=True)}{_noise(accuracy, alpha)}: "
+                f"{_count(fixed['count'])} examples fixed, {_count(broken['count'])} broken "
+                f"(net {_count(fixed['count'] - broken['count'], signed=True)}){mean}.")
     parts = sorted(flips, key=lambda row: -abs(row["contribution"]))
     main = parts[0]
     pieces = ", ".join(f"{row['group'].replace('_', '-')} {row['contribution']:+.4f}"
                        for row in parts if row["count"])
-    said.append(f"Mean NLL {_moved(nll_delta)}; by example group: {pieces}. The largest part "
-                f"comes from {main['group'].replace('_', '-')} examples"
+    said.append(f"Mean NLL {_moved(nll_delta)}{_noise(nll, alpha)}; by example group: "
+                f"{pieces}. The largest part comes from {main['group'].replace('_', '-')} "
+                "examples"
                 + (f" (mean NLL {main['baseline_nll']:.3f} -> {main['candidate_nll']:.3f})."
                    if main["count"] else "."))
     opposite = [row for row in parts if row["count"] and nll_delta
@@ -148,26 +156,11 @@ def reasons(flips: list[dict], calibration: dict | None, confident: dict,
         said.append(f"Against that, {row['group'].replace('_', '-')} examples move NLL by "
                     f"{row['contribution']:+.4f}.")
     if calibration is not None:
-        t0, t1 = calibration["temperature_baseline"], calibration["temperature_candidate"]
-        temps = f"fitted temperatures {t0:.3g} -> {t1:.3g}" if t0 and t1 else "temperatures"
-        if calibration["finding"] == "reversed":
-            said.append(f"After temperature scaling each run, the NLL change reverses "
-                        f"({calibration['nll_delta']:+.4f} raw, "
-                        f"{calibration['nll_calibrated_delta']:+.4f} calibrated; {temps}): the "
-                        "raw loss gap is miscalibration, not worse ranking of classes.")
-        elif calibration["finding"] == "mostly_calibration":
-            said.append(f"After temperature scaling the NLL change shrinks from "
-                        f"{calibration['nll_delta']:+.4f} to "
-                        f"{calibration['nll_calibrated_delta']:+.4f} ({temps}): most of the "
-                        "loss gap is calibration.")
-        else:
-            said.append(f"Temperature scaling leaves the NLL change at "
-                        f"{calibration['nll_calibrated_delta']:+.4f} (raw "
-                        f"{calibration['nll_delta']:+.4f}; {temps}): the runs differ in how they "
-                        "rank classes, not only in confidence.")
+        said.append(_calibration_sentence(calibration, nll, deltas.get("nll_calibrated"), alpha))
     if confident["share"] is not None and abs(confident["share"]) >= SIGNIFICANT_SHARE:
         said.append(f"Confidently wrong examples (confidence >= {confident['threshold']:g}): "
-                    f"{confident['baseline_count']} -> {confident['candidate_count']}; the "
+                    f"{_count(confident['baseline_count'])} -> "
+                    f"{_count(confident['candidate_count'])}; the "
                     f"candidate's add {confident['contribution']:+.4f} to the mean NLL "
                     f"({_part_of_change(confident['share'])}) and carry "
                     f"{_pct(confident['candidate_nll_share'])} of the candidate's total NLL.")
@@ -186,6 +179,52 @@ def reasons(flips: list[dict], calibration: dict | None, confident: dict,
                         f"{_pct(row['candidate_predicted_share'])} of examples (baseline "
                         f"{_pct(row['baseline_predicted_share'])}).")
     return said
+
+
+def _significant(interval: Interval | None, alpha: float) -> bool:
+    return interval is not None and interval.p_value is not None and interval.p_value < alpha
+
+
+def _noise(interval: Interval, alpha: float) -> str:
+    """'' for a change beyond noise, else a label that says it is not."""
+    if _significant(interval, alpha):
+        return ""
+    if interval.p_value is None:
+        return " (untested)"
+    return f" (not beyond noise, p = {interval.p_value:.2g})"
+
+
+def _calibration_sentence(calibration: dict, nll: Interval, calibrated: Interval | None,
+                          alpha: float) -> str:
+    """What temperature scaling does to the NLL change; a reversal or a shrinking is called
+    one only when the changes it rests on are beyond noise."""
+    t0, t1 = calibration["temperature_baseline"], calibration["temperature_candidate"]
+    temps = f"fitted temperatures {t0:.3g} -> {t1:.3g}" if t0 and t1 else "temperatures"
+    raw, cal = calibration["nll_delta"], calibration["nll_calibrated_delta"]
+    figures = f"{raw:+.4f} raw{_noise(nll, alpha)}, {cal:+.4f} calibrated"
+    if calibrated is not None:
+        figures += _noise(calibrated, alpha)
+    finding = calibration["finding"]
+    if finding == "reversed" and _significant(nll, alpha) and _significant(calibrated, alpha):
+        return (f"After temperature scaling each run, the NLL change reverses ({figures}; "
+                f"{temps}): the raw loss gap is miscalibration, not worse ranking of classes.")
+    if finding == "mostly_calibration" and _significant(nll, alpha):
+        return (f"After temperature scaling the NLL change shrinks from {raw:+.4f} to "
+                f"{cal:+.4f} ({figures}; {temps}): most of the loss gap is calibration.")
+    if finding == "ranking" and _significant(calibrated, alpha):
+        return (f"Temperature scaling leaves the NLL change at {cal:+.4f} ({figures}; {temps}): "
+                "the runs differ in how they rank classes, not only in confidence.")
+    return (f"Temperature scaling moves the NLL change from {raw:+.4f} to {cal:+.4f} "
+            f"({figures}; {temps}); too little of it is beyond noise to say whether the gap is "
+            "calibration or ranking.")
+
+
+def _count(value: float, signed: bool = False) -> str:
+    """A count, or a mean count over run pairs (one decimal)."""
+    text = f"{value:+.1f}" if signed else f"{value:.1f}"
+    if float(value).is_integer():
+        text = f"{int(value):+d}" if signed else f"{int(value)}"
+    return text
 
 
 def _part_of_change(share: float) -> str:

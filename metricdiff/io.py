@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -106,6 +107,28 @@ def find_files(path: str) -> list[str]:
     if not os.path.exists(path):
         raise InputError("no such file or folder", path=path)
     return [path]
+
+
+def is_run_folder_pattern(path: str) -> bool:
+    """A glob that ends in '/' matches folders only, and each folder it matches is one run of
+    a group (the seeds of one configuration). A glob of shards matches files, so the two
+    cannot be confused; a path that exists is taken as it is."""
+    return (path.endswith(("/", os.sep)) and any(ch in path for ch in "*?[")
+            and not os.path.exists(path))
+
+
+def find_run_folders(pattern: str) -> list[str]:
+    """The folders a run-folder pattern matches, in natural order (seed2 before seed10), so
+    that the i-th run of every group is the i-th seed."""
+    folders = [f for f in glob.glob(pattern) if os.path.isdir(f)]
+    if not folders:
+        raise InputError("no folder matches this pattern (a pattern ending in '/' names one "
+                         "run per matching folder)", path=pattern)
+    return sorted(folders, key=_natural_key)
+
+
+def _natural_key(text: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 # What pyarrow raises on a damaged file: its own errors, OSError for I/O and decompression,

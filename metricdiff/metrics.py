@@ -148,6 +148,14 @@ class ClassCounts:
             nll_sum=np.bincount(pe.label, weights=pe.nll, minlength=num_classes),
         )
 
+    @staticmethod
+    def mean(runs: list["ClassCounts"]) -> "ClassCounts":
+        """Counts averaged over runs (a group of seeds); one run is returned as it is."""
+        if len(runs) == 1:
+            return runs[0]
+        return ClassCounts(*(np.mean([getattr(c, f) for c in runs], axis=0)
+                             for f in ("support", "predicted", "hits", "nll_sum")))
+
     def f1(self) -> np.ndarray:
         """F1 per class, 2TP / (2TP + FP + FN); 0 where the class is never seen nor predicted."""
         den = self.support + self.predicted

@@ -22,18 +22,29 @@ from .metrics import MetricSettings, equal_width_bin
 from .perexample import PerExample
 
 METHOD_T = "paired t"
-METHOD_MCNEMAR = "paired t interval; McNemar exact test"
+METHOD_MCNEMAR = "McNemar exact test and interval"
+METHOD_CLUSTERED_MCNEMAR = "clustered McNemar (Durkalski 2003)"
 METHOD_BOOTSTRAP = "paired bootstrap"
 METHOD_NONE = "fitted parameter: no interval"
 
 
+NOISE_EXAMPLES = "examples"
+NOISE_CLUSTERS = "clusters"
+
+
 @dataclass(frozen=True)
 class Interval:
+    """A delta with its interval and p-value, both from one reference distribution, so that
+    the interval excludes 0 exactly when p < alpha."""
+
     delta: float
     ci_low: float | None
     ci_high: float | None
     p_value: float | None
     method: str
+    df: float | None = None  # of the t reference, where there is one
+    se: float | None = None  # standard error of the delta, where the method has one
+    noise: tuple[str, ...] = (NOISE_EXAMPLES,)  # the sources of noise the interval covers
 
 
 def per_example_values(settings: MetricSettings) -> dict[str, Callable[[PerExample], np.ndarray]]:
@@ -50,19 +61,44 @@ def per_example_values(settings: MetricSettings) -> dict[str, Callable[[PerExamp
     }
 
 
-def paired_t(baseline: np.ndarray, candidate: np.ndarray, alpha: float) -> Interval:
-    """Interval and two-sided p-value of mean(candidate - baseline), as scipy's ttest_rel."""
+def paired_t(baseline: np.ndarray, candidate: np.ndarray, alpha: float,
+             clusters: np.ndarray | None = None) -> Interval:
+    """Interval and two-sided p-value of mean(candidate - baseline), as scipy's ttest_rel;
+    with clusters (an index per example), the cluster-robust variance on C - 1 df."""
     diff = candidate - baseline
-    n = len(diff)
-    delta = float(diff.mean())
-    se = float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    delta = float(diff.mean()) if len(diff) else math.nan
+    variance, df = sampling_variance(diff, clusters)
+    noise = (NOISE_EXAMPLES,) if clusters is None else (NOISE_CLUSTERS,)
+    if df < 1:  # one example (or one cluster): nothing to test against
+        return Interval(delta, None, None, None, METHOD_T, noise=noise)
+    se = math.sqrt(variance)
     if not se > 0:  # every difference equal (often all zero): no spread to test against
-        p_value = 1.0 if delta == 0 else (0.0 if n > 1 else math.nan)
-        low, high = (delta, delta) if n > 1 else (math.nan, math.nan)
-        return Interval(delta, low, high, p_value, METHOD_T)
-    t_crit = special.stdtrit(n - 1, 1 - alpha / 2)
-    p_value = float(2 * special.stdtr(n - 1, -abs(delta / se)))
-    return Interval(delta, delta - t_crit * se, delta + t_crit * se, p_value, METHOD_T)
+        return Interval(delta, delta, delta, 1.0 if delta == 0 else 0.0, METHOD_T, df, 0.0,
+                        noise)
+    t_crit = special.stdtrit(df, 1 - alpha / 2)
+    p_value = float(2 * special.stdtr(df, -abs(delta / se)))
+    return Interval(delta, delta - t_crit * se, delta + t_crit * se, p_value, METHOD_T, df, se,
+                    noise)
+
+
+def sampling_variance(values: np.ndarray, clusters: np.ndarray | None = None
+                      ) -> tuple[float, int]:
+    """Variance of the mean of `values` over a fresh draw of examples, and its degrees of
+    freedom: s^2 / n for independent examples; for examples drawn in clusters (cluster index
+    per example, 0..C-1), the cluster-robust sandwich C/(C-1) * sum_c (sum_i in c of
+    (v_i - mean))^2 / n^2 with C - 1 degrees of freedom (the CR1 estimator)."""
+    n = len(values)
+    if n < 2:
+        return math.nan, 0
+    if clusters is None:
+        return float(values.var(ddof=1) / n), n - 1
+    count = int(clusters.max()) + 1
+    if count < 2:
+        return math.nan, 0
+    sums = np.bincount(clusters, weights=values - values.mean(), minlength=count)
+    return float(count / (count - 1) * np.dot(sums, sums) / n ** 2), count - 1
+
+
 
 
 def mcnemar_exact(fixed: int, broken: int) -> float:
@@ -71,6 +107,37 @@ def mcnemar_exact(fixed: int, broken: int) -> float:
     if flips == 0:
         return 1.0
     return float(min(1.0, 2 * special.bdtr(min(fixed, broken), flips, 0.5)))
+
+
+def mcnemar(fixed: int, broken: int, n: int, alpha: float) -> Interval:
+    """Accuracy change with McNemar's exact test and the interval that inverts it: given the
+    flips, fixed ~ Binomial(flips, pi) and delta = flips * (2 pi - 1) / n, so the
+    Clopper-Pearson interval of pi maps to one of delta that excludes 0 exactly when the
+    test's p < alpha."""
+    flips = fixed + broken
+    if flips == 0:
+        return Interval(0.0, 0.0, 0.0, 1.0, METHOD_MCNEMAR)
+    low = special.betaincinv(fixed, broken + 1, alpha / 2) if fixed else 0.0
+    high = special.betaincinv(fixed + 1, broken, 1 - alpha / 2) if broken else 1.0
+    scale = flips / n
+    return Interval((fixed - broken) / n, float(scale * (2 * low - 1)),
+                    float(scale * (2 * high - 1)), mcnemar_exact(fixed, broken), METHOD_MCNEMAR)
+
+
+def clustered_mcnemar(fixed: np.ndarray, broken: np.ndarray, n: int, alpha: float) -> Interval:
+    """McNemar's test for clustered pairs (Durkalski et al. 2003): with d_k = fixed - broken in
+    cluster k, X^2 = (sum d_k)^2 / sum d_k^2 on 1 df; one example per cluster gives McNemar's
+    chi-square. The interval delta +- z sqrt(sum d_k^2) / n uses the same variance, so it
+    excludes 0 exactly when p < alpha."""
+    d = (fixed - broken).astype(np.float64)
+    delta = float(d.sum() / n)
+    spread = math.sqrt(float(np.dot(d, d)))
+    if spread == 0:
+        return Interval(0.0, 0.0, 0.0, 1.0, METHOD_CLUSTERED_MCNEMAR, noise=(NOISE_CLUSTERS,))
+    z = special.ndtri(1 - alpha / 2)
+    p_value = float(2 * special.ndtr(-abs(d.sum()) / spread))
+    return Interval(delta, delta - z * spread / n, delta + z * spread / n, p_value,
+                    METHOD_CLUSTERED_MCNEMAR, se=spread / n, noise=(NOISE_CLUSTERS,))
 
 
 class ResampleView:
@@ -324,16 +391,48 @@ def bootstrap(observed: dict[str, float], baseline_draws: dict[str, np.ndarray],
     Both runs were resampled with the same plan, so each resampled delta is paired. Within a
     subset, deviations of the resampled deltas from the subset's own delta estimate the
     sampling distribution; the interval is the observed delta plus the averaged quantiles of
-    those deviations (with all examples in one subset: the percentile interval). p-value: the
-    share of deviations at least as large as the observed delta's distance from zero,
-    counted as (c + 1) / (R + 1) so that it is never exactly 0 from finitely many resamples.
+    those deviations (with all examples in one subset: the percentile interval). The p-value
+    inverts that same interval: the smallest level at which it excludes 0, never below
+    1 / (R + 1) since finitely many resamples cannot show a smaller one.
     """
     results = {}
     for name, delta in observed.items():
         deltas = candidate_draws[name] - baseline_draws[name]
-        deviations = deltas[:, 1:] - deltas[:, :1]
-        low, high = np.quantile(deviations, [alpha / 2, 1 - alpha / 2], axis=1).mean(axis=1)
-        extreme = int(np.sum(np.abs(deviations) >= abs(delta) - 1e-15))
+        deviations = np.sort(deltas[:, 1:] - deltas[:, :1], axis=1)
+        low, high = _mean_quantile(deviations, alpha / 2), _mean_quantile(deviations,
+                                                                          1 - alpha / 2)
+        p_value = max(_inverted_p(deviations, float(delta)), 1 / (deviations.size + 1))
         results[name] = Interval(float(delta), float(delta + low), float(delta + high),
-                                 (extreme + 1) / (deviations.size + 1), plan.method)
+                                 p_value, plan.method)
     return results
+
+
+def _mean_quantile(sorted_rows: np.ndarray, level: float) -> float:
+    """The quantile at `level` of each row (numpy's linear rule), averaged over rows."""
+    position = level * (sorted_rows.shape[1] - 1)
+    below = int(math.floor(position))
+    above = min(below + 1, sorted_rows.shape[1] - 1)
+    share = position - below
+    return float(((1 - share) * sorted_rows[:, below] + share * sorted_rows[:, above]).mean())
+
+
+def _inverted_p(sorted_rows: np.ndarray, delta: float) -> float:
+    """Smallest alpha whose interval delta + [q(alpha/2), q(1 - alpha/2)] excludes 0:
+    found by bisection on the level, the averaged quantile being monotone in it."""
+    if delta == 0:
+        return 1.0
+    # by symmetry, a negative delta is a positive one of the mirrored deviations
+    rows = sorted_rows if delta > 0 else -sorted_rows[:, ::-1]
+    target = -abs(delta)  # the lower bound excludes 0 while q(level) > target
+    if _mean_quantile(rows, 0.0) > target:
+        return 0.0
+    if _mean_quantile(rows, 0.5) <= target:
+        return 1.0
+    lo, hi = 0.0, 0.5  # q(lo) <= target < q(hi)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _mean_quantile(rows, mid) > target:
+            hi = mid
+        else:
+            lo = mid
+    return min(1.0, 2 * hi)

@@ -41,16 +41,22 @@ class Attribution:
     instead and `metric` says so.
     """
 
-    def __init__(self, primary: str, base: PerExample, cand: PerExample, num_classes: int,
+    def __init__(self, primary: str, base: PerExample | list[PerExample],
+                 cand: PerExample | list[PerExample], num_classes: int,
                  settings: MetricSettings):
+        """`base` and `cand` are one run each, or the runs of two groups: a group's change is
+        then the mean of its runs' changes (contributions are linear in the runs)."""
+        bases = base if isinstance(base, list) else [base]
+        cands = cand if isinstance(cand, list) else [cand]
         values = per_example_values(settings)
         self.metric = primary if primary in values else "nll"
         value = values[self.metric]
-        self.diff = value(cand) - value(base)
-        self.n = len(base)
+        self.diff = (np.mean([value(pe) for pe in cands], axis=0)
+                     - np.mean([value(pe) for pe in bases], axis=0))
+        self.n = len(bases[0])
         self.primary = primary
-        self.base_counts = ClassCounts.of(base, num_classes)
-        self.cand_counts = ClassCounts.of(cand, num_classes)
+        self.base_counts = ClassCounts.mean([ClassCounts.of(pe, num_classes) for pe in bases])
+        self.cand_counts = ClassCounts.mean([ClassCounts.of(pe, num_classes) for pe in cands])
 
     def by_group(self, keys: np.ndarray, size: int) -> np.ndarray:
         """Contribution of each group of examples (keys in [0, size))."""

@@ -15,7 +15,7 @@ from .errors import UsageError
 from .pipeline import RunData
 from .temperature import T_MAX, T_MIN
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,8 @@ class ComparisonReport:
     best: str  # the run significantly best on the primary metric (the baseline if none is)
     failed: bool  # whether the --fail-on condition triggered
     warnings: list = field(default_factory=list)
+    groups: list = field(default_factory=list)  # each group's runs, metric means and spreads
+    seed_noise: dict | None = None  # differences between baseline runs (2 or more of them)
 
     def to_dict(self) -> dict:
         return plain({"schema_version": SCHEMA_VERSION, "kind": "comparison",

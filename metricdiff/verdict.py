@@ -59,8 +59,12 @@ def holm(p_values: list[float | None]) -> list[float | None]:
 
 
 def decide(candidate: str, metric: str, interval: Interval | None, higher_is_better: bool,
-           p_adjusted: float | None, alpha: float, min_effect: float) -> Verdict:
-    if interval is None or interval.p_value is None or p_adjusted is None:
+           p_adjusted: float | None, alpha: float, min_effect: float,
+           tested: int = 1) -> Verdict:
+    """`tested`: the candidates Holm adjusted over. The interval and the raw p tell the same
+    story (one reference distribution); the adjusted p, which decides, is labelled apart."""
+    if (interval is None or interval.p_value is None or p_adjusted is None
+            or interval.ci_low is None or interval.ci_high is None):
         return Verdict(candidate, metric, "inconclusive", None, None, None, None, None,
                        interval.method if interval else "", f"{metric} is unavailable for "
                        "this pair of runs, so nothing can be decided on it")
@@ -68,8 +72,11 @@ def decide(candidate: str, metric: str, interval: Interval | None, higher_is_bet
     improvement = delta if higher_is_better else -delta
     moved = "rose" if delta > 0 else ("fell" if delta < 0 else "did not move")
     level = f"{100 * (1 - alpha):g}%"
+    adjusted = (f"; Holm-adjusted over {tested} candidates p{_p_text(p_adjusted)}"
+                if tested > 1 else "")
+    noise = " and ".join(interval.noise)
     facts = (f"{metric} {moved} by {abs(delta):.4g} ({level} CI {interval.ci_low:+.4g} to "
-             f"{interval.ci_high:+.4g}, p{_p_text(p_adjusted)})")
+             f"{interval.ci_high:+.4g}, p{_p_text(interval.p_value)}{adjusted}; noise: {noise})")
     if p_adjusted >= alpha:
         decision, why = "inconclusive", "not distinguishable from noise"
     elif abs(delta) < min_effect:

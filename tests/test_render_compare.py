@@ -20,7 +20,7 @@ from rich.console import Console
 
 import metricdiff
 from conftest import assert_details_well_formed, pipe_count, pipe_tables
-from metricdiff.render.common import (DASH, TITLE_FLIPS, TITLE_RUNS, TITLE_WARNINGS, best_line,
+from metricdiff.render.common import (DASH, TITLE_FLIPS, TITLE_DELTAS, TITLE_RUNS, TITLE_WARNINGS, best_line,
                                       candidate_heading, change_cell, comparison_title,
                                       decision_cell, disagreement_line, fmt_ci, fmt_int,
                                       fmt_metric, fmt_move, fmt_p, fmt_signed, fmt_signed_pct,
@@ -230,7 +230,8 @@ def test_colour_is_the_consoles_choice(report):
     cand = report["comparisons"][0]
     quiet = [m for m, d in cand["deltas"].items() if not d["significant"] and d["change"]]
     assert quiet, "the fixture has a non-significant change (temperature has no test)"
-    line = [ln for ln in colour.splitlines() if ANSI.sub("", ln).strip().startswith(quiet[0] + " ")]
+    block = colour[colour.index(TITLE_DELTAS):]  # the candidate's delta table, not the runs'
+    line = [ln for ln in block.splitlines() if ANSI.sub("", ln).strip().startswith(quiet[0] + " ")]
     word = cand["deltas"][quiet[0]]["change"]
     assert re.search(rf"\x1b\[2m{word}", line[0]) and "\x1b[32m" + word not in line[0]
 

@@ -56,7 +56,7 @@ def fmt_int(value, missing: str = DASH) -> str:
     """A count with thousands separators: 2000 -> '2,000'."""
     if is_missing(value):
         return missing
-    return f"{int(value):,}"
+    return f"{round(value):,}"  # a mean count over runs is rounded, not cut
 
 
 def fmt_temperature(value, missing: str = DASH) -> str:
