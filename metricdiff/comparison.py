@@ -305,6 +305,7 @@ def _group_comparison(base_idx: list[int], cand_idx: list[int], runs: list[RunDa
     group_rows = [class_group_view(aligned[b], aligned[c], class_group) for b, c in pairs]
     mean_flips, mean_confident = average_over_pairs(flips), average_over_pairs(confident)
     mean_groups = average_over_pairs(group_rows)
+    _reshare(mean_flips, mean_confident, mean_groups, deltas)
     temperatures = (means[base_name].get("temperature"), means[cand_name].get("temperature"))
     calibration = calibration_view(deltas, temperatures)
     counts_by = {row["group"]: row["count"] for row in mean_flips}
@@ -352,6 +353,22 @@ def _group_comparison(base_idx: list[int], cand_idx: list[int], runs: list[RunDa
                                       first.layout.class_names, settings.top),
         },
     }
+
+
+def _reshare(flips: list[dict], confident: dict, group_rows: list[dict],
+             deltas: dict[str, Interval]) -> None:
+    """Shares of a change, after averaging over pairs: the mean contribution over the group
+    delta (a mean of per-pair ratios would mean nothing where pair deltas differ in sign)."""
+    def share(part, whole):
+        return part / whole if whole else None
+
+    nll, accuracy = deltas["nll"].delta, deltas["accuracy"].delta
+    for row in flips:
+        row["share"] = share(row["contribution"], nll)
+    confident["share"] = share(confident["contribution"], nll)
+    for row in group_rows:
+        row["accuracy_share"] = share(row["accuracy_contribution"], accuracy)
+        row["nll_share"] = share(row["nll_contribution"], nll)
 
 
 def _seed_noise_floor(base_name: str, base_idx: list[int], runs: list[RunData],

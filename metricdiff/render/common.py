@@ -408,6 +408,8 @@ def warnings_of(report: dict) -> list[str]:
 # plain-text grids and sections; ``compare_table.py`` and ``compare_markdown.py`` lay them out.
 
 TITLE_RUNS = "Runs"
+TITLE_GROUPS_RUNS = "Groups (mean ± seed-to-seed sd over each group's runs)"
+TITLE_SEED_NOISE = "Seed noise floor: how different two runs of {group} are"
 TITLE_DELTAS = "Metric changes"
 TITLE_WHY = "Why the metrics disagree"
 TITLE_WHY_AGREE = "Why {metric} changed"
@@ -631,6 +633,79 @@ def runs_grid(report: dict, missing: str = DASH) -> Grid:
                        for v in values])
     return Grid(["metric", "better", *headers], ["left", "left"] + ["right"] * len(runs),
                 rows)
+
+
+def grouped(report: dict) -> bool:
+    """True when a side of the comparison holds several runs."""
+    return any((g or {}).get("size", 1) > 1 for g in report.get("groups") or [])
+
+
+def groups_grid(report: dict, missing: str = DASH) -> Grid:
+    """metric | better | one column per group: its mean ± the seed-to-seed sd."""
+    groups = [g for g in (report.get("groups") or []) if isinstance(g, dict)]
+    directions = report.get("directions") or {}
+    headers = [f"{g.get('name')} ({g.get('size')} run{'s' if g.get('size') != 1 else ''})"
+               + (", baseline" if i == 0 else "") for i, g in enumerate(groups)]
+    rows = []
+    for name in compare_headline_metrics(report):
+        cells = []
+        for g in groups:
+            mean, sd = _get(g, "mean", name), _get(g, "sd", name)
+            text = fmt_metric(mean, missing)
+            cells.append(Cell(text + (f" ± {fmt_metric(sd)}" if not is_missing(sd) else "")))
+        rows.append([Cell(name), Cell(_direction_word(directions.get(name)), "dim"), *cells])
+    return Grid(["metric", "better", *headers], ["left", "left"] + ["right"] * len(groups),
+                rows)
+
+
+def noise_line(comparison: dict) -> Cell:
+    """Which sources of noise the verdict's interval covers, in one short line; a comparison
+    of single runs says that seed-to-seed variation was not measured, and how to measure it."""
+    noise = comparison.get("noise") or ["examples"]
+    unit = "clusters of examples" if "clusters" in noise else "validation examples"
+    if "seeds" in noise:
+        runs = comparison.get("runs") or {}
+        sizes = f" ({len(runs.get('candidate') or [])} vs {len(runs.get('baseline') or [])} runs)"
+        return Cell(f"noise covered: {unit} and training seeds{sizes if runs else ''}", "dim")
+    return Cell(f"noise covered: {unit} only — seed-to-seed variation was not measured (give "
+                "several runs per side: NAME=PATH repeated, or NAME=DIR/*/)", "warn")
+
+
+def seed_noise_section(report: dict, missing: str = DASH) -> Section | None:
+    """Differences between the baseline's runs by the one-pair test, and each candidate's
+    change of the primary metric against them."""
+    floor = report.get("seed_noise")
+    if not isinstance(floor, dict) or not floor.get("metrics"):
+        return None
+    primary = _primary(report)
+    names = [n for n in compare_headline_metrics(report) if n in floor["metrics"]]
+    rows = []
+    for name in names:
+        row = floor["metrics"][name]
+        rows.append([Cell(name, "strong" if name == primary else None),
+                     fmt_metric(row.get("mean_abs_diff"), missing),
+                     fmt_metric(row.get("max_abs_diff"), missing),
+                     f"{fmt_int(row.get('significant_pairs'), missing)} of "
+                     f"{fmt_int(row.get('pairs'), missing)}"])
+    alpha = floor.get("alpha")
+    intro = [Cell(f"{fmt_int(floor.get('pairs'), missing)} pairs of {floor.get('group')} runs; "
+                  "'called different' counts the pairs the one-pair test (examples only) "
+                  f"finds significant at α = {alpha:g}" if not is_missing(alpha) else "", "dim")]
+    outro = []
+    for row in floor.get("candidates") or []:
+        ratio = row.get("ratio_to_mean_seed_difference")
+        size = (f"{ratio:.1f}x the mean difference between two {floor.get('group')} runs"
+                if not is_missing(ratio) else "")
+        beyond = ("larger than every pair" if row.get("beyond_every_seed_pair")
+                  else "within the range of the pairs")
+        test = ("beyond noise by the group test" if row.get("significant")
+                else "not beyond noise by the group test")
+        outro.append(Cell(f"{row.get('candidate')}: {primary} change "
+                          f"{fmt_signed(row.get('delta'), missing)} is {size}, {beyond}; "
+                          f"{test}.", "good" if row.get("significant") else "dim"))
+    return Section(TITLE_SEED_NOISE.format(group=floor.get("group")), intro=intro,
+                   grid=_grid(["metric", "mean |diff|", "max |diff|", "called different"],
+                              rows), outro=outro)
 
 
 def ci_header(report: dict) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import html
 
-from .common import (TITLE_DELTAS, TITLE_RUNS, TITLE_WARNINGS, TITLE_WHERE, Cell, Grid, Section,
-                     comparisons_of, best_parts, candidate_heading, compare_headline_metrics,
-                     comparison_facts, comparison_title, delta_grid, disagreement_line, fail_line,
-                     flip_section, methods_note, ranked_lengths, ranked_sections, reason_lines,
-                     runs_grid, verdict_caveat, verdict_parts, warnings_of, why_title)
+from .common import (TITLE_DELTAS, TITLE_GROUPS_RUNS, TITLE_RUNS, TITLE_WARNINGS, TITLE_WHERE,
+                     Cell, Grid, Section, best_parts, candidate_heading,
+                     compare_headline_metrics, comparison_facts, comparison_title,
+                     comparisons_of, delta_grid, disagreement_line, fail_line, flip_section,
+                     grouped, groups_grid, methods_note, noise_line, ranked_lengths,
+                     ranked_sections, reason_lines, runs_grid, seed_noise_section,
+                     verdict_caveat, verdict_parts, warnings_of, why_title)
 from .markdown import MISSING, _metric_name, md_escape, pipe_table
 
 LIMIT = 60_000  # characters; GitHub's comment limit is 65,536
@@ -89,6 +91,7 @@ def _candidate(report: dict, comparison: dict, limit: int | None) -> list[str]:
     else:
         out += _code_names(full)
         out += ["", f"_{md_escape(methods_note(comparison, report).text)}_", ""]
+    out += [f"_{md_escape(noise_line(comparison).text)}_", ""]
 
     out += [f"#### {md_escape(why_title(comparison, report))}", "",
             f"**{md_escape(disagreement_line(comparison, report).text)}**", ""]
@@ -108,9 +111,19 @@ def _candidate(report: dict, comparison: dict, limit: int | None) -> list[str]:
 def _render(report: dict, limit: int | None, chars: int) -> str:
     out = [f"## metricdiff: {md_escape(comparison_title(report), line_start=False)}", ""]
     out += _verdicts(report)
-    out += ["", f"### {TITLE_RUNS}", "", md_escape(comparison_facts(report, MISSING)), ""]
+    for comparison in comparisons_of(report)[:1]:  # the same sources for every candidate
+        out += ["", f"_{md_escape(noise_line(comparison).text)}_"]
+    title = TITLE_GROUPS_RUNS if grouped(report) else TITLE_RUNS
+    out += ["", f"### {title}", "", md_escape(comparison_facts(report, MISSING)), ""]
     runs = runs_grid(report, MISSING)
-    out += _code_names(runs) if runs.rows else ["_(no metrics)_"]
+    if grouped(report):
+        out += _code_names(groups_grid(report, MISSING))
+        out += [""] + _details(f"{TITLE_RUNS}: every run", _code_names(runs))
+    else:
+        out += _code_names(runs) if runs.rows else ["_(no metrics)_"]
+    floor = seed_noise_section(report, MISSING)
+    if floor is not None:
+        out += [""] + _section(floor)
     if limit is not None:
         out += ["", CUT_NOTE.format(limit=f"{limit:,}", chars=f"{chars:,}")]
     for comparison in comparisons_of(report):

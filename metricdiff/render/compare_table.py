@@ -14,10 +14,11 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from .common import (DASH, TITLE_DELTAS, TITLE_RUNS, TITLE_WHERE, Cell, Grid, comparisons_of,
-                     best_parts, candidate_heading, comparison_facts, decision_cell, delta_grid,
-                     disagreement_line, fail_line, flip_section, methods_note, ranked_sections,
-                     reason_lines, runs_grid, verdict_grid, why_title)
+from .common import (DASH, TITLE_DELTAS, TITLE_GROUPS_RUNS, TITLE_RUNS, TITLE_WHERE, Cell, Grid,
+                     best_parts, candidate_heading, comparison_facts, comparisons_of,
+                     decision_cell, delta_grid, disagreement_line, fail_line, flip_section,
+                     grouped, groups_grid, methods_note, noise_line, ranked_sections,
+                     reason_lines, runs_grid, seed_noise_section, verdict_grid, why_title)
 from .table import INDENT, _indent, _section, _table, _text, print_warnings
 
 # Columns of the delta table left out, in this order, when a console is too narrow for it.
@@ -104,6 +105,7 @@ def _candidate(console: Console, report: dict, comparison: dict) -> None:
     console.print(Text(TITLE_DELTAS, style="bold underline"))
     console.print(_indent(table))
     console.print(_indent(_text(methods_note(comparison, report))))
+    console.print(_indent(_text(noise_line(comparison))))
     if dropped:
         console.print(_indent(Text(f"({', '.join(dropped)} left out to fit {console.width} "
                                    "columns)", style="dim")))
@@ -135,15 +137,21 @@ def render_comparison(report: dict, console: Console) -> None:
     failed = fail_line(report)
     if failed is not None:
         console.print(_indent(_text(failed)))
+    for comparison in comparisons_of(report)[:1]:  # the same sources for every candidate
+        console.print(_indent(_text(noise_line(comparison))))
 
-    runs = runs_grid(report, DASH)
+    runs = groups_grid(report, DASH) if grouped(report) else runs_grid(report, DASH)
     console.print()
-    console.print(Text(TITLE_RUNS, style="bold underline"))
+    console.print(Text(TITLE_GROUPS_RUNS if grouped(report) else TITLE_RUNS,
+                       style="bold underline"))
     if runs.rows:
         for table in _split(console, runs, keep=2):
             console.print(_indent(table))
     else:
         console.print(_indent(Text("(no metrics)", style="dim")))
+    floor = seed_noise_section(report, DASH)
+    if floor is not None:
+        _section(console, floor)
 
     for comparison in comparisons_of(report):
         _candidate(console, report, comparison)

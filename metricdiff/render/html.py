@@ -23,13 +23,14 @@ import warnings
 from contextlib import contextmanager
 
 from ..errors import UsageError
-from .common import (DASH, FLIP_GROUPS, TITLE_CALIBRATION, TITLE_DELTAS, TITLE_RUNS,
-                     TITLE_WARNINGS, TITLE_WHERE, Cell, Grid, Section, _class_label,
+from .common import (DASH, FLIP_GROUPS, TITLE_CALIBRATION, TITLE_DELTAS, TITLE_GROUPS_RUNS,
+                     TITLE_RUNS, TITLE_WARNINGS, TITLE_WHERE, Cell, Grid, Section, _class_label,
                      best_parts, calibration_line, candidate_heading, comparison_facts,
                      comparison_title, comparisons_of, contribution_style, delta_grid,
-                     disagreement_line, fail_line, flip_section, fmt_int, fmt_signed,
-                     headline_grid, is_missing, methods_note, metric_unit, ranked_sections,
-                     reason_lines, runs_grid, sections, short_label, title_line, verdict_caveat,
+                     disagreement_line, fail_line, flip_section, fmt_int, fmt_signed, grouped,
+                     groups_grid, headline_grid, is_missing, methods_note, metric_unit,
+                     noise_line, ranked_sections, reason_lines, runs_grid, sections,
+                     seed_noise_section, short_label, title_line, verdict_caveat,
                      verdict_parts, warnings_of, why_title)
 
 MISSING = DASH
@@ -539,6 +540,7 @@ def _candidate(report: dict, comparison: dict) -> list[str]:
     note = methods_note(comparison, report)
     if note.text:
         out.append(_paragraph(note))
+    out.append(_paragraph(noise_line(comparison)))
     flips = flip_section(comparison, report, MISSING)
     if flips is not None:
         out.append(html_section(flips))
@@ -562,6 +564,12 @@ def render_comparison_html(report: dict) -> str:
             f'<p class="facts">{esc(comparison_facts(report, MISSING))}</p>']
     body += _verdicts(report)
 
+    if grouped(report):
+        body.append(f"<h2>{esc(TITLE_GROUPS_RUNS)}</h2>")
+        body.append(html_table(groups_grid(report, MISSING)))
+        floor = seed_noise_section(report, MISSING)
+        if floor is not None:
+            body.append(html_section(floor))
     body.append(f"<h2>{esc(TITLE_RUNS)}</h2>")
     runs_table = runs_grid(report, MISSING)
     body.append(html_table(runs_table) if runs_table.rows
