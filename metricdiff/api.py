@@ -66,9 +66,10 @@ def report(run: str, *, name: str | None = None, label_col: str = "label",
 
 
 def _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file, prob_tolerance,
-                  batch_values) -> ReadOptions:
+                  batch_values, cluster: str | None = None) -> ReadOptions:
     return ReadOptions(label_col=label_col, pred_col=pred_col, pred_kind=pred_kind,
-                       id_col=id_col, slice_cols=tuple(by), classes_file=classes_file,
+                       id_col=id_col, slice_cols=tuple(by), cluster_col=cluster,
+                       classes_file=classes_file,
                        prob_tolerance=prob_tolerance,
                        **({"batch_values": batch_values} if batch_values else {}))
 
@@ -88,6 +89,7 @@ def _check_groups(cuts) -> tuple[float, float]:
 
 def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | os.PathLike,
             names: list[str | None] | None = None, paired_seeds: bool = False,
+            cluster: str | None = None,
             primary: str = "nll", alpha: float = 0.05, min_effect: float = 0.0,
             resamples: int = 1000, seed: int = 0, fail_on: str = "never", top: int = 10,
             allow_partial: bool = False, label_col: str = "label", pred_col: str | None = None,
@@ -115,6 +117,10 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     paired_seeds : bool
         The i-th run of every group was trained with the same seed: deltas are taken seed by
         seed. Needs groups of equal size.
+    cluster : str, optional
+        A column whose equal values mark examples that are not independent (frames of one
+        video, crops of one image): every interval and test then treats clusters as the
+        units drawn at random.
     primary : str
         The metric the verdict is about (default ``nll``).
     alpha : float
@@ -154,7 +160,7 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     check_primary(primary, metric_directions(top_k))
     check_settings(alpha, min_effect, fail_on)
     read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
-                         prob_tolerance, batch_values)
+                         prob_tolerance, batch_values, cluster)
     # two runs read at once: each run's reading is already overlapped with its arithmetic,
     # and the machine this is sized for has two cores
     stop = threading.Event()  # on Ctrl-C or an error, the other reads end at their next batch
@@ -174,7 +180,8 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
         pool.shutdown(wait=True, cancel_futures=True)
     settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
                                resamples=resamples, seed=seed, fail_on=fail_on, top=top,
-                               allow_partial=allow_partial, paired_seeds=paired_seeds)
+                               allow_partial=allow_partial, paired_seeds=paired_seeds,
+                               cluster=cluster)
     return build_comparison(runs, settings, metric_settings, groups)
 
 

@@ -179,6 +179,9 @@ def compare(
     paired_seeds: Annotated[bool, typer.Option(
         help="The i-th run of every group used the same seed: take deltas seed by seed.")
     ] = False,
+    cluster: Annotated[Optional[str], typer.Option(
+        help="Column marking examples that are not independent (one video, one patient): "
+             "intervals and tests resample whole clusters.")] = None,
     output_format: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     label_col: LabelColOpt = "label",
@@ -203,6 +206,7 @@ def compare(
         names, paths = zip(*(split_name(arg) for arg in runs))
         with progress_bar() as progress:
             result = api.compare(*paths, names=list(names), paired_seeds=paired_seeds,
+                                 cluster=cluster,
                                  primary=primary, alpha=alpha,
                                  min_effect=min_effect, resamples=resamples, seed=seed,
                                  fail_on=fail_on.value, top=top, allow_partial=allow_partial,

@@ -15,11 +15,13 @@ from .explain import (calibration_view, class_group_view, confident_wrong_view, 
                       nll_by_flip, reasons)
 from .metrics import (ClassCounts, MetricSettings, class_groups, headline, metric_directions,
                       reliability_table)
-from .errors import UsageError
+from .detect import detectable
+from .errors import InputError, UsageError
 from .groups import (GroupExamples, average_over_pairs, group_summaries, noise_floor_table,
                      run_pairs, spread_over_pairs)
-from .paired import (METHOD_NONE, RESAMPLED, BootstrapPlan, Interval, bootstrap, mcnemar,
-                     paired_t, per_example_values, resample_values)
+from .paired import (METHOD_NONE, RESAMPLED, BootstrapPlan, Interval, bootstrap,
+                     clustered_mcnemar, mcnemar, paired_t, per_example_values, resample_values,
+                     sampling_variance)
 from .seeds import mean_metric_delta, resampled_metric_delta
 from .perexample import PerExample
 from .pipeline import RunData
@@ -41,6 +43,7 @@ class CompareSettings:
     top: int = 10  # length of each ranked list
     allow_partial: bool = False
     paired_seeds: bool = False  # the i-th runs of every group share a training seed
+    cluster: str | None = None  # the column whose equal values mark clustered examples
 
 
 def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSettings(),
@@ -68,7 +71,8 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     names = list(members)
     base_idx = members[names[0]]
     class_group = class_groups(counts[base_idx[0]], metric_settings.class_groups)
-    plan = BootstrapPlan(len(aligned[0]), settings.resamples, settings.seed)
+    clusters = _clusters(runs, alignment, settings.cluster)
+    plan = BootstrapPlan(len(aligned[0]), settings.resamples, settings.seed, clusters)
     draws = [None] * len(runs)
     if settings.resamples > 0:  # every run on the same resamples, drawn once for all
         available = [{m for m in RESAMPLED if summary["metrics"][m] is not None}
@@ -77,8 +81,8 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
                                 plan)
     group_values = group_summaries(members, summaries, runs)
     if grouped:
-        pairs = [_group_deltas(base_idx, members[name], summaries, aligned, draws, settings,
-                               metric_settings) for name in names[1:]]
+        pairs = [_group_deltas(base_idx, members[name], summaries, aligned, draws, plan,
+                               settings, metric_settings) for name in names[1:]]
     else:
         pairs = [_deltas(summaries[0]["metrics"], summaries[i]["metrics"], aligned[0],
                          aligned[i], plan, draws[0], draws[i], settings, metric_settings)
@@ -105,8 +109,15 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
                                      aligned[cand_idx[0]], deltas, verdict, summaries[0],
                                      summaries[cand_idx[0]], directions, class_group,
                                      alignment, num_classes, settings, metric_settings)
-        comparison["noise"] = list(deltas[settings.primary].noise
-                                   if settings.primary in deltas else ("examples",))
+        primary = deltas.get(settings.primary)
+        comparison["noise"] = list(primary.noise if primary is not None else plan.noise)
+        sides = (len(base_idx) + len(cand_idx)) / 2
+        comparison["detectable"] = detectable(
+            primary, settings.alpha, plan.n, None if plan.clusters is None else plan.units,
+            round(sides))
+        comparison["clusters"] = _cluster_summary(
+            [aligned[i] for i in base_idx], [aligned[i] for i in cand_idx], plan, settings,
+            metric_settings)
         comparisons.append(comparison)
     floor = None
     if len(base_idx) > 1:
@@ -156,9 +167,49 @@ def _group_of_each(members: dict[str, list[int]], runs: int) -> list[str]:
     return group
 
 
+def _clusters(runs: list[RunData], alignment: Alignment, column: str | None
+              ) -> np.ndarray | None:
+    """Each aligned example's cluster as an index 0..C-1; every run must agree on them."""
+    if column is None:
+        return None
+    keys = runs[0].clusters[alignment.rows[0]]
+    for run, rows in zip(runs[1:], alignment.rows[1:]):
+        differ = run.clusters[rows] != keys
+        if differ.any():
+            raise InputError(f"{int(differ.sum())} examples are in another cluster than in the "
+                             f"baseline {runs[0].name}; expected the same clusters in every run",
+                             path=run.layout.path, column=column)
+    _, index = np.unique(keys.astype(str), return_inverse=True)
+    if index.max() < 1:
+        raise InputError("every example is in one cluster; expected two clusters or more",
+                         path=runs[0].layout.path, column=column)
+    return index
+
+
+def _cluster_summary(bases: list[PerExample], cands: list[PerExample], plan: BootstrapPlan,
+                     settings: CompareSettings, metric_settings: MetricSettings) -> dict | None:
+    """Clusters, and the effective sample size: n over the design effect, the ratio of the
+    clustered to the independent variance of the primary metric's per-example change (of
+    the NLL change where the primary is not a mean over examples)."""
+    if plan.clusters is None:
+        return None
+    values = per_example_values(metric_settings)
+    value = values.get(settings.primary, values["nll"])
+    diff = (np.mean([value(pe) for pe in cands], axis=0)
+            - np.mean([value(pe) for pe in bases], axis=0))
+    clustered, _ = sampling_variance(diff, plan.clusters)
+    independent, _ = sampling_variance(diff)
+    effect = clustered / independent if independent > 0 else None
+    return {"column": settings.cluster, "count": plan.units,
+            "metric": settings.primary if settings.primary in values else "nll",
+            "design_effect": effect,
+            "effective_n": plan.n / effect if effect else None}
+
+
 def _group_deltas(base_idx: list[int], cand_idx: list[int], summaries: list[dict],
-                  aligned: list[PerExample], draws: list, settings: CompareSettings,
-                  metric_settings: MetricSettings) -> dict[str, Interval]:
+                  aligned: list[PerExample], draws: list, plan: BootstrapPlan,
+                  settings: CompareSettings, metric_settings: MetricSettings
+                  ) -> dict[str, Interval]:
     """Every metric all runs of both groups have: the difference of group means with an
     interval over seeds and examples (seeds.py)."""
     members = base_idx + cand_idx
@@ -170,7 +221,8 @@ def _group_deltas(base_idx: list[int], cand_idx: list[int], summaries: list[dict
         if name in both:
             deltas[name] = mean_metric_delta(np.stack([value(aligned[i]) for i in base_idx]),
                                              np.stack([value(aligned[i]) for i in cand_idx]),
-                                             settings.alpha, settings.paired_seeds)
+                                             settings.alpha, settings.paired_seeds,
+                                             plan.clusters)
 
     def run_values(indices: list[int], name: str) -> np.ndarray:
         return np.array([summaries[i]["metrics"][name] for i in indices])
@@ -180,7 +232,7 @@ def _group_deltas(base_idx: list[int], cand_idx: list[int], summaries: list[dict
             deltas[name] = resampled_metric_delta(
                 run_values(base_idx, name), run_values(cand_idx, name),
                 [draws[i][name] for i in base_idx], [draws[i][name] for i in cand_idx],
-                settings.alpha, settings.paired_seeds, len(aligned[0]) - 1)
+                settings.alpha, settings.paired_seeds, plan.units - 1, plan.noise[0])
     if "temperature" in both:
         delta = run_values(cand_idx, "temperature").mean() - run_values(base_idx,
                                                                         "temperature").mean()
@@ -212,11 +264,18 @@ def _deltas(base_values: dict, cand_values: dict, base, cand, plan: BootstrapPla
     deltas: dict[str, Interval] = {}
     for name, value in per_example_values(metric_settings).items():
         if name in both:
-            deltas[name] = paired_t(value(base), value(cand), settings.alpha)
-    if "accuracy" in deltas:  # McNemar's exact test, and the interval that inverts it
-        fixed = int((~base.correct & cand.correct).sum())
-        broken = int((base.correct & ~cand.correct).sum())
-        deltas["accuracy"] = mcnemar(fixed, broken, len(base), settings.alpha)
+            deltas[name] = paired_t(value(base), value(cand), settings.alpha, plan.clusters)
+    if "accuracy" in deltas:  # McNemar's test, and the interval that inverts it
+        fixed, broken = ~base.correct & cand.correct, base.correct & ~cand.correct
+        if plan.clusters is None:
+            deltas["accuracy"] = mcnemar(int(fixed.sum()), int(broken.sum()), len(base),
+                                         settings.alpha)
+        else:
+            count = plan.units
+            deltas["accuracy"] = clustered_mcnemar(
+                np.bincount(plan.clusters, weights=fixed, minlength=count),
+                np.bincount(plan.clusters, weights=broken, minlength=count), len(base),
+                settings.alpha)
     wanted = {name for name in RESAMPLED if name in both}
     if wanted and cand_draws is not None:
         observed = {name: cand_values[name] - base_values[name] for name in wanted}

@@ -38,6 +38,7 @@ class ReadOptions:
     pred_kind: str | None = None  # "logits" or "probs"; needed only for a custom --pred-col name
     id_col: str = "id"
     slice_cols: tuple[str, ...] = ()
+    cluster_col: str | None = None  # examples that are not independent share a value here
     classes_file: str | None = None
     prob_tolerance: float = 1e-3  # |sum(probs) - 1| allowed per row
     batch_values: int = DEFAULT_BATCH_VALUES
@@ -67,6 +68,7 @@ class RunLayout:
     id_col: str | None
     slice_cols: tuple[str, ...]
     topk: int | None = None  # how many classes a top-k run lists per row
+    cluster_col: str | None = None
 
     @property
     def n_rows(self) -> int:
@@ -85,6 +87,7 @@ class Batch:
     label_logprob: np.ndarray | None = None  # (rows,) float64
     ids: np.ndarray | None = None
     slices: dict[str, np.ndarray] = field(default_factory=dict)
+    clusters: np.ndarray | None = None  # the cluster key of each row, as text
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -188,6 +191,9 @@ def inspect_run(path: str, options: ReadOptions = ReadOptions()) -> RunLayout:
         if col not in schema.names:
             raise UsageError(f"{first}: --by column '{col}' not found; columns are: "
                              f"{', '.join(schema.names)}")
+    if options.cluster_col is not None and options.cluster_col not in schema.names:
+        raise UsageError(f"{first}: --cluster column '{options.cluster_col}' not found; "
+                         f"columns are: {', '.join(schema.names)}")
 
     class_names = _class_names(first, schema, prediction, options)
     num_classes, topk = _num_classes(first, parquet_files[0], schema, prediction, class_names)
@@ -202,7 +208,8 @@ def inspect_run(path: str, options: ReadOptions = ReadOptions()) -> RunLayout:
     return RunLayout(path=path, files=tuple(files), group_rows=group_rows, prediction=prediction,
                      num_classes=num_classes, class_names=class_names,
                      label_col=options.label_col, label_is_string=label_is_string, id_col=id_col,
-                     slice_cols=tuple(options.slice_cols), topk=topk)
+                     slice_cols=tuple(options.slice_cols), topk=topk,
+                     cluster_col=options.cluster_col)
 
 
 def _checked_group_rows(path: str, parquet_file: pq.ParquetFile) -> tuple[int, ...]:
@@ -457,6 +464,8 @@ def _columns_to_read(layout: RunLayout) -> list[str]:
     if layout.id_col is not None:
         columns.append(layout.id_col)
     columns.extend(c for c in layout.slice_cols if c not in columns)
+    if layout.cluster_col is not None and layout.cluster_col not in columns:
+        columns.append(layout.cluster_col)
     return columns
 
 
@@ -483,6 +492,8 @@ def _validate(layout: RunLayout, options: ReadOptions, path: str, row_start: int
         batch.ids = _ids(path, row_start, record_batch.column(layout.id_col), layout.id_col)
     for col in layout.slice_cols:
         batch.slices[col] = _slice_values(record_batch.column(col))
+    if layout.cluster_col is not None:
+        batch.clusters = _slice_values(record_batch.column(layout.cluster_col))
     return batch
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -22,6 +22,7 @@ from .metrics import MetricSettings, equal_width_bin
 from .perexample import PerExample
 
 METHOD_T = "paired t"
+METHOD_T_CLUSTERED = "paired t, cluster-robust (CR1)"
 METHOD_MCNEMAR = "McNemar exact test and interval"
 METHOD_CLUSTERED_MCNEMAR = "clustered McNemar (Durkalski 2003)"
 METHOD_BOOTSTRAP = "paired bootstrap"
@@ -45,6 +46,7 @@ class Interval:
     df: float | None = None  # of the t reference, where there is one
     se: float | None = None  # standard error of the delta, where the method has one
     noise: tuple[str, ...] = (NOISE_EXAMPLES,)  # the sources of noise the interval covers
+    seed_var: float | None = None  # the part of se^2 that comes from training seeds
 
 
 def per_example_values(settings: MetricSettings) -> dict[str, Callable[[PerExample], np.ndarray]]:
@@ -69,15 +71,16 @@ def paired_t(baseline: np.ndarray, candidate: np.ndarray, alpha: float,
     delta = float(diff.mean()) if len(diff) else math.nan
     variance, df = sampling_variance(diff, clusters)
     noise = (NOISE_EXAMPLES,) if clusters is None else (NOISE_CLUSTERS,)
+    method = METHOD_T if clusters is None else METHOD_T_CLUSTERED
     if df < 1:  # one example (or one cluster): nothing to test against
-        return Interval(delta, None, None, None, METHOD_T, noise=noise)
+        return Interval(delta, None, None, None, method, noise=noise)
     se = math.sqrt(variance)
     if not se > 0:  # every difference equal (often all zero): no spread to test against
-        return Interval(delta, delta, delta, 1.0 if delta == 0 else 0.0, METHOD_T, df, 0.0,
+        return Interval(delta, delta, delta, 1.0 if delta == 0 else 0.0, method, df, 0.0,
                         noise)
     t_crit = special.stdtrit(df, 1 - alpha / 2)
     p_value = float(2 * special.stdtr(df, -abs(delta / se)))
-    return Interval(delta, delta - t_crit * se, delta + t_crit * se, p_value, METHOD_T, df, se,
+    return Interval(delta, delta - t_crit * se, delta + t_crit * se, p_value, method, df, se,
                     noise)
 
 
@@ -120,8 +123,10 @@ def mcnemar(fixed: int, broken: int, n: int, alpha: float) -> Interval:
     low = special.betaincinv(fixed, broken + 1, alpha / 2) if fixed else 0.0
     high = special.betaincinv(fixed + 1, broken, 1 - alpha / 2) if broken else 1.0
     scale = flips / n
-    return Interval((fixed - broken) / n, float(scale * (2 * low - 1)),
-                    float(scale * (2 * high - 1)), mcnemar_exact(fixed, broken), METHOD_MCNEMAR)
+    delta = (fixed - broken) / n
+    se = math.sqrt(max(0.0, flips / n - delta ** 2) / n)  # of the mean of +1 / 0 / -1 values
+    return Interval(delta, float(scale * (2 * low - 1)), float(scale * (2 * high - 1)),
+                    mcnemar_exact(fixed, broken), METHOD_MCNEMAR, se=se)
 
 
 def clustered_mcnemar(fixed: np.ndarray, broken: np.ndarray, n: int, alpha: float) -> Interval:
@@ -256,15 +261,29 @@ LITTLE_EXPONENT = 0.7
 @dataclass(frozen=True)
 class BootstrapPlan:
     """Which examples each subset holds and how each resample weights them; deterministic in
-    (n, resamples, seed), so every run of a comparison gets the same resamples."""
+    (n, resamples, seed, clusters), so every run of a comparison gets the same resamples.
+
+    The units drawn are the examples, or with `clusters` (a cluster index 0..C-1 per
+    example) whole clusters: every example of a cluster then gets its cluster's weight.
+    """
 
     n: int
     resamples: int
     seed: int
+    clusters: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def units(self) -> int:
+        """How many independent units there are to draw: examples, or clusters."""
+        return self.n if self.clusters is None else int(self.clusters.max()) + 1
+
+    @property
+    def noise(self) -> tuple[str, ...]:
+        return (NOISE_EXAMPLES,) if self.clusters is None else (NOISE_CLUSTERS,)
 
     @property
     def little(self) -> bool:
-        return self.n > FULL_BOOTSTRAP_MAX
+        return self.units > FULL_BOOTSTRAP_MAX
 
     @property
     def subsets(self) -> int:
@@ -276,46 +295,75 @@ class BootstrapPlan:
 
     @property
     def method(self) -> str:
+        what = "examples" if self.clusters is None else "clusters"
         if not self.little:
-            return f"{METHOD_BOOTSTRAP}, {self.resamples} resamples"
-        return (f"bag of little bootstraps, {self.subsets} subsets of {self.size} examples x "
+            return (f"{METHOD_BOOTSTRAP}, {self.resamples} resamples"
+                    + ("" if self.clusters is None else " of whole clusters"))
+        return (f"bag of little bootstraps, {self.subsets} subsets of {self.size} {what} x "
                 f"{self.per_subset} resamples")
 
-    def subset(self, j: int) -> np.ndarray | None:
-        """Indices of subset j, or None for all examples."""
+    def subset_units(self, j: int) -> np.ndarray | None:
+        """The units (examples or clusters) of subset j, or None for all of them."""
         if not self.little:
             return None
         rng = np.random.default_rng([self.seed, j, 0])
-        return np.sort(rng.choice(self.n, self.size, replace=False))
+        return np.sort(rng.choice(self.units, self.size, replace=False))
+
+    def subset(self, j: int) -> np.ndarray | None:
+        """Indices of the examples of subset j, or None for all examples."""
+        units = self.subset_units(j)
+        if units is None or self.clusters is None:
+            return units
+        return np.flatnonzero(np.isin(self.clusters, units))
 
     @property
     def size(self) -> int:
-        """Examples in each subset."""
-        return int(self.n ** LITTLE_EXPONENT) if self.little else self.n
+        """Units in each subset."""
+        return int(self.units ** LITTLE_EXPONENT) if self.little else self.units
+
+    @property
+    def scale(self) -> float:
+        """The weight of every unit in a subset's own value: it stands for all units."""
+        return self.units / self.size
 
     @property
     def block_rows(self) -> int:
         """Resamples weighed together: a block of weights holds about BLOCK_VALUES entries."""
-        return max(1, BLOCK_VALUES // self.size)
+        examples = self.size * self.n / self.units  # examples in a subset, on average
+        return max(1, int(BLOCK_VALUES // examples))
 
     @property
     def blocks(self) -> int:
         return -(-self.per_subset // self.block_rows)
 
     def weight_block(self, j: int, b: int) -> np.ndarray:
-        """Resampling weights of block b of subset j: a (resamples, size) matrix whose rows
-        are resamples b * block_rows, b * block_rows + 1, ... of the subset. Each block has
-        its own seed, so blocks can be drawn in any order, or at once."""
+        """Resampling weights of block b of subset j: a (resamples, examples of the subset)
+        matrix whose rows are resamples b * block_rows, b * block_rows + 1, ... of the
+        subset. Each block has its own seed, so blocks can be drawn in any order, or at
+        once."""
         rng = np.random.default_rng([self.seed, j, 1, b])
         rows = min(self.block_rows, self.per_subset - b * self.block_rows)
-        if not self.little:  # draw n examples with replacement, count each one's copies
-            drawn = rng.integers(0, self.n, (rows, self.n))
-            drawn += self.n * np.arange(rows)[:, None]
-            counts = np.bincount(drawn.ravel(), minlength=rows * self.n)
-            return counts.reshape(rows, self.n).astype(np.float64)
-        # Poisson(n / size) counts: the multinomial's large-n limit at a fraction of its cost
-        # (numpy draws a multinomial one category at a time)
-        return poisson(rng, self.n / self.size, (rows, self.size)).astype(np.float64)
+        units = self.units
+        if not self.little:  # draw every unit with replacement, count each one's copies
+            drawn = rng.integers(0, units, (rows, units))
+            drawn += units * np.arange(rows)[:, None]
+            weights = np.bincount(drawn.ravel(), minlength=rows * units).reshape(rows, units)
+        else:
+            # Poisson(units / size) counts: the multinomial's large-n limit at a fraction of
+            # its cost (numpy draws a multinomial one category at a time)
+            weights = poisson(rng, self.units / self.size, (rows, self.size))
+        weights = weights.astype(np.float64)
+        if self.clusters is None:
+            return weights
+        return np.take(weights, self._local_clusters(j), axis=1)  # each example, its cluster's
+
+    def _local_clusters(self, j: int) -> np.ndarray:
+        """For each example of subset j, the position of its cluster among the subset's."""
+        units = self.subset_units(j)
+        examples = self.subset(j)
+        if units is None:
+            return self.clusters
+        return np.searchsorted(units, self.clusters[examples])
 
 
 def poisson(rng: np.random.Generator, mean: float, shape: tuple[int, ...]) -> np.ndarray:
@@ -377,7 +425,7 @@ def resample_values(runs: list[PerExample], num_classes: int, bins: int,
     with ThreadPoolExecutor(max_workers=2) as pool:
         views = list(pool.map(subset_views, range(plan.subsets)))  # per subset, one per run
         for j in range(plan.subsets):
-            fill(j, 0, np.full((1, plan.size), plan.n / plan.size))
+            fill(j, 0, np.full((1, len(views[j][0].label)), plan.scale))
         list(pool.map(fill_block, [(j, b) for j in range(plan.subsets)
                                    for b in range(plan.blocks)]))
     return draws
@@ -402,8 +450,9 @@ def bootstrap(observed: dict[str, float], baseline_draws: dict[str, np.ndarray],
         low, high = _mean_quantile(deviations, alpha / 2), _mean_quantile(deviations,
                                                                           1 - alpha / 2)
         p_value = max(_inverted_p(deviations, float(delta)), 1 / (deviations.size + 1))
+        se = float(np.sqrt(deviations.var(axis=1, ddof=1).mean()))
         results[name] = Interval(float(delta), float(delta + low), float(delta + high),
-                                 p_value, plan.method)
+                                 p_value, plan.method, se=se, noise=plan.noise)
     return results
 
 

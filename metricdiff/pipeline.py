@@ -30,6 +30,7 @@ class RunData:
     temperature: float | None
     temperature_rows: int  # rows the temperature was fitted on
     num_classes: int  # K, inferred from the data for top-k runs without class names
+    clusters: np.ndarray | None = None  # each example's cluster key (text), with --cluster
 
     @property
     def rank_depth(self) -> int | None:
@@ -60,7 +61,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
             temperature, temperature_rows = _fit(sample_batches)
         batches = sample_batches if whole_run else reader  # whole run sampled: not read twice
         sample_batches = None  # freed as the main pass goes, when it holds them
-        parts, ids, slices = [], [], {col: [] for col in layout.slice_cols}
+        parts, ids, clusters = [], [], []
+        slices = {col: [] for col in layout.slice_cols}
         rows_done = 0
         for batch in batches:
             if stop is not None and stop.is_set():
@@ -73,6 +75,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                 ids.append(batch.ids)
             for col, values in batch.slices.items():
                 slices[col].append(values)
+            if batch.clusters is not None:
+                clusters.append(batch.clusters)
     finally:
         if reader is not None:
             reader.close()
@@ -84,7 +88,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                    ids=np.concatenate(ids) if ids else None,
                    slices={col: np.concatenate(v) for col, v in slices.items()},
                    temperature=temperature, temperature_rows=temperature_rows,
-                   num_classes=num_classes)
+                   num_classes=num_classes,
+                   clusters=np.concatenate(clusters) if clusters else None)
 
 
 def _fit(batches: list[Batch]) -> tuple[float, int]:

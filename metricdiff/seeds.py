@@ -79,11 +79,13 @@ def crossed_interval(delta: float, example_var: float, example_df: int,
     borrowed = sum(1 / len(s.values) for s in spreads if s.seed_variance is None)
     pooled_df = sum(len(s.values) - 1 for s in estimable)
     variance = example_var
+    seed_var = 0.0
     df_terms = example_var ** 2 / example_df if example_df > 0 else math.inf
     for spread in estimable:
         df = len(spread.values) - 1
         coefficient = 1 / len(spread.values) + borrowed * df / pooled_df
         if spread.seed_variance > 0:
+            seed_var += coefficient * spread.seed_variance
             variance += coefficient * spread.seed_variance
             df_terms += (coefficient * spread.between) ** 2 / df
     noise = (unit, NOISE_SEEDS) if estimable else (unit,)
@@ -98,7 +100,7 @@ def crossed_interval(delta: float, example_var: float, example_df: int,
     tail = special.stdtr(df, -abs(delta) / se) if math.isfinite(df) else special.ndtr(
         -abs(delta) / se)
     return Interval(delta, delta - t_crit * se, delta + t_crit * se, float(min(1.0, 2 * tail)),
-                    method, df=float(df), se=se, noise=noise)
+                    method, df=float(df), se=se, noise=noise, seed_var=seed_var)
 
 
 def mean_metric_delta(base: np.ndarray, cand: np.ndarray, alpha: float, paired: bool,

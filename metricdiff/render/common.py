@@ -637,14 +637,15 @@ def runs_grid(report: dict, missing: str = DASH) -> Grid:
 
 def grouped(report: dict) -> bool:
     """True when a side of the comparison holds several runs."""
-    return any((g or {}).get("size", 1) > 1 for g in report.get("groups") or [])
+    sizes = [_get(g, "size") for g in report.get("groups") or []]
+    return any(not is_missing(size) and size > 1 for size in sizes)
 
 
 def groups_grid(report: dict, missing: str = DASH) -> Grid:
     """metric | better | one column per group: its mean ± the seed-to-seed sd."""
     groups = [g for g in (report.get("groups") or []) if isinstance(g, dict)]
     directions = report.get("directions") or {}
-    headers = [f"{g.get('name')} ({g.get('size')} run{'s' if g.get('size') != 1 else ''})"
+    headers = [f"{g.get('name')} ({fmt_int(g.get('size'))} run{'s' if g.get('size') != 1 else ''})"
                + (", baseline" if i == 0 else "") for i, g in enumerate(groups)]
     rows = []
     for name in compare_headline_metrics(report):
@@ -669,6 +670,45 @@ def noise_line(comparison: dict) -> Cell:
         return Cell(f"noise covered: {unit} and training seeds{sizes if runs else ''}", "dim")
     return Cell(f"noise covered: {unit} only — seed-to-seed variation was not measured (give "
                 "several runs per side: NAME=PATH repeated, or NAME=DIR/*/)", "warn")
+
+
+def detect_line(comparison: dict, report: dict) -> Cell | None:
+    """'could detect: nll changes of 0.021 or more (80% power at α = 0.05); ...'."""
+    found = comparison.get("detectable")
+    if not isinstance(found, dict) or is_missing(found.get("mde")):
+        return None
+    primary = _primary(report, comparison)
+    power, alpha = found.get("power"), found.get("alpha")
+    text = f"could detect: {primary} changes of ±{fmt_metric(found['mde'])} or more"
+    if not is_missing(power) and not is_missing(alpha):
+        text += f" ({power:.0%} power at α = {alpha:g})"
+    if _get(comparison, "verdict", "decision") == "inconclusive":
+        delta = _get(comparison, "verdict", "delta")
+        needs = []
+        if not is_missing(found.get("clusters_needed")):
+            needs.append(f"about {fmt_int(found['clusters_needed'])} clusters "
+                         f"(~{fmt_int(found.get('examples_needed'))} examples)")
+        elif not is_missing(found.get("examples_needed")):
+            needs.append(f"about {fmt_int(found['examples_needed'])} examples")
+        if not is_missing(found.get("runs_needed_per_side")):
+            needs.append(f"about {fmt_int(found['runs_needed_per_side'])} runs per side")
+        if not is_missing(delta) and delta:
+            text += (f"; the observed {fmt_signed(delta)} would need "
+                     + (" or ".join(needs) if needs else "more runs per side and more examples"))
+    return Cell(text, "dim")
+
+
+def cluster_line(comparison: dict) -> Cell | None:
+    """'245 clusters by cluster: effective sample size 567 of 3,034 (design effect 5.4)'."""
+    clusters = comparison.get("clusters")
+    if not isinstance(clusters, dict):
+        return None
+    effect = clusters.get("design_effect")
+    text = (f"{fmt_int(clusters.get('count'))} clusters by '{clusters.get('column')}': "
+            f"effective sample size {fmt_int(clusters.get('effective_n'))}")
+    if not is_missing(effect):
+        text += f" (design effect {effect:.2f} on {clusters.get('metric')})"
+    return Cell(text, "dim")
 
 
 def seed_noise_section(report: dict, missing: str = DASH) -> Section | None:
@@ -751,7 +791,7 @@ def methods_note(comparison: dict, report: dict) -> Cell:
     resamples = _get(report, "settings", "resamples")
 
     def label(method: str) -> str:
-        if "bootstrap" in method and not is_missing(resamples):
+        if "bootstrap" in method and "resamples" not in method and not is_missing(resamples):
             return f"{method}, {fmt_int(resamples)} resamples"
         return method
 

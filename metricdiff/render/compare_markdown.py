@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import html
 
-from .common import (TITLE_DELTAS, TITLE_GROUPS_RUNS, TITLE_RUNS, TITLE_WARNINGS, TITLE_WHERE,
-                     Cell, Grid, Section, best_parts, candidate_heading,
-                     compare_headline_metrics, comparison_facts, comparison_title,
-                     comparisons_of, delta_grid, disagreement_line, fail_line, flip_section,
-                     grouped, groups_grid, methods_note, noise_line, ranked_lengths,
-                     ranked_sections, reason_lines, runs_grid, seed_noise_section,
-                     verdict_caveat, verdict_parts, warnings_of, why_title)
+from .common import (TITLE_DELTAS, TITLE_GROUPS_RUNS, TITLE_RUNS, TITLE_WARNINGS, TITLE_WHERE, Cell,
+                     Grid, Section, best_parts, candidate_heading, cluster_line,
+                     compare_headline_metrics, comparison_facts, comparison_title, comparisons_of,
+                     delta_grid, detect_line, disagreement_line, fail_line, flip_section, grouped,
+                     groups_grid, methods_note, noise_line, ranked_lengths, ranked_sections,
+                     reason_lines, runs_grid, seed_noise_section, verdict_caveat, verdict_parts,
+                     warnings_of, why_title)
 from .markdown import MISSING, _metric_name, md_escape, pipe_table
 
 LIMIT = 60_000  # characters; GitHub's comment limit is 65,536
@@ -91,7 +91,10 @@ def _candidate(report: dict, comparison: dict, limit: int | None) -> list[str]:
     else:
         out += _code_names(full)
         out += ["", f"_{md_escape(methods_note(comparison, report).text)}_", ""]
-    out += [f"_{md_escape(noise_line(comparison).text)}_", ""]
+    for line in (noise_line(comparison), cluster_line(comparison),
+                 detect_line(comparison, report)):
+        if line is not None:
+            out += [f"_{md_escape(line.text)}_", ""]
 
     out += [f"#### {md_escape(why_title(comparison, report))}", "",
             f"**{md_escape(disagreement_line(comparison, report).text)}**", ""]

@@ -15,9 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .common import (DASH, TITLE_DELTAS, TITLE_GROUPS_RUNS, TITLE_RUNS, TITLE_WHERE, Cell, Grid,
-                     best_parts, candidate_heading, comparison_facts, comparisons_of,
-                     decision_cell, delta_grid, disagreement_line, fail_line, flip_section,
-                     grouped, groups_grid, methods_note, noise_line, ranked_sections,
+                     best_parts, candidate_heading, cluster_line, comparison_facts, comparisons_of,
+                     decision_cell, delta_grid, detect_line, disagreement_line, fail_line,
+                     flip_section, grouped, groups_grid, methods_note, noise_line, ranked_sections,
                      reason_lines, runs_grid, seed_noise_section, verdict_grid, why_title)
 from .table import INDENT, _indent, _section, _table, _text, print_warnings
 
@@ -105,7 +105,10 @@ def _candidate(console: Console, report: dict, comparison: dict) -> None:
     console.print(Text(TITLE_DELTAS, style="bold underline"))
     console.print(_indent(table))
     console.print(_indent(_text(methods_note(comparison, report))))
-    console.print(_indent(_text(noise_line(comparison))))
+    for line in (noise_line(comparison), cluster_line(comparison),
+                 detect_line(comparison, report)):
+        if line is not None:
+            console.print(_indent(_text(line)))
     if dropped:
         console.print(_indent(Text(f"({', '.join(dropped)} left out to fit {console.width} "
                                    "columns)", style="dim")))

@@ -25,13 +25,13 @@ from contextlib import contextmanager
 from ..errors import UsageError
 from .common import (DASH, FLIP_GROUPS, TITLE_CALIBRATION, TITLE_DELTAS, TITLE_GROUPS_RUNS,
                      TITLE_RUNS, TITLE_WARNINGS, TITLE_WHERE, Cell, Grid, Section, _class_label,
-                     best_parts, calibration_line, candidate_heading, comparison_facts,
-                     comparison_title, comparisons_of, contribution_style, delta_grid,
-                     disagreement_line, fail_line, flip_section, fmt_int, fmt_signed, grouped,
-                     groups_grid, headline_grid, is_missing, methods_note, metric_unit,
-                     noise_line, ranked_sections, reason_lines, runs_grid, sections,
-                     seed_noise_section, short_label, title_line, verdict_caveat,
-                     verdict_parts, warnings_of, why_title)
+                     best_parts, calibration_line, candidate_heading, cluster_line,
+                     comparison_facts, comparison_title, comparisons_of, contribution_style,
+                     delta_grid, detect_line, disagreement_line, fail_line, flip_section, fmt_int,
+                     fmt_signed, grouped, groups_grid, headline_grid, is_missing, methods_note,
+                     metric_unit, noise_line, ranked_sections, reason_lines, runs_grid, sections,
+                     seed_noise_section, short_label, title_line, verdict_caveat, verdict_parts,
+                     warnings_of, why_title)
 
 MISSING = DASH
 NEEDS_MATPLOTLIB = "--html needs matplotlib: pip install 'metricdiff[plots]'"
@@ -540,7 +540,10 @@ def _candidate(report: dict, comparison: dict) -> list[str]:
     note = methods_note(comparison, report)
     if note.text:
         out.append(_paragraph(note))
-    out.append(_paragraph(noise_line(comparison)))
+    for line in (noise_line(comparison), cluster_line(comparison),
+                 detect_line(comparison, report)):
+        if line is not None:
+            out.append(_paragraph(line))
     flips = flip_section(comparison, report, MISSING)
     if flips is not None:
         out.append(html_section(flips))
