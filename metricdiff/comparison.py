@@ -312,7 +312,8 @@ def _comparison(base_run: RunData, cand_run: RunData, base, cand, deltas: dict[s
                   "p_value": deltas["accuracy"].p_value, "method": "McNemar exact"},
         "verdict": asdict(verdict),
         "explanation": {
-            "disagreements": disagreements(deltas, directions, settings.primary, settings.alpha),
+            "disagreements": disagreements(deltas, directions, settings.primary, settings.alpha,
+                                           verdict.decision),
             "nll_by_flip": flips,
             "calibration": calibration,
             "confidently_wrong": confident,
@@ -390,7 +391,8 @@ def _group_comparison(base_idx: list[int], cand_idx: list[int], runs: list[RunDa
                   "mean_over_pairs": len(pairs)},
         "verdict": asdict(verdict),
         "explanation": {
-            "disagreements": disagreements(deltas, directions, settings.primary, settings.alpha),
+            "disagreements": disagreements(deltas, directions, settings.primary, settings.alpha,
+                                           verdict.decision),
             "nll_by_flip": mean_flips,
             "calibration": calibration,
             "confidently_wrong": mean_confident,

@@ -105,12 +105,16 @@ def class_group_view(base: PerExample, cand: PerExample, groups: np.ndarray) -> 
 
 
 def disagreements(deltas: dict[str, Interval], directions: dict[str, bool | None],
-                  primary: str, alpha: float) -> list[dict]:
-    """Headline metrics that moved significantly in the direction opposite to the primary."""
+                  primary: str, alpha: float, decision: str | None = None) -> list[dict]:
+    """Headline metrics that moved significantly against the primary metric's verdict: in the
+    opposite direction when the verdict is better or worse; when it is inconclusive, every
+    metric that moved significantly at all (the primary metric did not)."""
     main = deltas.get(primary)
-    if main is None or main.p_value is None or not main.delta:
+    if main is None or main.p_value is None:
         return []
-    primary_better = (main.delta > 0) == bool(directions[primary])
+    decided = decision in ("better", "worse") if decision is not None else (
+        main.p_value < alpha and bool(main.delta))
+    primary_better = bool(main.delta) and (main.delta > 0) == bool(directions[primary])
     found = []
     for name, interval in deltas.items():
         if name == primary or directions.get(name) is None or interval.p_value is None:
@@ -118,9 +122,10 @@ def disagreements(deltas: dict[str, Interval], directions: dict[str, bool | None
         if interval.p_value >= alpha or not interval.delta:
             continue
         better = (interval.delta > 0) == directions[name]
-        if better != primary_better:
+        if not decided or better != primary_better:
             found.append({"metric": name, "says": "better" if better else "worse",
-                          "primary_says": "better" if primary_better else "worse",
+                          "primary_says": ("better" if primary_better else "worse") if decided
+                          else "inconclusive",
                           "delta": interval.delta, "p_value": interval.p_value})
     return found
 

@@ -75,21 +75,40 @@ def paired_t(baseline: np.ndarray, candidate: np.ndarray, alpha: float,
     if df < 1:  # one example (or one cluster): nothing to test against
         return Interval(delta, None, None, None, method, noise=noise)
     se = math.sqrt(variance)
-    if not se > 0:  # every difference equal (often all zero): no spread to test against
-        return Interval(delta, delta, delta, 1.0 if delta == 0 else 0.0, method, df, 0.0,
-                        noise)
-    t_crit = special.stdtrit(df, 1 - alpha / 2)
-    p_value = float(2 * special.stdtr(df, -abs(delta / se)))
-    return Interval(delta, delta - t_crit * se, delta + t_crit * se, p_value, method, df, se,
-                    noise)
+    low, high, p_value = t_test(delta, se, df, alpha)
+    return Interval(delta, float(low), float(high), float(p_value), method, df, se, noise)
 
 
-def sampling_variance(values: np.ndarray, clusters: np.ndarray | None = None
-                      ) -> tuple[float, int]:
+def t_test(delta, se, df, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two-sided t interval bounds and p-value of `delta` with standard error `se` on `df`
+    degrees of freedom (inf: the normal), element by element. The one place a t reference is
+    read, so every interval and its p agree. se 0 (every difference equal): the interval is
+    the point and p is 1 for a zero delta, else 0; no df or no se: NaN."""
+    delta, se, df = (np.asarray(x, dtype=np.float64) for x in (delta, se, df))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_crit = special.stdtrit(df, 1 - alpha / 2)
+        p_value = 2 * special.stdtr(df, -np.abs(delta) / se)
+    flat = se == 0
+    p_value = np.where(flat, np.where(delta == 0, 1.0, 0.0), p_value)
+    half = np.where(flat, 0.0, t_crit * se)
+    untestable = ~(df > 0) | np.isnan(se)
+    nan = np.full(np.shape(p_value), np.nan)
+    return (np.where(untestable, nan, delta - half), np.where(untestable, nan, delta + half),
+            np.where(untestable, nan, p_value))
+
+
+def sampling_variance(values: np.ndarray, clusters: np.ndarray | None = None,
+                      groups: np.ndarray | None = None, count: int = 0):
     """Variance of the mean of `values` over a fresh draw of examples, and its degrees of
     freedom: s^2 / n for independent examples; for examples drawn in clusters (cluster index
     per example, 0..C-1), the cluster-robust sandwich C/(C-1) * sum_c (sum_i in c of
-    (v_i - mean))^2 / n^2 with C - 1 degrees of freedom (the CR1 estimator)."""
+    (v_i - mean))^2 / n^2 with C - 1 degrees of freedom (the CR1 estimator).
+
+    With `groups` (an index per example, 0..count-1, e.g. the class), the same for the mean
+    within each group at once: arrays of `count` variances and dfs (NaN and 0 where a group
+    has fewer than two examples or clusters)."""
+    if groups is not None:
+        return _grouped_sampling_variance(values, clusters, groups, count)
     n = len(values)
     if n < 2:
         return math.nan, 0
@@ -102,14 +121,39 @@ def sampling_variance(values: np.ndarray, clusters: np.ndarray | None = None
     return float(count / (count - 1) * np.dot(sums, sums) / n ** 2), count - 1
 
 
+def _grouped_sampling_variance(values: np.ndarray, clusters: np.ndarray | None,
+                               groups: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    n = np.bincount(groups, minlength=count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # two passes, about each group's mean: sum(v^2) - sum(v)^2 / n loses every digit
+        # when the spread is small next to the mean
+        mean = np.bincount(groups, weights=values, minlength=count) / n
+        centred = values - mean[groups]
+        if clusters is None:
+            df = n - 1
+            variance = np.bincount(groups, weights=centred * centred, minlength=count) / df / n
+        else:  # sums over each (group, cluster) cell; cells found by np.unique, not C x count
+            cells, cell = np.unique(groups.astype(np.int64) * (int(clusters.max()) + 1)
+                                    + clusters, return_inverse=True)
+            sums = np.bincount(cell, weights=centred)
+            owner = cells // (int(clusters.max()) + 1)
+            units = np.bincount(owner, minlength=count)
+            df = units - 1
+            variance = (units / df * np.bincount(owner, weights=sums * sums, minlength=count)
+                        / n ** 2)
+    df = np.maximum(df, 0)
+    return np.where(df >= 1, variance, np.nan), df
 
 
-def mcnemar_exact(fixed: int, broken: int) -> float:
-    """Two-sided exact McNemar p-value: a binomial test of fixed vs broken at p = 1/2."""
+def mcnemar_exact(fixed, broken):
+    """Two-sided exact McNemar p-value: a binomial test of fixed vs broken at p = 1/2 (no
+    flips: 1). Counts may be arrays (one test per element)."""
+    fixed, broken = np.asarray(fixed), np.asarray(broken)
     flips = fixed + broken
-    if flips == 0:
-        return 1.0
-    return float(min(1.0, 2 * special.bdtr(min(fixed, broken), flips, 0.5)))
+    with np.errstate(invalid="ignore"):
+        p_value = np.minimum(1.0, 2 * special.bdtr(np.minimum(fixed, broken), flips, 0.5))
+    p_value = np.where(flips == 0, 1.0, p_value)
+    return float(p_value) if p_value.ndim == 0 else p_value
 
 
 def mcnemar(fixed: int, broken: int, n: int, alpha: float) -> Interval:

@@ -29,12 +29,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
-from .paired import Interval, sampling_variance
+from .paired import NOISE_CLUSTERS, NOISE_EXAMPLES, Interval, sampling_variance, t_test
 
-NOISE_EXAMPLES = "examples"
-NOISE_CLUSTERS = "clusters"
 NOISE_SEEDS = "seeds"
 
 METHOD_CROSSED = "seeds x examples variance components, Satterthwaite t"
@@ -43,64 +40,70 @@ METHOD_CROSSED_PAIRED = "paired seeds x examples variance components, Satterthwa
 
 @dataclass(frozen=True)
 class RunSpread:
-    """One group's metric over its runs, with the part of its spread that example sampling
-    alone would make: `within` estimates E[S^2] if every seed gave the same model."""
+    """One group's metric over its runs (axis 0; further axes: classes), with the part of its
+    spread that example sampling alone would make: `within` estimates E[S^2] if every seed
+    gave the same model."""
 
     values: np.ndarray  # the metric of each run
-    within: float
+    within: np.ndarray | float
 
     @property
-    def between(self) -> float:
+    def runs(self) -> int:
+        return len(self.values)
+
+    @property
+    def between(self) -> np.ndarray:
         """S^2, the sample variance of the runs' values."""
-        return float(self.values.var(ddof=1)) if len(self.values) > 1 else math.nan
+        return self.values.var(axis=0, ddof=1)
 
     @property
-    def seed_variance(self) -> float | None:
-        """sigma_seed^2 per run, truncated at 0; None with a single run (not estimable)."""
-        if len(self.values) < 2:
-            return None
-        return max(0.0, self.between - self.within)
+    def seed_variance(self) -> np.ndarray:
+        """sigma_seed^2 per run, truncated at 0 (needs two runs)."""
+        return np.maximum(0.0, self.between - self.within)
+
+
+def crossed_variance(example_var, example_df, spreads: list[RunSpread]):
+    """Var(delta) = example part + seed parts, its Satterthwaite degrees of freedom, and the
+    seed part alone; element by element (a metric, or every class at once).
+
+    A group of one run has no seed variance of its own: it borrows the df-weighted pool of
+    the groups that have one (assumes equal seed variance), whose share then falls on each
+    estimable group in proportion to that group's df.
+    """
+    example_var = np.asarray(example_var, dtype=np.float64)
+    estimable = [s for s in spreads if s.runs > 1]
+    borrowed = sum(1 / s.runs for s in spreads if s.runs == 1)
+    pooled_df = sum(s.runs - 1 for s in estimable)
+    variance = example_var.copy()
+    seed_var = np.zeros_like(example_var)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df_terms = np.where(np.asarray(example_df) > 0, example_var ** 2 / example_df, np.inf)
+        for spread in estimable:
+            coefficient = 1 / spread.runs + borrowed * (spread.runs - 1) / pooled_df
+            part = coefficient * spread.seed_variance
+            seed_var = seed_var + part
+            variance = variance + part
+            df_terms = df_terms + np.where(part > 0, (coefficient * spread.between) ** 2
+                                           / (spread.runs - 1), 0.0)
+        df = np.where(df_terms > 0, variance ** 2 / df_terms, np.inf)
+    return variance, df, seed_var
 
 
 def crossed_interval(delta: float, example_var: float, example_df: int,
                      spreads: list[RunSpread], alpha: float, method: str,
                      unit: str = NOISE_EXAMPLES) -> Interval:
-    """Interval and p-value of a difference of group means from its variance components.
-
-    `spreads` holds each group's runs (or, with paired seeds, the one group of per-seed
-    deltas). A group of one run has no seed variance of its own: it borrows the pooled
-    estimate of the groups that have one (assumes equal seed variance; labelled in the noise
-    sources). The t reference has Satterthwaite's degrees of freedom, so two runs per side
-    give a wide interval, not a wrong one; interval and p come from the same t.
-    """
-    estimable = [s for s in spreads if s.seed_variance is not None]
-    # a single run's seed variance is the df-weighted pool of the others': its share of the
-    # variance falls on each estimable group in proportion to that group's df
-    borrowed = sum(1 / len(s.values) for s in spreads if s.seed_variance is None)
-    pooled_df = sum(len(s.values) - 1 for s in estimable)
-    variance = example_var
-    seed_var = 0.0
-    df_terms = example_var ** 2 / example_df if example_df > 0 else math.inf
-    for spread in estimable:
-        df = len(spread.values) - 1
-        coefficient = 1 / len(spread.values) + borrowed * df / pooled_df
-        if spread.seed_variance > 0:
-            seed_var += coefficient * spread.seed_variance
-            variance += coefficient * spread.seed_variance
-            df_terms += (coefficient * spread.between) ** 2 / df
-    noise = (unit, NOISE_SEEDS) if estimable else (unit,)
+    """Interval and p-value of a difference of group means from its variance components, on
+    a t reference with Satterthwaite's degrees of freedom: two runs per side give a wide
+    interval, not a wrong one; interval and p come from the same t."""
+    variance, df, seed_var = (float(x) for x in crossed_variance(example_var, example_df,
+                                                                 spreads))
+    noise = (unit, NOISE_SEEDS) if any(s.runs > 1 for s in spreads) else (unit,)
     if not math.isfinite(variance):  # too few examples to estimate anything
         return Interval(delta, None, None, None, method, noise=noise)
-    if variance == 0:  # no spread at all (often: every difference 0)
-        return Interval(delta, delta, delta, 1.0 if delta == 0 else 0.0, method, noise=noise)
-    df = variance ** 2 / df_terms if df_terms > 0 else math.inf
     se = math.sqrt(variance)
-    t_crit = special.stdtrit(df, 1 - alpha / 2) if math.isfinite(df) else special.ndtri(
-        1 - alpha / 2)
-    tail = special.stdtr(df, -abs(delta) / se) if math.isfinite(df) else special.ndtr(
-        -abs(delta) / se)
-    return Interval(delta, delta - t_crit * se, delta + t_crit * se, float(min(1.0, 2 * tail)),
-                    method, df=float(df), se=se, noise=noise, seed_var=seed_var)
+    low, high, p_value = t_test(delta, se, df, alpha)
+    return Interval(delta, float(low), float(high), float(p_value), method, df=df, se=se,
+                    noise=noise, seed_var=seed_var)
 
 
 def mean_metric_delta(base: np.ndarray, cand: np.ndarray, alpha: float, paired: bool,
@@ -110,24 +113,55 @@ def mean_metric_delta(base: np.ndarray, cand: np.ndarray, alpha: float, paired: 
     method = METHOD_CROSSED_PAIRED if paired else METHOD_CROSSED
     diff = cand.mean(axis=0) - base.mean(axis=0)  # per example: mean of runs minus mean of runs
     example_var, example_df = sampling_variance(diff, clusters)
-    if paired:
-        spreads = [_spread_of_means(cand - base, clusters)]
-    else:
-        spreads = [_spread_of_means(base, clusters), _spread_of_means(cand, clusters)]
+    spreads = _spreads_of_means(base, cand, paired, clusters)
     return crossed_interval(float(diff.mean()), example_var, example_df, spreads, alpha, method,
                             NOISE_EXAMPLES if clusters is None else NOISE_CLUSTERS)
 
 
-def _spread_of_means(values: np.ndarray, clusters: np.ndarray | None) -> RunSpread:
-    """Each run's mean, and the spread example sampling alone would give them: the example
-    sampling variance of each run's deviation from the runs' per-example mean, summed over
-    runs and divided by runs - 1 (its expectation is E[S^2] when seeds do not matter)."""
-    means = values.mean(axis=1)
+def class_mean_deltas(base: np.ndarray, cand: np.ndarray, labels: np.ndarray,
+                      num_classes: int, alpha: float, paired: bool,
+                      clusters: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The same test within every class at once: each class's change of the mean of a
+    per-example value (NLL, or correctness for recall) and its p-value; NaN for a class with
+    fewer than two examples (or clusters)."""
+    diff = cand.mean(axis=0) - base.mean(axis=0)
+    support = np.bincount(labels, minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        delta = np.bincount(labels, weights=diff, minlength=num_classes) / support
+    example_var, example_df = sampling_variance(diff, clusters, labels, num_classes)
+    spreads = _spreads_of_means(base, cand, paired, clusters, labels, num_classes)
+    variance, df, _ = crossed_variance(example_var, example_df, spreads)
+    _, _, p_value = t_test(delta, np.sqrt(variance), np.where(example_df > 0, df, 0), alpha)
+    return delta, p_value
+
+
+def _spreads_of_means(base: np.ndarray, cand: np.ndarray, paired: bool,
+                      clusters: np.ndarray | None, groups: np.ndarray | None = None,
+                      count: int = 0) -> list[RunSpread]:
+    if paired:  # one group of per-seed differences
+        return [_spread_of_means(cand - base, clusters, groups, count)]
+    return [_spread_of_means(base, clusters, groups, count),
+            _spread_of_means(cand, clusters, groups, count)]
+
+
+def _spread_of_means(values: np.ndarray, clusters: np.ndarray | None,
+                     groups: np.ndarray | None, count: int) -> RunSpread:
+    """Each run's mean (within each group of examples, with `groups`), and the spread example
+    sampling alone would give them: the example-sampling variance of each run's deviation
+    from the runs' per-example mean, summed over runs and divided by runs - 1 (its
+    expectation is E[S^2] when seeds do not matter)."""
     runs = len(values)
+    if groups is None:
+        means = values.mean(axis=1)
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.stack([np.bincount(groups, weights=row, minlength=count)
+                              for row in values]) / np.bincount(groups, minlength=count)
     if runs < 2:
-        return RunSpread(means, math.nan)
+        return RunSpread(means, np.nan)
     deviations = values - values.mean(axis=0)
-    within = sum(sampling_variance(row, clusters)[0] for row in deviations) / (runs - 1)
+    within = sum(sampling_variance(row, clusters, groups, count)[0]
+                 for row in deviations) / (runs - 1)
     return RunSpread(means, within)
 
 
@@ -158,7 +192,7 @@ def _deviations(draws: np.ndarray) -> np.ndarray:
 
 def _spread_of_draws(values: np.ndarray, deviations: np.ndarray) -> RunSpread:
     if len(values) < 2:
-        return RunSpread(values, math.nan)
+        return RunSpread(values, np.nan)
     # across runs, within each resample: how far apart example sampling pushes the runs
     return RunSpread(values, float(deviations.var(axis=0, ddof=1).mean()))
 

@@ -36,8 +36,11 @@ def _details(summary: str, body: list[str]) -> list[str]:
 
 
 def _code_names(grid: Grid) -> list[str]:
-    """A pipe table whose first column (metric names) is shown as code."""
-    rows = [[Cell(_metric_name(row[0].text)), *row[1:]] for row in grid.rows]
+    """A pipe table whose first column (metric names) is shown as code. Markdown has no dim
+    text: a direction that is not significant is written "n.s." instead of better/worse."""
+    rows = [[Cell(_metric_name(row[0].text)),
+             *(Cell("n.s.") if cell.style == "dim" and cell.text in ("better", "worse")
+               else cell for cell in row[1:])] for row in grid.rows]
     return pipe_table(Grid(grid.columns, grid.align, rows, grid.column_styles),
                       escaped_first=True)
 
