@@ -89,7 +89,7 @@ def _check_groups(cuts) -> tuple[float, float]:
 
 def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | os.PathLike,
             names: list[str | None] | None = None, paired_seeds: bool = False,
-            cluster: str | None = None,
+            cluster: str | None = None, fdr: float = 0.05,
             primary: str = "nll", alpha: float = 0.05, min_effect: float = 0.0,
             resamples: int = 1000, seed: int = 0, fail_on: str = "never", top: int = 10,
             allow_partial: bool = False, label_col: str = "label", pred_col: str | None = None,
@@ -121,6 +121,8 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
         A column whose equal values mark examples that are not independent (frames of one
         video, crops of one image): every interval and test then treats clusters as the
         units drawn at random.
+    fdr : float
+        False discovery rate of the per-class tests (Benjamini-Hochberg).
     primary : str
         The metric the verdict is about (default ``nll``).
     alpha : float
@@ -158,7 +160,7 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     _check_positive({"--top-k": top_k, "--bins": ece_bins})
     # a mistyped setting is reported before minutes of reading, not after
     check_primary(primary, metric_directions(top_k))
-    check_settings(alpha, min_effect, fail_on)
+    check_settings(alpha, min_effect, fail_on, fdr)
     read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
                          prob_tolerance, batch_values, cluster)
     # two runs read at once: each run's reading is already overlapped with its arithmetic,
@@ -181,7 +183,7 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
                                resamples=resamples, seed=seed, fail_on=fail_on, top=top,
                                allow_partial=allow_partial, paired_seeds=paired_seeds,
-                               cluster=cluster)
+                               cluster=cluster, fdr=fdr)
     return build_comparison(runs, settings, metric_settings, groups)
 
 

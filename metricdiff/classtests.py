@@ -1,53 +1,65 @@
-"""Which classes changed beyond noise between two runs on the same examples.
+"""Which classes changed beyond noise between two runs, or two groups of runs, on the same
+examples.
 
-Each class gets two paired tests: McNemar's exact test of its recall (the examples of the
-class that one run gets right and the other wrong) and a paired t test of its mean NLL. With
-thousands of classes a few hundred would pass at 5% by chance alone, so each family of tests
-is corrected with Benjamini-Hochberg: among the classes reported as changed, the expected
-share of false discoveries is at most `fdr` (classes use disjoint examples, so their tests
-are independent, which is what BH needs).
+Each class gets two tests: of its recall (McNemar's exact test on the class's examples that
+one run gets right and the other wrong; with groups or clusters, the same t test as the
+headline metrics on the class's correctness) and of its mean NLL (the paired t test; with
+groups, the seeds x examples t test of seeds.py). With thousands of classes a few hundred
+would pass at 5% by chance alone, so each family of tests is corrected with
+Benjamini-Hochberg: among the classes reported as changed, the expected share of false
+discoveries is at most `fdr` (classes use disjoint examples, so their tests are independent
+of the example noise, which is what BH needs).
 
-Everything is computed for all classes at once from per-class sums (np.bincount), with the
-same formulas as paired.mcnemar_exact and paired.paired_t: a million examples and thousands
-of classes take milliseconds, where a loop over classes would take seconds.
+Every class is tested at once from per-class sums, through the same functions as the
+headline tests (paired.mcnemar_exact, paired.t_test via seeds.class_mean_deltas).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import special  # not scipy.stats: it would add a second to every start-up
 
 from .errors import InputError, UsageError
+from .paired import mcnemar_exact
 from .perexample import PerExample
+from .seeds import class_mean_deltas
 
 METHOD = ("per class: McNemar exact test of recall, paired t test of mean NLL; "
           "Benjamini-Hochberg false discovery rate, each family separately")
+METHOD_SHARED = ("per class: t tests of recall and of mean NLL with the headline tests' noise "
+                 "sources; Benjamini-Hochberg false discovery rate, each family separately")
 
 
-def class_changes(base: PerExample, cand: PerExample, num_classes: int,
-                  fdr: float = 0.05) -> dict:
-    """Per-class recall and mean-NLL changes from `base` to `cand`, with BH q-values.
+def class_changes(base: PerExample | list[PerExample], cand: PerExample | list[PerExample],
+                  num_classes: int, fdr: float = 0.05, paired: bool = False,
+                  clusters: np.ndarray | None = None) -> dict:
+    """Per-class recall and mean-NLL changes from `base` to `cand` (one run each, or the runs
+    of two groups), with BH q-values.
 
     Arrays have one entry per class, NaN where the class was not tested: no example for
     either test, a single example (or a non-finite NLL difference) for the NLL test. A class
     counts as better or worse when its q-value is below `fdr`.
     """
-    if len(base) != len(cand):
-        raise InputError(f"the runs must hold the same examples: {len(base)} vs {len(cand)}")
-    if not np.array_equal(base.label, cand.label):
-        first = int(np.flatnonzero(base.label != cand.label)[0])
-        raise InputError(f"labels differ between the runs at example {first}: "
-                         f"{base.label[first]} vs {cand.label[first]}")
+    bases = base if isinstance(base, list) else [base]
+    cands = cand if isinstance(cand, list) else [cand]
+    for run in bases[1:] + cands:
+        if len(run) != len(bases[0]):
+            raise InputError(f"the runs must hold the same examples: {len(bases[0])} vs "
+                             f"{len(run)}")
+        if not np.array_equal(run.label, bases[0].label):
+            first = int(np.flatnonzero(run.label != bases[0].label)[0])
+            raise InputError(f"labels differ between the runs at example {first}: "
+                             f"{bases[0].label[first]} vs {run.label[first]}")
+    label = bases[0].label
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
             or num_classes < 1:
         raise UsageError(f"num_classes must be a whole number of at least 1, got {num_classes!r}")
-    if len(base) and (base.label.min() < 0 or base.label.max() >= num_classes):
-        bad = int(np.flatnonzero((base.label < 0) | (base.label >= num_classes))[0])
-        raise InputError(f"label {base.label[bad]} at example {bad} is outside the "
+    if len(label) and (label.min() < 0 or label.max() >= num_classes):
+        bad = int(np.flatnonzero((label < 0) | (label >= num_classes))[0])
+        raise InputError(f"label {label[bad]} at example {bad} is outside the "
                          f"{num_classes} classes 0..{num_classes - 1}")
     if not 0 < fdr < 1:
         raise UsageError(f"fdr must be between 0 and 1 (exclusive), got {fdr}")
-    return _class_changes(base, cand, int(num_classes), float(fdr))
+    return _class_changes(bases, cands, int(num_classes), float(fdr), paired, clusters)
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
@@ -73,22 +85,34 @@ def _bh(p: np.ndarray) -> np.ndarray:
     return q
 
 
-def _class_changes(base: PerExample, cand: PerExample, num_classes: int, fdr: float) -> dict:
-    label = base.label
-    support = np.bincount(label, minlength=num_classes)
-    present = support > 0
+def _class_changes(bases: list[PerExample], cands: list[PerExample], num_classes: int,
+                   fdr: float, paired: bool, clusters: np.ndarray | None) -> dict:
+    label = bases[0].label
+    present = np.bincount(label, minlength=num_classes) > 0
+    one_pair = len(bases) == 1 and len(cands) == 1
 
-    recall_delta, recall_p = _recall_tests(label, base.correct, cand.correct, support)
+    def values(runs: list[PerExample], of) -> np.ndarray:
+        return np.stack([of(pe) for pe in runs])
+
+    if one_pair and clusters is None:
+        recall_delta, recall_p = _recall_mcnemar(label, bases[0].correct, cands[0].correct,
+                                                 num_classes)
+    else:
+        correct = lambda pe: pe.correct.astype(np.float64)  # noqa: E731
+        recall_delta, recall_p = class_mean_deltas(values(bases, correct), values(cands, correct),
+                                                   label, num_classes, fdr, paired, clusters)
     with np.errstate(invalid="ignore"):  # inf - inf (p = 0 in both runs): NaN, left untested
-        diff = cand.nll - base.nll
-    nll_delta, nll_p = _nll_tests(label, diff, support)
+        nll_delta, nll_p = class_mean_deltas(values(bases, lambda pe: pe.nll),
+                                             values(cands, lambda pe: pe.nll), label,
+                                             num_classes, fdr, paired, clusters)
+    nll_p = np.where(np.isfinite(nll_delta), nll_p, np.nan)
     recall_q, nll_q = _bh(recall_p), _bh(nll_p)
 
     with np.errstate(invalid="ignore"):  # NaN (untested) compares False: not counted
         recall_found, nll_found = recall_q < fdr, nll_q < fdr
     return {
         "fdr": fdr,
-        "method": METHOD,
+        "method": METHOD if one_pair and clusters is None else METHOD_SHARED,
         "classes_tested": int(present.sum()),
         "recall": {"tested": int((~np.isnan(recall_p)).sum()),
                    "better": int((recall_found & (recall_delta > 0)).sum()),
@@ -101,52 +125,13 @@ def _class_changes(base: PerExample, cand: PerExample, num_classes: int, fdr: fl
     }
 
 
-def _recall_tests(label: np.ndarray, base_correct: np.ndarray, cand_correct: np.ndarray,
-                  support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Recall change per class and McNemar's exact p-value, as paired.mcnemar_exact."""
-    k = len(support)
-    fixed = np.bincount(label[~base_correct & cand_correct], minlength=k)
-    broken = np.bincount(label[base_correct & ~cand_correct], minlength=k)
-    flips = fixed + broken
+def _recall_mcnemar(label: np.ndarray, base_correct: np.ndarray, cand_correct: np.ndarray,
+                    num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Recall change per class and McNemar's exact p-value."""
+    support = np.bincount(label, minlength=num_classes)
+    fixed = np.bincount(label[~base_correct & cand_correct], minlength=num_classes)
+    broken = np.bincount(label[base_correct & ~cand_correct], minlength=num_classes)
     present = support > 0
-    delta = np.full(k, np.nan)
-    delta[present] = (fixed[present] - broken[present]) / support[present]
-    p = np.full(k, np.nan)
-    p[present] = 1.0  # no flips: nothing moved, nothing to test against
-    moved = flips > 0
-    p[moved] = np.minimum(1.0, 2 * special.bdtr(np.minimum(fixed, broken)[moved],
-                                                flips[moved], 0.5))
-    return delta, p
-
-
-def _nll_tests(label: np.ndarray, diff: np.ndarray, support: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean NLL difference per class and the paired t p-value, as paired.paired_t."""
-    k = len(support)
-    present = support > 0
-    count = np.maximum(support, 1)  # divides only where the class is present
-    delta = np.full(k, np.nan)
-    delta[present] = (np.bincount(label, weights=diff, minlength=k) / count)[present]
-    finite = np.bincount(label, weights=~np.isfinite(diff), minlength=k) == 0
-    # Two passes, sums of squares about each class's mean: the one-pass formula
-    # sum(d^2) - sum(d)^2 / n loses every digit when the spread is small next to the mean.
-    centred = diff - np.where(finite & present, delta, 0.0)[label]
-    sum_sq = np.bincount(label, weights=centred * centred, minlength=k)
-    # A class whose differences are all equal has se 0 exactly; sums of squares need not see
-    # that (the mean of equal values can be off in the last bit), so compare each difference
-    # with one of its class's own. Whichever example wins the fancy assignment is fine.
-    some = np.zeros(k)
-    some[label] = diff
-    unequal = np.bincount(label, weights=diff != some[label], minlength=k) > 0
-
-    p = np.full(k, np.nan)
-    testable = present & (support > 1) & finite  # one example: no spread to estimate
-    spread = testable & unequal
-    flat = testable & ~unequal
-    # every difference equal: p 1 if they are all 0, else 0 (paired_t's rule)
-    p[flat] = np.where(some[flat] == 0, 1.0, 0.0)
-    delta[flat] = some[flat]  # exact, not a sum divided back
-    n = support[spread]
-    se = np.sqrt(sum_sq[spread] / (n - 1) / n)
-    p[spread] = 2 * special.stdtr(n - 1, -np.abs(delta[spread] / se))
-    return delta, p
+    with np.errstate(invalid="ignore", divide="ignore"):
+        delta = np.where(present, (fixed - broken) / support, np.nan)
+    return delta, np.where(present, mcnemar_exact(fixed, broken), np.nan)

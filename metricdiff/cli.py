@@ -182,6 +182,8 @@ def compare(
     cluster: Annotated[Optional[str], typer.Option(
         help="Column marking examples that are not independent (one video, one patient): "
              "intervals and tests resample whole clusters.")] = None,
+    fdr: Annotated[float, typer.Option(
+        help="False discovery rate of the per-class tests (Benjamini-Hochberg).")] = 0.05,
     output_format: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     label_col: LabelColOpt = "label",
@@ -206,7 +208,7 @@ def compare(
         names, paths = zip(*(split_name(arg) for arg in runs))
         with progress_bar() as progress:
             result = api.compare(*paths, names=list(names), paired_seeds=paired_seeds,
-                                 cluster=cluster,
+                                 cluster=cluster, fdr=fdr,
                                  primary=primary, alpha=alpha,
                                  min_effect=min_effect, resamples=resamples, seed=seed,
                                  fail_on=fail_on.value, top=top, allow_partial=allow_partial,

@@ -15,6 +15,7 @@ from .explain import (calibration_view, class_group_view, confident_wrong_view, 
                       nll_by_flip, reasons)
 from .metrics import (ClassCounts, MetricSettings, class_groups, headline, metric_directions,
                       reliability_table)
+from .classtests import class_changes
 from .detect import detectable
 from .errors import InputError, UsageError
 from .groups import (GroupExamples, average_over_pairs, group_summaries, noise_floor_table,
@@ -44,6 +45,7 @@ class CompareSettings:
     allow_partial: bool = False
     paired_seeds: bool = False  # the i-th runs of every group share a training seed
     cluster: str | None = None  # the column whose equal values mark clustered examples
+    fdr: float = 0.05  # false discovery rate of the per-class tests
 
 
 def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSettings(),
@@ -53,7 +55,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     names the group of each run; by default every run is a group of its own."""
     directions = metric_directions(metric_settings.top_k)
     check_primary(settings.primary, directions)
-    check_settings(settings.alpha, settings.min_effect, settings.fail_on)
+    check_settings(settings.alpha, settings.min_effect, settings.fail_on, settings.fdr)
     members = _members(runs, groups, settings.paired_seeds)
     grouped = any(len(indices) > 1 for indices in members.values())
     alignment = align_runs(runs, settings.allow_partial)
@@ -118,6 +120,9 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
         comparison["clusters"] = _cluster_summary(
             [aligned[i] for i in base_idx], [aligned[i] for i in cand_idx], plan, settings,
             metric_settings)
+        bases, cands = [aligned[i] for i in base_idx], [aligned[i] for i in cand_idx]
+        _add_class_changes(comparison, class_changes(bases, cands, num_classes, settings.fdr,
+                                                     settings.paired_seeds, plan.clusters))
         comparisons.append(comparison)
     floor = None
     if len(base_idx) > 1:
@@ -184,6 +189,16 @@ def _clusters(runs: list[RunData], alignment: Alignment, column: str | None
         raise InputError("every example is in one cluster; expected two clusters or more",
                          path=runs[0].layout.path, column=column)
     return index
+
+
+def _add_class_changes(comparison: dict, found: dict) -> None:
+    """The per-class tests: counts in the comparison, q-values on the ranked classes."""
+    per_class = found.pop("per_class")
+    comparison["class_changes"] = found
+    for row in comparison["ranked"]["classes"]["rows"]:
+        k = row["class"]
+        for name in ("recall_p", "recall_q", "nll_p", "nll_q"):
+            row[name] = float(per_class[name][k])
 
 
 def _cluster_summary(bases: list[PerExample], cands: list[PerExample], plan: BootstrapPlan,

@@ -37,10 +37,13 @@ def check_primary(metric: str, directions: dict[str, bool | None]) -> None:
                          f"{', '.join(m for m, d in directions.items() if d is not None)}")
 
 
-def check_settings(alpha: float, min_effect: float, fail_on: str) -> None:
+def check_settings(alpha: float, min_effect: float, fail_on: str,
+                   fdr: float = 0.05) -> None:
     if not 0 < alpha < 1:
         raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
-    if min_effect < 0:
+    if not 0 < fdr < 1:
+        raise UsageError(f"--fdr must be between 0 and 1, got {fdr}")
+    if not min_effect >= 0:  # NaN too
         raise UsageError(f"--min-effect must be 0 or more, got {min_effect}")
     if fail_on not in FAIL_ON:
         raise UsageError(f"--fail-on must be one of {', '.join(FAIL_ON)}, got '{fail_on}'")

@@ -886,6 +886,34 @@ def flip_section(comparison: dict, report: dict, missing: str = DASH) -> Section
                                "contribution", "share"], rows))
 
 
+def _q_cell(q, fdr, missing: str = DASH) -> Cell:
+    """A q-value, strong when the class changed beyond noise at the FDR."""
+    if is_missing(q):
+        return Cell(missing, "dim")
+    text = "<0.001" if q < 0.001 else f"{q:.3f}"
+    return Cell(text, "strong" if not is_missing(fdr) and q < fdr else "dim")
+
+
+def class_changes_line(comparison: dict) -> Cell | None:
+    """'classes beyond noise (FDR 5%): recall 2 better, 5 worse; mean NLL 0 better, 3 worse
+    (of 3,000 tested)'."""
+    found = comparison.get("class_changes")
+    if not isinstance(found, dict):
+        return None
+    fdr = found.get("fdr")
+    rate = f" (FDR {fdr:.0%})" if not is_missing(fdr) else ""
+
+    def part(name: str, label: str) -> str:
+        row = found.get(name) or {}
+        return (f"{label} {fmt_int(row.get('better'))} better, {fmt_int(row.get('worse'))} "
+                "worse")
+
+    worse = sum((found.get(k) or {}).get("worse") or 0 for k in ("recall", "nll"))
+    return Cell(f"classes beyond noise{rate}: {part('recall', 'recall')}; "
+                f"{part('nll', 'mean NLL')} (of {fmt_int(found.get('classes_tested'))} classes; "
+                "q = Benjamini-Hochberg q-value)", "warn" if worse else "dim")
+
+
 def _limited(rows: list, limit: int | None) -> tuple[list, str]:
     """The first ``limit`` rows and a note when rows were left out."""
     if limit is None or len(rows) <= limit:
@@ -902,6 +930,7 @@ def ranked_sections(comparison: dict, report: dict, missing: str = DASH,
     out = []
 
     classes = ranked.get("classes") or {}
+    fdr = _get(comparison, "class_changes", "fdr")
     metric = str(classes.get("metric") or _primary(report, comparison))
     higher = directions.get(metric)
     rows_in, cut = _limited([r for r in classes.get("rows") or [] if isinstance(r, dict)], limit)
@@ -910,11 +939,15 @@ def ranked_sections(comparison: dict, report: dict, missing: str = DASH,
                  Cell(fmt_signed(r.get("contribution"), missing),
                       contribution_style(r.get("contribution"), higher)),
                  fmt_move(r.get("baseline_recall"), r.get("candidate_recall"), missing),
-                 fmt_move(r.get("baseline_nll"), r.get("candidate_nll"), missing)]
+                 _q_cell(r.get("recall_q"), fdr, missing),
+                 fmt_move(r.get("baseline_nll"), r.get("candidate_nll"), missing),
+                 _q_cell(r.get("nll_q"), fdr, missing)]
                 for r in rows_in]
+        found = class_changes_line(comparison)
         out.append(Section(TITLE_RANKED_CLASSES.format(metric=metric),
-                           grid=_grid(["class", "support", "contribution", "recall",
-                                       "mean NLL"], rows),
+                           intro=[found] if found is not None else [],
+                           grid=_grid(["class", "support", "contribution", "recall", "q",
+                                       "mean NLL", "q "], rows),
                            note=f"by |contribution| to the change of {metric}{cut}", long=True))
 
     for column, table in (ranked.get("slices") or {}).items():
