@@ -20,6 +20,7 @@ test: $(STAMP)
 
 samples: $(STAMP)
 	$(BIN)/python sample_runs/generate.py
+	$(BIN)/python sample_runs/generate_seeds.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

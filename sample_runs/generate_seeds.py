@@ -10,8 +10,8 @@ What it makes
 Ten real runs of scikit-learn's MLPClassifier on one fixed 20-class problem,
 for comparing *groups of seeds* rather than single runs:
 
-    seeds/base/seed0.parquet ... seed4.parquet   hidden_layer_sizes=(64,),  alpha=1e-4
-    seeds/wide/seed0.parquet ... seed4.parquet   hidden_layer_sizes=(256,), alpha=1.0
+    seeds/base/seed0/val.parquet ... seed4/   hidden_layer_sizes=(64,),  alpha=1e-4
+    seeds/wide/seed0/val.parquet ... seed4/   hidden_layer_sizes=(256,), alpha=1.0
 
 Within a configuration only ``random_state`` (0..4: weight initialisation and
 mini-batch order) changes; data, split and every other setting are fixed.
@@ -147,7 +147,8 @@ def make_split() -> Split:
 
 
 def run_path(out_dir: Path, config: str, seed: int) -> Path:
-    return out_dir / config / f"seed{seed}.parquet"
+    # one folder per run, so that `NAME=sample_runs/seeds/base/seed*/` names the group
+    return out_dir / config / f"seed{seed}" / "val.parquet"
 
 
 def write_all(out_dir: Path) -> None:
@@ -166,8 +167,8 @@ def write_all(out_dir: Path) -> None:
     start = time.perf_counter()
     with threadpool_limits(limits=1):
         for config, params in CONFIGS.items():
-            (out_dir / config).mkdir(parents=True, exist_ok=True)
             for seed in SEEDS:
+                run_path(out_dir, config, seed).parent.mkdir(parents=True, exist_ok=True)
                 t0 = time.perf_counter()
                 model = MLPClassifier(random_state=seed, **COMMON, **params)
                 with warnings.catch_warnings():
