@@ -33,7 +33,7 @@ from spec import RunSpec  # bench/ is on sys.path when run as a script
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
-MEASUREMENTS = ("floor", "naive", "report", "compare3", "scaling", "wide", "long")
+MEASUREMENTS = ("floor", "naive", "report", "compare3", "scaling", "wide", "long", "groups")
 
 # Targets from the issue.
 REPORT_MAX_FLOOR_RATIO = 1.3
@@ -42,6 +42,7 @@ PEAK_LIMIT_MIB = 1024.0
 PEAK_FLATNESS = 0.10  # the larger run's peak within 10% of the smaller one's
 COMPARE3_MAX_FLOOR_RATIO = 1.3
 LONG_COMPARE_MAX_FLOOR_RATIO = 2.0
+GROUP_COMPARE_MAX_FLOOR_RATIO = 1.2  # the target of the engine issue (#15); informative here
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -55,12 +56,16 @@ class Sizes:
     wide_classes: int
     long_rows: int
     long_classes: int
+    group_rows: int
+    group_runs: int  # runs per group: two groups of seeds, `group_runs` each
 
 
 DEFAULT_SIZES = Sizes(rows=50_000, classes=3_000, scaling_rows=200_000, wide_rows=5_000,
-                      wide_classes=30_000, long_rows=1_000_000, long_classes=100)
+                      wide_classes=30_000, long_rows=1_000_000, long_classes=100,
+                      group_rows=60_000, group_runs=5)
 QUICK_SIZES = Sizes(rows=5_000, classes=300, scaling_rows=20_000, wide_rows=500,
-                    wide_classes=3_000, long_rows=100_000, long_classes=100)
+                    wide_classes=3_000, long_rows=100_000, long_classes=100,
+                    group_rows=6_000, group_runs=3)
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class Runs:
     scaling: RunSpec
     wide: RunSpec
     long_pair: tuple[RunSpec, RunSpec]
+    groups: tuple[RunSpec, ...]  # the baseline group's runs, then the candidate group's
 
     @classmethod
     def from_sizes(cls, s: Sizes) -> "Runs":
@@ -81,7 +87,9 @@ class Runs:
                    scaling=RunSpec(s.scaling_rows, s.classes, seed=1),
                    wide=RunSpec(s.wide_rows, s.wide_classes, seed=1),
                    long_pair=(RunSpec(s.long_rows, s.long_classes, seed=1),
-                              RunSpec(s.long_rows, s.long_classes, seed=2)))
+                              RunSpec(s.long_rows, s.long_classes, seed=2)),
+                   groups=tuple(RunSpec(s.group_rows, s.classes, seed=100 + i)
+                                for i in range(2 * s.group_runs)))
 
 
 def size_text(spec: RunSpec, count: int = 1) -> str:
@@ -264,6 +272,15 @@ class Bench:
                         *(self.path(s) for s in specs), "--format", "json"])
 
 
+    def compare_groups(self, specs: list[RunSpec]) -> Command:
+        """The first half of the runs as group `a`, the second as group `b`."""
+        half = len(specs) // 2
+        named = [f"{'a' if i < half else 'b'}={self.path(spec)}" for i, spec in enumerate(specs)]
+        return Command(f"compare groups {half} vs {half} × {size_text(specs[0])}",
+                       [sys.executable, "-m", "metricdiff", "compare", *named,
+                        "--format", "json"])
+
+
 def metricdiff_source_hash() -> str:
     """A digest of metricdiff's source files. Others may edit the (editable) package while
     the benchmark runs; a change shows up as a second digest in the results."""
@@ -392,6 +409,14 @@ def long_row(b: Bench) -> Row:
                            LONG_COMPARE_MAX_FLOOR_RATIO)
 
 
+def groups_row(b: Bench) -> Row:
+    specs = list(b.runs.groups)
+    floor, compare = b.measure(b.floor(specs), b.compare_groups(specs))
+    half = len(specs) // 2
+    return floor_ratio_row(f"compare groups ({half} vs {half} runs)", specs, compare, floor,
+                           GROUP_COMPARE_MAX_FLOOR_RATIO)
+
+
 # Table rows in display order, and which rows each --only name asks for. A row measures what
 # it needs itself (the report row also runs the floor), and a row shared by several names is
 # shown once.
@@ -406,10 +431,12 @@ ROWS = {
     "wide": wide_row,
     "floor_long": lambda b: floor_row(b, list(b.runs.long_pair)),
     "long": long_row,
+    "floor_groups": lambda b: floor_row(b, list(b.runs.groups)),
+    "groups": groups_row,
 }
 # naive measures the floor, report and naive in turns; report and scaling then reuse them.
-BUILD_ORDER = ["naive", "report", "scaling", "compare3", "wide", "long",
-               "floor_main", "floor_compare3", "floor_wide", "floor_long"]
+BUILD_ORDER = ["naive", "report", "scaling", "compare3", "wide", "long", "groups",
+               "floor_main", "floor_compare3", "floor_wide", "floor_long", "floor_groups"]
 ROWS_OF = {
     "floor": ["floor_main"],
     "report": ["floor_main", "report"],
@@ -418,6 +445,7 @@ ROWS_OF = {
     "compare3": ["floor_compare3", "compare3"],
     "wide": ["floor_wide", "wide"],
     "long": ["floor_long", "long"],
+    "groups": ["floor_groups", "groups"],
 }
 
 
@@ -545,7 +573,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             ("wide-rows", "rows of the wide run"),
                             ("wide-classes", "classes of the wide run"),
                             ("long-rows", "rows of each run of the long pair"),
-                            ("long-classes", "classes of the long pair")]:
+                            ("long-classes", "classes of the long pair"),
+                            ("group-rows", "rows of each run of the two groups of seeds"),
+                            ("group-runs", "runs in each of the two groups")]:
         default = getattr(DEFAULT_SIZES, name.replace("-", "_"))
         parser.add_argument(f"--{name}", type=int, help=f"{help_text} (default {default:,})")
     args = parser.parse_args(argv)
