@@ -345,3 +345,39 @@ def test_every_interval_excludes_zero_exactly_when_its_p_is_below_alpha(tmp_path
             assert excludes == (row["p_value"] < alpha), (name, row)
             checked += 1
     assert checked >= 4 * 14
+
+
+SEEDS = Path(__file__).resolve().parent.parent / "sample_runs" / "seeds"
+
+
+def _sample_group(config: str, seeds) -> list[Path]:
+    return [SEEDS / config / f"seed{s}" for s in seeds]
+
+
+def test_committed_seed_runs_one_pair_looks_significant_the_groups_say_seed_noise():
+    """What the README walkthrough shows, on the committed runs."""
+    pair = metricdiff.compare(*_sample_group("base", (1, 2)), resamples=0).comparisons[0]
+    assert pair["verdict"]["decision"] == "better" and pair["noise"] == ["examples"]
+    for cluster in (None, "cluster"):
+        groups = metricdiff.compare({"base": _sample_group("base", range(5)),
+                                     "wide": _sample_group("wide", range(5))},
+                                    resamples=0, cluster=cluster).comparisons[0]
+        assert groups["verdict"]["decision"] == "better"
+        assert groups["verdict"]["p_value"] < 1e-6 and "seeds" in groups["noise"]
+
+
+def test_committed_seed_runs_same_configuration_groups_are_rarely_called_different():
+    """Every split of five seeds into 2 and 3, both configurations, clusters counted: at most
+    about alpha of them may be called different (20 dependent splits per metric)."""
+    import itertools
+
+    called = {"nll": 0, "accuracy": 0}
+    for config in ("base", "wide"):
+        for first in itertools.combinations(range(5), 2):
+            rest = [s for s in range(5) if s not in first]
+            result = metricdiff.compare({"a": _sample_group(config, first),
+                                         "b": _sample_group(config, rest)},
+                                        resamples=0, cluster="cluster")
+            for metric in called:
+                called[metric] += result.comparisons[0]["deltas"][metric]["significant"]
+    assert called["nll"] <= 2 and called["accuracy"] <= 2, called
