@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench samples clean
+.PHONY: demo test lint bench samples clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Static checks (CI runs them too): pyflakes and pycodestyle through ruff.
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 samples: $(STAMP)
 	$(BIN)/python sample_runs/generate.py

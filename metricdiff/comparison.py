@@ -101,26 +101,24 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     comparisons = []
     for name, deltas, verdict in zip(names[1:], pairs, verdicts):
         cand_idx = members[name]
+        bases, cands = [aligned[i] for i in base_idx], [aligned[i] for i in cand_idx]
         if grouped:
-            comparison = _group_comparison(base_idx, cand_idx, runs, aligned, counts,
-                                           group_values, names[0], name, deltas, verdict,
-                                           directions, class_group, alignment, num_classes,
-                                           settings, metric_settings)
+            comparison = _group_comparison(base_idx, cand_idx, runs, aligned, group_values,
+                                           names[0], name, deltas, verdict, directions,
+                                           class_group, alignment, num_classes, settings,
+                                           metric_settings)
         else:
-            comparison = _comparison(runs[0], runs[cand_idx[0]], aligned[0],
-                                     aligned[cand_idx[0]], deltas, verdict, summaries[0],
-                                     summaries[cand_idx[0]], directions, class_group,
-                                     alignment, num_classes, settings, metric_settings)
+            comparison = _comparison(runs[0], runs[cand_idx[0]], bases[0], cands[0], deltas,
+                                     verdict, summaries[0], summaries[cand_idx[0]],
+                                     directions, class_group, alignment, num_classes,
+                                     settings, metric_settings)
         primary = deltas.get(settings.primary)
         comparison["noise"] = list(primary.noise if primary is not None else plan.noise)
-        sides = (len(base_idx) + len(cand_idx)) / 2
         comparison["detectable"] = detectable(
             primary, settings.alpha, plan.n, None if plan.clusters is None else plan.units,
-            round(sides))
-        comparison["clusters"] = _cluster_summary(
-            [aligned[i] for i in base_idx], [aligned[i] for i in cand_idx], plan, settings,
-            metric_settings)
-        bases, cands = [aligned[i] for i in base_idx], [aligned[i] for i in cand_idx]
+            round((len(bases) + len(cands)) / 2))
+        comparison["clusters"] = _cluster_summary(bases, cands, plan, settings,
+                                                  metric_settings)
         _add_class_changes(comparison, class_changes(bases, cands, num_classes, settings.fdr,
                                                      settings.paired_seeds, plan.clusters))
         comparisons.append(comparison)
@@ -365,8 +363,8 @@ def _delta_rows(deltas: dict[str, Interval], base_values: dict, cand_values: dic
 
 
 def _group_comparison(base_idx: list[int], cand_idx: list[int], runs: list[RunData],
-                      aligned: list[PerExample], counts: list[ClassCounts],
-                      group_values: list[dict], base_name: str, cand_name: str,
+                      aligned: list[PerExample], group_values: list[dict], base_name: str,
+                      cand_name: str,
                       deltas: dict[str, Interval], verdict: Verdict, directions: dict,
                       class_group: np.ndarray, alignment: Alignment, num_classes: int,
                       settings: CompareSettings, metric_settings: MetricSettings) -> dict:

@@ -718,7 +718,8 @@ SAMPLE_BUFFER = 1 << 20  # bytes read at a time from a sampled column chunk
 MAX_SAMPLED_ROWS = 32_768
 
 
-def sample_plan(layout: RunLayout, max_values: int) -> tuple[dict[int, list[tuple[int, int]]], bool]:
+def sample_plan(layout: RunLayout, max_values: int
+                ) -> tuple[dict[int, list[tuple[int, int]]], bool]:
     """A deterministic sample of at most max_values prediction values (rows x classes) and
     MAX_SAMPLED_ROWS rows.
 

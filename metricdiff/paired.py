@@ -293,8 +293,9 @@ def _running_sums(values: np.ndarray, out: np.ndarray) -> np.ndarray:
 RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated")
 
 
-# Up to this many examples the bootstrap resamples all of them (about 1 ms a resample). Above it, the cost of a
-# resample would grow with n, so the bag of little bootstraps (Kleiner et al. 2014) takes over:
+# Up to this many examples the bootstrap resamples all of them (about 1 ms a resample). Above
+# it, the cost of a resample would grow with n, so the bag of little bootstraps (Kleiner et al.
+# 2014) takes over:
 # LITTLE_SUBSETS random subsets of n**0.7 examples each, each resampled with Poisson weights
 # that add up to n on average, so every resample still stands for a set of about n examples.
 FULL_BOOTSTRAP_MAX = 20_000

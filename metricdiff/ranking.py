@@ -66,8 +66,9 @@ class Attribution:
         b, c = self.base_counts, self.cand_counts
         if self.primary == "balanced_accuracy":
             present = b.support > 0
-            recall = lambda k: np.divide(k.hits, k.support, out=np.zeros(num_classes),
-                                         where=present)
+            def recall(k: ClassCounts) -> np.ndarray:
+                return np.divide(k.hits, k.support, out=np.zeros(num_classes), where=present)
+
             return (recall(c) - recall(b)) / present.sum(), self.primary
         if self.primary == "macro_f1":
             base_present = (b.support > 0) | (b.predicted > 0)

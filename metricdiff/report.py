@@ -88,10 +88,12 @@ class ComparisonReport:
     def to_pandas(self, table: str = "deltas"):
         """One table of the comparison as a DataFrame.
 
-        table: "runs" (metrics by run), "deltas" (one row per candidate and metric: baseline,
-        candidate, delta, interval, p-value, method), "verdicts", "classes", "slices",
-        "confidence_bins", "examples" (the ranked lists) or "nll_by_flip"; every table but
-        "runs" has a `candidate_run` column naming the candidate run of the row.
+        table: "runs" (metrics by run), "groups" (one row per group and metric: mean and
+        seed-to-seed sd over the group's runs), "deltas" (one row per candidate and metric:
+        baseline, candidate, delta, interval, p-value, method, noise sources), "verdicts",
+        "classes", "slices", "confidence_bins", "examples" (the ranked lists) or
+        "nll_by_flip"; every table but "runs" and "groups" has a `candidate_run` column naming
+        the candidate (run or group) of the row.
         """
         document = self.to_dict()
         comparisons = document["comparisons"]
@@ -99,6 +101,11 @@ class ComparisonReport:
             frame = _frame([{"run": run["name"], **run["metrics"]} for run in document["runs"]],
                            index="run")
             return frame.T
+        if table == "groups":
+            return _frame([{"group": group["name"], "runs": group["size"], "metric": metric,
+                            "mean": value, "sd": group["sd"].get(metric)}
+                           for group in document["groups"]
+                           for metric, value in group["mean"].items()])
         per_candidate = {
             "deltas": lambda c: [{"metric": m, **row} for m, row in c["deltas"].items()],
             "verdicts": lambda c: [c["verdict"]],
@@ -110,6 +117,8 @@ class ComparisonReport:
             "examples": lambda c: c["ranked"]["examples"],
             "nll_by_flip": lambda c: c["explanation"]["nll_by_flip"],
         }
+        if table not in per_candidate:
+            _table_rows({"runs": None, "groups": None, **per_candidate}, table)  # the error
         rows = _table_rows(per_candidate, table)
         return _frame([{"candidate_run": c["candidate"], **row} for c in comparisons
                        for row in rows(c)])

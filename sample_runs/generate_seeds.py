@@ -349,7 +349,7 @@ def check_all(out_dir: Path) -> int:
 
     # What the files were built to show
     conditions = [
-        (f"real change: nll gap > 3 x seed sd, and every wide seed better than every base seed",
+        ("real change: nll gap > 3 x seed sd, and every wide seed better than every base seed",
          gap > 3 * spread and nll_w.max() < nll_b.min()),
         (f"seed noise: at least one base pair with paired-t p < {ALPHA} on nll",
          significant["base"][0] >= 1),

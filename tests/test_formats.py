@@ -1,4 +1,5 @@
-"""Every input layout of the same predictions gives the same numbers; streaming never changes one."""
+"""Every input layout of the same predictions gives the same numbers; streaming never changes
+one."""
 
 from __future__ import annotations
 

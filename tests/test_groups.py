@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import metricdiff
 from metricdiff.cli import app
+from metricdiff.errors import UsageError
 from metricdiff.render.compare_markdown import render_comparison_markdown
 from metricdiff.render.html import render_comparison_html
 
@@ -381,3 +382,44 @@ def test_committed_seed_runs_same_configuration_groups_are_rarely_called_differe
             for metric in called:
                 called[metric] += result.comparisons[0]["deltas"][metric]["significant"]
     assert called["nll"] <= 2 and called["accuracy"] <= 2, called
+
+
+def test_group_tables_as_dataframes(seeds):
+    result = metricdiff.compare({"main": [seeds / "main" / f"seed{s}" for s in range(4)],
+                                 "pr": [seeds / "pr" / f"seed{s}" for s in range(4)]},
+                                resamples=0)
+    frame = result.to_pandas("groups")
+    row = frame[(frame["group"] == "main") & (frame["metric"] == "nll")].iloc[0]
+    assert row["mean"] == result.groups[0]["mean"]["nll"] and row["runs"] == 4
+    with pytest.raises(UsageError, match="groups"):
+        result.to_pandas("nope")  # the error lists every table, groups among them
+
+
+def _nulled(value, fill):
+    if isinstance(value, dict):
+        return {k: _nulled(v, fill) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nulled(v, fill) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fill
+    return value
+
+
+@pytest.mark.parametrize("fill", [None, math.nan])
+def test_group_documents_with_missing_numbers_still_render(seeds, fill):
+    """A hand-edited or partial group document: renderers show dashes, never crash."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from metricdiff.render.compare_table import render_comparison
+
+    pytest.importorskip("matplotlib")
+    doc = _json(run_cli("compare", *_group_args(seeds, "main"), *_group_args(seeds, "pr"),
+                        "--resamples", 0, "--cluster", "cluster", "-f", "json"))
+    doc = _nulled(doc, fill)
+    buffer = StringIO()
+    render_comparison(doc, Console(file=buffer, width=120, color_system=None))
+    assert "Seed noise floor" in buffer.getvalue()
+    assert "pr" in render_comparison_markdown(doc)
+    assert "Seed noise floor" in render_comparison_html(doc)

@@ -20,8 +20,9 @@ from rich.console import Console
 
 import metricdiff
 from conftest import assert_details_well_formed, pipe_count, pipe_tables
-from metricdiff.render.common import (DASH, TITLE_FLIPS, TITLE_DELTAS, TITLE_RUNS, TITLE_WARNINGS, best_line,
-                                      candidate_heading, change_cell, comparison_title,
+from metricdiff.render.common import (DASH, TITLE_DELTAS, TITLE_FLIPS, TITLE_RUNS,
+                                      TITLE_WARNINGS, best_line, candidate_heading,
+                                      change_cell, comparison_title,
                                       decision_cell, disagreement_line, fmt_ci, fmt_int,
                                       fmt_metric, fmt_move, fmt_p, fmt_signed, fmt_signed_pct,
                                       reason_lines, verdict_caveat, verdict_parts)

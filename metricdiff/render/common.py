@@ -859,17 +859,25 @@ def flip_section(comparison: dict, report: dict, missing: str = DASH) -> Section
     order = sorted(groups, key=lambda g: (is_missing(g.get("contribution")),
                                           -abs(g["contribution"])
                                           if not is_missing(g.get("contribution")) else 0.0))
+    spreads = {str(_get(g, "group")): g for g in
+               (_get(comparison, "explanation", "spread_over_pairs", "nll_by_flip") or [])
+               if isinstance(g, dict)}
+    pairs = comparison.get("pairs_averaged")
     rows = []
     for g in order:
         key = str(g.get("group") or "?")
         contribution = g.get("contribution")
-        rows.append([FLIP_GROUPS.get(key, key.replace("_", " ")),
-                     fmt_int(g.get("count"), missing),
-                     fmt_metric(g.get("baseline_nll"), missing),
-                     fmt_metric(g.get("candidate_nll"), missing),
-                     Cell(fmt_signed(contribution, missing),
-                          contribution_style(contribution, lower_better)),
-                     fmt_signed_pct(g.get("share"), missing)])
+        row = [FLIP_GROUPS.get(key, key.replace("_", " ")),
+               fmt_int(g.get("count"), missing),
+               fmt_metric(g.get("baseline_nll"), missing),
+               fmt_metric(g.get("candidate_nll"), missing),
+               Cell(fmt_signed(contribution, missing),
+                    contribution_style(contribution, lower_better)),
+               fmt_signed_pct(g.get("share"), missing)]
+        if spreads:  # groups of runs: the spread of the contribution over run pairs
+            row.append(Cell(fmt_metric(_get(spreads.get(key), "contribution"), missing),
+                            "dim"))
+        rows.append(row)
     nll = _get(comparison, "deltas", "nll") or {}
     if nll:
         rows.append([Cell("all examples", "strong"),
@@ -878,12 +886,15 @@ def flip_section(comparison: dict, report: dict, missing: str = DASH) -> Section
                      fmt_metric(nll.get("candidate"), missing),
                      Cell(fmt_signed(nll.get("delta"), missing),
                           contribution_style(nll.get("delta"), lower_better)),
-                     ""])
+                     ""] + ([""] if spreads else []))
     intro = [Cell("contribution = the group's part of the change of mean NLL (the groups add "
                   "up to the total); share = contribution ÷ total change", "dim")]
-    return Section(TITLE_FLIPS, intro=intro,
-                   grid=_grid(["examples", "count", "baseline NLL", "candidate NLL",
-                               "contribution", "share"], rows))
+    columns = ["examples", "count", "baseline NLL", "candidate NLL", "contribution", "share"]
+    if spreads:
+        intro.append(Cell(f"groups of runs: means over {fmt_int(pairs)} run pairs; sd = the "
+                          "contribution's standard deviation over them", "dim"))
+        columns.append("sd")
+    return Section(TITLE_FLIPS, intro=intro, grid=_grid(columns, rows))
 
 
 def _q_cell(q, fdr, missing: str = DASH) -> Cell:
