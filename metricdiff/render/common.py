@@ -637,8 +637,13 @@ def runs_grid(report: dict, missing: str = DASH) -> Grid:
 
 def grouped(report: dict) -> bool:
     """True when a side of the comparison holds several runs."""
-    sizes = [_get(g, "size") for g in report.get("groups") or []]
-    return any(not is_missing(size) and size > 1 for size in sizes)
+    for group in report.get("groups") or []:
+        size = _get(group, "size")
+        if is_missing(size):  # a partial document: count the runs it lists
+            size = len(_get(group, "runs") or [])
+        if size > 1:
+            return True
+    return False
 
 
 def groups_grid(report: dict, missing: str = DASH) -> Grid:

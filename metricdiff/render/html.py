@@ -570,9 +570,9 @@ def render_comparison_html(report: dict) -> str:
     if grouped(report):
         body.append(f"<h2>{esc(TITLE_GROUPS_RUNS)}</h2>")
         body.append(html_table(groups_grid(report, MISSING)))
-        floor = seed_noise_section(report, MISSING)
-        if floor is not None:
-            body.append(html_section(floor))
+    floor = seed_noise_section(report, MISSING)
+    if floor is not None:
+        body.append(html_section(floor))
     body.append(f"<h2>{esc(TITLE_RUNS)}</h2>")
     runs_table = runs_grid(report, MISSING)
     body.append(html_table(runs_table) if runs_table.rows
