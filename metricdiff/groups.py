@@ -62,26 +62,26 @@ class GroupExamples:
 def average_over_pairs(records: list):
     """The mean of same-shaped records (dicts, lists, numbers): numbers are averaged, other
     values kept where every record agrees (else None)."""
-    first = records[0]
-    if isinstance(first, dict):
-        return {key: average_over_pairs([r[key] for r in records]) for key in first}
-    if isinstance(first, list):
-        return [average_over_pairs(list(items)) for items in zip(*records)]
-    if _numbers(records):
-        return float(np.mean(records)) if len(records) > 1 else first
-    return first if all(r == first for r in records) else None
+    return _over_pairs(records, lambda values: float(np.mean(values)) if len(values) > 1
+                       else values[0])
 
 
 def spread_over_pairs(records: list):
     """The standard deviation over pairs of every number in the records (None below two
     pairs); other values kept where every record agrees."""
+    return _over_pairs(records, lambda values: float(np.std(values, ddof=1))
+                       if len(values) > 1 else None)
+
+
+def _over_pairs(records: list, reduce):
+    """Walk same-shaped records together, reducing each list of numbers found at one place."""
     first = records[0]
     if isinstance(first, dict):
-        return {key: spread_over_pairs([r[key] for r in records]) for key in first}
+        return {key: _over_pairs([r[key] for r in records], reduce) for key in first}
     if isinstance(first, list):
-        return [spread_over_pairs(list(items)) for items in zip(*records)]
+        return [_over_pairs(list(items), reduce) for items in zip(*records)]
     if _numbers(records):
-        return float(np.std(records, ddof=1)) if len(records) > 1 else None
+        return reduce(records)
     return first if all(r == first for r in records) else None
 
 

@@ -123,3 +123,15 @@ def assert_details_well_formed(markdown: str) -> None:
             depth -= 1
     assert depth == 0
     assert markdown.count("<details>") == markdown.count("</details>")
+
+
+def nulled(value, fill):
+    """A document with every number (not bool) replaced by `fill`, recursively: what a
+    renderer meets in a partial or hand-edited document."""
+    if isinstance(value, dict):
+        return {k: nulled(v, fill) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nulled(v, fill) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fill
+    return value

@@ -19,7 +19,7 @@ from metricdiff.errors import UsageError
 from metricdiff.render.compare_markdown import render_comparison_markdown
 from metricdiff.render.html import render_comparison_html
 
-from conftest import write_run
+from conftest import nulled, write_run
 
 N, K = 600, 6
 SCHEMA = json.loads((Path(metricdiff.__file__).parent / "schema" / "compare.schema.json")
@@ -395,16 +395,6 @@ def test_group_tables_as_dataframes(seeds):
         result.to_pandas("nope")  # the error lists every table, groups among them
 
 
-def _nulled(value, fill):
-    if isinstance(value, dict):
-        return {k: _nulled(v, fill) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nulled(v, fill) for v in value]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return fill
-    return value
-
-
 @pytest.mark.parametrize("fill", [None, math.nan])
 def test_group_documents_with_missing_numbers_still_render(seeds, fill):
     """A hand-edited or partial group document: renderers show dashes, never crash."""
@@ -417,7 +407,7 @@ def test_group_documents_with_missing_numbers_still_render(seeds, fill):
     pytest.importorskip("matplotlib")
     doc = _json(run_cli("compare", *_group_args(seeds, "main"), *_group_args(seeds, "pr"),
                         "--resamples", 0, "--cluster", "cluster", "-f", "json"))
-    doc = _nulled(doc, fill)
+    doc = nulled(doc, fill)
     buffer = StringIO()
     render_comparison(doc, Console(file=buffer, width=120, color_system=None))
     assert "Seed noise floor" in buffer.getvalue()

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import metricdiff
-from conftest import random_logits, write_run
+from conftest import nulled, random_logits, write_run
 from metricdiff.errors import UsageError
 from metricdiff.render.common import comparison_facts, fmt_int, verdict_parts
 
@@ -230,26 +230,15 @@ def test_report_page(single):
 
 # ----------------------------------------------------------------------------- nulls
 
-def _nulled(value, fill):
-    """Every number (not bool) replaced by `fill`, recursively."""
-    if isinstance(value, dict):
-        return {k: _nulled(v, fill) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nulled(v, fill) for v in value]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return fill
-    return value
-
-
 @pytest.mark.parametrize("fill", [None, math.nan])
 def test_null_heavy_dicts_do_not_crash(comparison, single, fill):
     pytest.importorskip("matplotlib")
-    page = _render_comparison(_nulled(comparison, fill))
+    page = _render_comparison(nulled(comparison, fill))
     assert_self_contained(page)
     for name in RUN_NAMES:
         assert html.escape(name) in page
     assert 'class="decision good">better<' in page  # the words stay when the numbers go
-    page = _render_report(_nulled(single, fill))
+    page = _render_report(nulled(single, fill))
     assert_self_contained(page)
 
 
