@@ -673,8 +673,8 @@ def noise_line(comparison: dict) -> Cell:
         runs = comparison.get("runs") or {}
         sizes = f" ({len(runs.get('candidate') or [])} vs {len(runs.get('baseline') or [])} runs)"
         return Cell(f"noise covered: {unit} and training seeds{sizes if runs else ''}", "dim")
-    return Cell(f"noise covered: {unit} only — seed-to-seed variation was not measured (give "
-                "several runs per side: NAME=PATH repeated, or NAME=DIR/*/)", "warn")
+    return Cell(f"noise covered: {unit} only — seeds not measured (give each side several "
+                "runs: NAME=RUN repeated)", "warn")
 
 
 def detect_line(comparison: dict, report: dict) -> Cell | None:
