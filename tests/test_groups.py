@@ -161,6 +161,7 @@ def test_every_format_shows_the_groups_and_the_seed_noise_floor(seeds):
         assert "main (4 runs" in text and "pr (4 runs)" in text
         assert "Seed noise floor" in text
         assert "training seeds" in text
+        assert "the mean difference between two main runs" in " ".join(text.split())
     mean, sd = doc["groups"][0]["mean"]["nll"], doc["groups"][0]["sd"]["nll"]
     assert f"{mean:.4f} ± {sd:.4f}" in table
 

@@ -50,16 +50,17 @@ def _section(section: Section, level: str = "####") -> list[str]:
     if section.grid is None or not section.grid.rows:
         return []
     table = pipe_table(section.grid)
+    outro = [line for c in section.outro for line in ("", md_escape(c.text))]
     if section.long:
         summary = f"{section.title} — {section.note}" if section.note else section.title
         intro = [line for c in section.intro for line in (md_escape(c.text), "")]
-        return _details(summary, [*intro, *table])
+        return _details(summary, [*intro, *table, *outro])
     out = [f"{level} {md_escape(section.title)}", ""]
     for note in section.intro:
         out += [f"_{md_escape(note.text)}_" if note.style == "dim" else md_escape(note.text), ""]
     if section.note:
         out += [md_escape(section.note), ""]
-    return out + table + [""]
+    return out + table + outro + [""]
 
 
 def _verdicts(report: dict) -> list[str]:
