@@ -523,6 +523,8 @@ def _verdicts(report: dict) -> list[str]:
     failed = fail_line(report)
     if failed is not None:
         out.append(f"<p>{_span(failed, 'strong')}</p>")
+    for comparison in comparisons_of(report)[:1]:  # the same sources for every candidate
+        out.append(_paragraph(noise_line(comparison)))
     return out
 
 
