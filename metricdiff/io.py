@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import re
+import stat as stat_module
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -96,20 +97,86 @@ class Batch:
 # ----------------------------------------------------------------------------- finding files
 
 def find_files(path: str) -> list[str]:
-    """A run is one Parquet file, a folder of shards, or a glob; shards are read in sorted order."""
-    if any(ch in path for ch in "*?["):
-        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
-        if not files:
-            raise InputError("no file matches this pattern", path=path)
-        return files
-    if os.path.isdir(path):
-        files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+    """The shard files of a run: one Parquet file, every *.parquet file below a folder, or the
+    files a glob matches; in sorted order.
+
+    A path that exists is taken as it is, whatever glob characters its name holds. Below a
+    folder, links are followed but every file is read once, whatever links lead to it, and a
+    link back to a folder already seen is not followed again (no loop multiplies rows);
+    names starting with '.' or '_' (temporary and bookkeeping files) are skipped, and Spark's
+    or Dask's `part.parquet/` folders are read like any folder. Only regular files are read:
+    a FIFO, device or socket could block or never end.
+    """
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            _check_regular(path)
+            return [path]
+        files = _files_below(path)
         if not files:
             raise InputError("folder holds no *.parquet file", path=path)
         return files
-    if not os.path.exists(path):
-        raise InputError("no such file or folder", path=path)
-    return [path]
+    if any(ch in path for ch in "*?["):
+        files = _once([f for f in sorted(glob.glob(path, recursive=True))
+                       if not os.path.isdir(f)])
+        if not files:
+            raise InputError("no file matches this pattern", path=path)
+        for file in files:
+            _check_regular(file)
+        return files
+    raise InputError("no such file or folder", path=path)
+
+
+def _files_below(folder: str) -> list[str]:
+    def refuse(error: OSError) -> None:
+        raise InputError(f"cannot list this folder: {error.strerror}",
+                         path=error.filename or folder)
+
+    seen_folders: set[tuple[int, int]] = set()
+    found = []
+    for root, dirs, names in os.walk(folder, onerror=refuse, followlinks=True):
+        stat = os.stat(root)
+        if (stat.st_dev, stat.st_ino) in seen_folders:  # reached again through a link
+            dirs[:] = []
+            continue
+        seen_folders.add((stat.st_dev, stat.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        found += [os.path.join(root, name) for name in names
+                  if name.endswith(".parquet") and not name.startswith((".", "_"))]
+    files = _once(sorted(found))
+    for file in files:
+        _check_regular(file)
+    return files
+
+
+def _once(files: list[str]) -> list[str]:
+    """Each file once, under the first name that leads to it (links, repeated matches)."""
+    seen: set[tuple[int, int]] = set()
+    kept = []
+    for file in files:
+        try:
+            stat = os.stat(file)
+        except OSError:  # a dangling link: let the regular-file check say so
+            kept.append(file)
+            continue
+        if (stat.st_dev, stat.st_ino) not in seen:
+            seen.add((stat.st_dev, stat.st_ino))
+            kept.append(file)
+    return kept
+
+
+def _check_regular(path: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise InputError(f"cannot read: {error.strerror}", path=path) from None
+    if not stat_module.S_ISREG(mode):
+        raise InputError("not a regular file (a FIFO, device or socket); expected a Parquet "
+                         "file", path=path)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("the file name is not valid UTF-8; rename the file",
+                         path=path.encode("utf-8", "backslashreplace").decode()) from None
 
 
 def is_run_folder_pattern(path: str) -> bool:

@@ -85,11 +85,13 @@ def _chunk(scores, labels, temperature, shifted, exp_shifted, out, pred, rank) -
     rows = np.arange(len(labels))
     pred[:] = scores.argmax(axis=1)
     row_max = scores[rows, pred]  # the maximum, without a second pass
-    np.subtract(scores, row_max[:, None], out=shifted)  # <= 0; -inf where a probability was 0
+    with np.errstate(over="ignore"):  # a float32 gap beyond 3.4e38 becomes -inf: its exp is 0
+        np.subtract(scores, row_max[:, None], out=shifted)  # <= 0; -inf where a p was 0
     np.exp(shifted, out=exp_shifted)
     total = exp_shifted.sum(axis=1, dtype=np.float64)  # >= 1: the top class contributes 1
     log_total = np.log(total)
-    true_shifted = shifted[rows, labels].astype(np.float64)
+    # the true class's gap in float64: exact, where a float32 subtraction could overflow
+    true_shifted = scores[rows, labels].astype(np.float64) - row_max.astype(np.float64)
     out["nll"][:] = log_total - true_shifted
     out["conf"][:] = 1.0 / total
 

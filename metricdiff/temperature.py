@@ -14,8 +14,9 @@ import numpy as np
 from .perexample import row_dot
 
 T_MIN, T_MAX = 0.01, 100.0
-# Probabilities of exactly 0 arrive as -inf; in the fit they stand at this many nats below the
-# row maximum, where exp(beta * floor) underflows to ~1e-44 or less for every T in range.
+# Probabilities of exactly 0 arrive as -inf; in the fit they (and only they) stand at this many
+# nats below the row maximum, where exp(beta * floor) underflows to ~1e-44 or less for every T
+# in range. Finite scores are kept as they are, however far below the maximum.
 _FLOOR = -1e4
 _CHUNK_VALUES = 1 << 18  # rows are processed in cache-sized chunks of about this many values
 
@@ -29,10 +30,14 @@ class TemperatureSample:
         self.true_shifted: list[np.ndarray] = []
 
     def add(self, scores: np.ndarray, labels: np.ndarray) -> None:
-        shifted = scores - scores.max(axis=1, keepdims=True)
-        np.maximum(shifted, _FLOOR, out=shifted)
+        row_max = scores.max(axis=1, keepdims=True)
+        with np.errstate(over="ignore"):  # a float32 gap beyond 3.4e38 becomes -inf: its exp is 0
+            shifted = scores - row_max
+        shifted[np.isneginf(shifted)] = _FLOOR
         self.shifted.append(shifted)
-        self.true_shifted.append(shifted[np.arange(len(labels)), labels].astype(np.float64))
+        # the true class's gap in float64: exact, where float32 would overflow
+        true = scores[np.arange(len(labels)), labels].astype(np.float64) - row_max[:, 0]
+        self.true_shifted.append(np.where(np.isneginf(true), _FLOOR, true))
 
     def __len__(self) -> int:
         return sum(len(part) for part in self.true_shifted)
