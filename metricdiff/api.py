@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import threading
 from collections.abc import Mapping
@@ -13,11 +15,11 @@ from .io import ReadOptions, find_run_folders, is_run_folder_pattern
 from .metrics import MetricSettings, metric_directions
 from .pipeline import DEFAULT_TEMPERATURE_VALUES, Progress, load_run
 from .report import ComparisonReport, RunReport, build_report
-from .verdict import check_primary, check_settings
+from .verdict import check_primary, check_resamples, check_settings
 
 
 def report(run: str, *, name: str | None = None, label_col: str = "label",
-           pred_col: str | None = None, pred_kind: str | None = None, id_col: str = "id",
+           pred_col: str | None = None, pred_kind: str | None = None, id_col: str | None = None,
            by: tuple[str, ...] | list[str] = (), classes_file: str | None = None,
            prob_tolerance: float = 1e-3, top_k: int = 5, ece_bins: int = 15,
            worst_classes: int = 10, noise_batch: int = 32, seed: int = 0,
@@ -51,13 +53,11 @@ def report(run: str, *, name: str | None = None, label_col: str = "label",
     >>> result.to_pandas("slices")["value"].tolist()
     ['light', 'heavy']
     """
+    _check_options(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
+                   noise_batch=noise_batch, seed=seed, prob_tolerance=prob_tolerance)
     settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
                               noise_batch=noise_batch, seed=seed,
                               class_groups=_check_groups(class_groups))
-    # named as the CLI spells them, since most people meet these messages there
-    _check_positive({"--top-k": top_k, "--bins": ece_bins, "--batch-size": noise_batch})
-    if worst_classes < 0:
-        raise UsageError(f"--worst must be 0 (all) or more, got {worst_classes}")
     read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
                          prob_tolerance, batch_values)
     data = load_run(run, name=name, options=read, temperature_values=temperature_values,
@@ -74,14 +74,39 @@ def _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file, prob
                        **({"batch_values": batch_values} if batch_values else {}))
 
 
-def _check_positive(values: dict[str, int]) -> None:
-    for option, value in values.items():
-        if value < 1:
-            raise UsageError(f"{option} must be at least 1, got {value}")
+# Every numeric option: (CLI name, whole number?, lowest, highest). The upper bounds are what
+# the data can use (a bin or a resample more costs memory and time, and tells nothing more).
+OPTION_RANGES = {
+    "top_k": ("--top-k", True, 1, 1_000_000),
+    "ece_bins": ("--bins", True, 1, 10_000),
+    "worst_classes": ("--worst", True, 0, 10_000_000),
+    "noise_batch": ("--batch-size", True, 1, 10_000_000),
+    "seed": ("--seed", True, 0, 2 ** 63 - 1),
+    "resamples": ("--resamples", True, 0, 1_000_000),
+    "top": ("--top", True, 0, 1_000_000),
+    "prob_tolerance": ("--prob-tolerance", False, 0.0, 0.5),
+}
+
+
+def _check_options(**values) -> None:
+    """Each numeric option is a number of the right kind, finite and within its range; named
+    as the CLI spells it, since most people meet these messages there."""
+    for key, value in values.items():
+        option, whole, low, high = OPTION_RANGES[key]
+        kind = "a whole number" if whole else "a number"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
+                whole and not float(value).is_integer()) or not math.isfinite(value):
+            raise UsageError(f"{option} must be {kind} from {low:g} to {high:g}, got {value!r}")
+        if not low <= value <= high:
+            raise UsageError(f"{option} must be {kind} from {low:g} to {high:g}, got {value:g}")
 
 
 def _check_groups(cuts) -> tuple[float, float]:
-    cuts = tuple(float(c) for c in cuts)
+    try:
+        cuts = tuple(float(c) for c in cuts)
+    except (TypeError, ValueError):
+        raise UsageError(f"--class-groups expects two shares 0 < head < torso < 1, got "
+                         f"{cuts!r}") from None
     if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < 1:
         raise UsageError(f"--class-groups expects two shares 0 < head < torso < 1, got {cuts}")
     return cuts
@@ -93,7 +118,7 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
             primary: str = "nll", alpha: float = 0.05, min_effect: float = 0.0,
             resamples: int = 1000, seed: int = 0, fail_on: str = "never", top: int = 10,
             allow_partial: bool = False, label_col: str = "label", pred_col: str | None = None,
-            pred_kind: str | None = None, id_col: str = "id",
+            pred_kind: str | None = None, id_col: str | None = None,
             by: tuple[str, ...] | list[str] = (), classes_file: str | None = None,
             prob_tolerance: float = 1e-3, top_k: int = 5, ece_bins: int = 15,
             class_groups: tuple[float, float] = (0.5, 0.8),
@@ -153,14 +178,14 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     """
     paths, names = _runs_and_names(baseline, candidates, names)
     groups, run_names = _groups(paths, names)
-    if resamples < 0 or top < 0:
-        raise UsageError("--resamples and --top must be 0 or more")
+    _check_options(top_k=top_k, ece_bins=ece_bins, seed=seed, resamples=resamples, top=top,
+                   prob_tolerance=prob_tolerance)
     metric_settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, seed=seed,
                                      class_groups=_check_groups(class_groups))
-    _check_positive({"--top-k": top_k, "--bins": ece_bins})
     # a mistyped setting is reported before minutes of reading, not after
     check_primary(primary, metric_directions(top_k))
     check_settings(alpha, min_effect, fail_on, fdr)
+    check_resamples(primary, resamples, alpha)
     read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
                          prob_tolerance, batch_values, cluster)
     # two runs read at once: each run's reading is already overlapped with its arithmetic,

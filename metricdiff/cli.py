@@ -84,7 +84,9 @@ PredColOpt = Annotated[Optional[str], typer.Option(
     help="Prediction column (default: detect logits, probs, logit_*/prob_*, top-k).")]
 PredKindOpt = Annotated[Optional[PredKind], typer.Option(
     help="What --pred-col holds, when its name does not say.")]
-IdColOpt = Annotated[str, typer.Option(help="Example id column (optional in the file).")]
+IdColOpt = Annotated[Optional[str], typer.Option(
+    help="Example id column; by default 'id' where the files have one, else rows line up by "
+         "order.")]
 ByOpt = Annotated[Optional[list[str]], typer.Option(
     help="Break metrics down by this metadata column (repeatable).")]
 ClassesOpt = Annotated[Optional[str], typer.Option(
@@ -111,7 +113,7 @@ def report(
     label_col: LabelColOpt = "label",
     pred_col: PredColOpt = None,
     pred_kind: PredKindOpt = None,
-    id_col: IdColOpt = "id",
+    id_col: IdColOpt = None,
     by: ByOpt = None,
     classes: ClassesOpt = None,
     top_k: TopKOpt = 5,
@@ -189,7 +191,7 @@ def compare(
     label_col: LabelColOpt = "label",
     pred_col: PredColOpt = None,
     pred_kind: PredKindOpt = None,
-    id_col: IdColOpt = "id",
+    id_col: IdColOpt = None,
     by: ByOpt = None,
     classes: ClassesOpt = None,
     top_k: TopKOpt = 5,

@@ -475,6 +475,9 @@ def _seed_noise_floor(base_name: str, base_idx: list[int], runs: list[RunData],
 
 def _warnings(runs: list[RunData], alignment: Alignment) -> list[str]:
     warnings = []
+    if alignment.keyed_by == "row order":
+        warnings.append("no run has an 'id' column: examples were lined up by row order "
+                        "(--id-col names another column)")
     for run, dropped in zip(runs, alignment.dropped):
         if dropped:
             warnings.append(f"{run.name}: {dropped} rows left out, their ids are not in every "

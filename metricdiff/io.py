@@ -30,6 +30,9 @@ PRED_KINDS = ("logits", "probs")
 DEFAULT_BATCH_VALUES = 1 << 22
 
 
+DEFAULT_ID_COL = "id"  # used when present; runs without it line up by row order
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """How to find the columns of a run. Defaults follow the documented run format."""
@@ -37,7 +40,7 @@ class ReadOptions:
     label_col: str = "label"
     pred_col: str | None = None  # None: detect logits / probs / wide / top-k columns
     pred_kind: str | None = None  # "logits" or "probs"; needed only for a custom --pred-col name
-    id_col: str = "id"
+    id_col: str | None = None  # None: the column "id" where the file has one; a name: required
     slice_cols: tuple[str, ...] = ()
     cluster_col: str | None = None  # examples that are not independent share a value here
     classes_file: str | None = None
@@ -253,7 +256,10 @@ def inspect_run(path: str, options: ReadOptions = ReadOptions()) -> RunLayout:
     first = files[0]
     label_is_string = _check_label_type(first, schema, options.label_col)
     prediction = _find_prediction(first, schema, options)
-    id_col = options.id_col if options.id_col in schema.names else None
+    if options.id_col is not None and options.id_col not in schema.names:
+        raise UsageError(f"{first}: --id-col column '{options.id_col}' not found; columns are: "
+                         f"{', '.join(schema.names)}")
+    id_col = options.id_col or (DEFAULT_ID_COL if DEFAULT_ID_COL in schema.names else None)
     for col in options.slice_cols:
         if col not in schema.names:
             raise UsageError(f"{first}: --by column '{col}' not found; columns are: "

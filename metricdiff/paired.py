@@ -489,6 +489,11 @@ def bootstrap(observed: dict[str, float], baseline_draws: dict[str, np.ndarray],
     1 / (R + 1) since finitely many resamples cannot show a smaller one.
     """
     results = {}
+    if plan.units < 2 or plan.subsets * plan.per_subset * alpha / 2 < 1:
+        # one example (or cluster) has no sampling spread to show, and too few resamples have
+        # no resample in a tail of the interval: no interval rather than a false one
+        return {name: Interval(float(delta), None, None, None, plan.method, noise=plan.noise)
+                for name, delta in observed.items()}
     for name, delta in observed.items():
         deltas = candidate_draws[name] - baseline_draws[name]
         deviations = np.sort(deltas[:, 1:] - deltas[:, :1], axis=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,10 +44,27 @@ def check_settings(alpha: float, min_effect: float, fail_on: str,
         raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
     if not 0 < fdr < 1:
         raise UsageError(f"--fdr must be between 0 and 1, got {fdr}")
-    if not min_effect >= 0:  # NaN too
+    if not 0 <= min_effect < math.inf:  # NaN and infinity too
         raise UsageError(f"--min-effect must be 0 or more, got {min_effect}")
     if fail_on not in FAIL_ON:
         raise UsageError(f"--fail-on must be one of {', '.join(FAIL_ON)}, got '{fail_on}'")
+
+
+# Metrics whose intervals come from the bootstrap (paired.RESAMPLED, spelled out here so that
+# checking an option does not import scipy)
+BOOTSTRAPPED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated")
+
+
+def min_resamples(alpha: float) -> int:
+    """Resamples a bootstrap needs at `alpha`: at least one in each tail of its interval, and a
+    smallest possible p of 1 / (R + 1) below alpha."""
+    return math.ceil(2 / alpha)
+
+
+def check_resamples(primary: str, resamples: int, alpha: float) -> None:
+    if primary in BOOTSTRAPPED and resamples < min_resamples(alpha):
+        raise UsageError(f"--primary {primary} is tested by the bootstrap: --resamples must be "
+                         f"at least {min_resamples(alpha)} at --alpha {alpha:g}, got {resamples}")
 
 
 def holm(p_values: list[float | None]) -> list[float | None]:
@@ -67,7 +85,8 @@ def decide(candidate: str, metric: str, interval: Interval | None, higher_is_bet
     """`tested`: the candidates Holm adjusted over. The interval and the raw p tell the same
     story (one reference distribution); the adjusted p, which decides, is labelled apart."""
     if (interval is None or interval.p_value is None or p_adjusted is None
-            or interval.ci_low is None or interval.ci_high is None):
+            or interval.ci_low is None or interval.ci_high is None
+            or not math.isfinite(interval.ci_low) or not math.isfinite(interval.ci_high)):
         return Verdict(candidate, metric, "inconclusive", None, None, None, None, None,
                        interval.method if interval else "", f"{metric} is unavailable for "
                        "this pair of runs, so nothing can be decided on it")

@@ -124,7 +124,7 @@ def test_rankings_add_up_to_the_change(pair):
 
 def test_balanced_accuracy_attribution_splits_over_classes(pair):
     base, _, worse, *_ = pair
-    comparison = metricdiff.compare(str(base), str(worse), resamples=20, top=0,
+    comparison = metricdiff.compare(str(base), str(worse), resamples=50, top=0,
                                     primary="balanced_accuracy").to_dict()["comparisons"][0]
     classes = comparison["ranked"]["classes"]
     assert classes["metric"] == "balanced_accuracy"
