@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-import tempfile
 from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Optional
@@ -21,6 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__, api
 from .errors import MetricdiffError, UsageError
+from .io import input_files
+from .outputs import check_outputs, write_outputs
 from .render.jsonout import render_json
 
 EXIT_FAIL_ON = 1
@@ -129,10 +130,10 @@ def report(
     """Measure one run: loss, accuracy, calibration, and the breakdowns that explain them."""
 
     def work() -> int:
-        _check_output_path(output)
-        _check_output_path(html, "--html")
+        check_outputs({"--output": output, "--html": html},
+                      input_files(run) + ([classes] if classes else []))
         with progress_bar() as progress:
-                result = api.report(run, name=name, label_col=label_col, pred_col=pred_col,
+            result = api.report(run, name=name, label_col=label_col, pred_col=pred_col,
                                 pred_kind=pred_kind.value if pred_kind else None, id_col=id_col,
                                 by=tuple(by or ()), classes_file=classes, top_k=top_k,
                                 ece_bins=bins, worst_classes=worst, noise_batch=batch_size,
@@ -205,9 +206,10 @@ def compare(
     verdict, and why loss and accuracy disagree."""
 
     def work() -> int:
-        _check_output_path(output)
-        _check_output_path(html, "--html")
         names, paths = zip(*(split_name(arg) for arg in runs))
+        check_outputs({"--output": output, "--html": html},
+                      [f for path in paths for f in input_files(path)]
+                      + ([classes] if classes else []))
         with progress_bar() as progress:
             result = api.compare(*paths, names=list(names), paired_seeds=paired_seeds,
                                  cluster=cluster, fdr=fdr,
@@ -267,24 +269,15 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _check_output_path(output: str | None, option: str = "--output") -> None:
-    """Fail before the work, not after it, when a result could not be written."""
-    if output is None:
-        return
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise UsageError(f"{option} {output}: folder {folder} does not exist")
-    if os.path.isdir(output):
-        raise UsageError(f"{option} {output}: is a folder, expected a file path")
-
-
 def _emit(document: dict, output_format: OutputFormat, output: str | None,
           html: str | None = None) -> None:
+    """Render the document; write the files (all or none), then stdout."""
     comparison = document["kind"] == "comparison"
+    files = []
     if html is not None:
         from .render import html as html_page
         render = html_page.render_comparison_html if comparison else html_page.render_report_html
-        write_atomically(html, render(document))
+        files.append((html, render(document)))
     if output_format is OutputFormat.json:
         text = render_json(document)
     elif output_format is OutputFormat.markdown:
@@ -299,15 +292,35 @@ def _emit(document: dict, output_format: OutputFormat, output: str | None,
         else:
             from .render.table import render_report as to_table
         if output is None:
-            to_table(document, stdout_console())
+            write_outputs(files)
+            with closed_pipe_is_fine():
+                to_table(document, stdout_console())
+                sys.stdout.flush()  # inside: a closed pipe shows up at the flush
             return
         buffer = io.StringIO()
         to_table(document, Console(file=buffer, width=PIPE_WIDTH, color_system=None))
         text = buffer.getvalue()
+    if output is not None:
+        files.append((output, text))
+    write_outputs(files)
     if output is None:
-        sys.stdout.write(text)
-    else:
-        write_atomically(output, text)
+        with closed_pipe_is_fine():
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+
+@contextmanager
+def closed_pipe_is_fine():
+    """A reader that stops early (`| head`) closes the pipe: not an error. Output stops, the
+    exit code keeps its meaning (0, or 1 from --fail-on), and nothing is printed about it."""
+    try:
+        yield
+    except BrokenPipeError:
+        # the interpreter flushes stdout again at exit, which would raise once more
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):  # no file descriptor: nothing
+            pass
 
 
 @contextmanager
@@ -329,30 +342,21 @@ def progress_bar():
         yield update
 
 
+class _StdoutConsole(Console):
+    """rich exits with 1 on a closed pipe; here it is handed to closed_pipe_is_fine."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def stdout_console() -> Console:
     """Colour follows the terminal and NO_COLOR. Tables need about 100 columns: narrower
     terminals get long lines rather than cut numbers; pipes and files get PIPE_WIDTH."""
-    console = Console()
+    console = _StdoutConsole()
     if not console.is_terminal:
-        return Console(width=PIPE_WIDTH)
-    return console if console.width >= MIN_WIDTH else Console(width=MIN_WIDTH)
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write to a temporary file beside the target, then rename: never half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".metricdiff-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+        return _StdoutConsole(width=PIPE_WIDTH)
+    return console if console.width >= MIN_WIDTH else _StdoutConsole(width=MIN_WIDTH)
 
 
 def main() -> None:

@@ -27,6 +27,10 @@ class UsageError(MetricdiffError):
     """An option value that cannot work (unknown metric, unknown column, bad number)."""
 
 
+class OutputError(MetricdiffError):
+    """A result could not be written: the operating system refused (disk full, read-only)."""
+
+
 def _locate(message: str, path: str | None, column: str | None, row: int | None) -> str:
     where = []
     if path is not None:

@@ -182,6 +182,18 @@ def _check_regular(path: str) -> None:
                          path=path.encode("utf-8", "backslashreplace").decode()) from None
 
 
+def input_files(path: str) -> list[str]:
+    """The files a run argument would read, as far as they can be found (for checking that no
+    output overwrites an input); one that cannot be resolved adds nothing here, and reading
+    it reports why."""
+    try:
+        if is_run_folder_pattern(path):
+            return [f for folder in find_run_folders(path) for f in find_files(folder)]
+        return find_files(path)
+    except InputError:
+        return []
+
+
 def is_run_folder_pattern(path: str) -> bool:
     """A glob that ends in '/' matches folders only, and each folder it matches is one run of
     a group (the seeds of one configuration). A glob of shards matches files, so the two
