@@ -14,7 +14,7 @@ from .errors import UsageError
 from .io import ReadOptions, find_run_folders, is_run_folder_pattern
 from .metrics import MetricSettings, metric_directions
 from .pipeline import DEFAULT_TEMPERATURE_VALUES, Progress, load_run
-from .report import ComparisonReport, RunReport, build_report
+from .results import ComparisonReport, RunReport, build_report
 from .verdict import check_primary, check_resamples, check_settings
 
 

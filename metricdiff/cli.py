@@ -265,7 +265,7 @@ def _run_guarded(work, debug: bool) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"metricdiff: {message.splitlines()[0] if message else ''}", err=True)
+    _print_error(message.splitlines()[0] if message else "")
     raise typer.Exit(code)
 
 
@@ -360,4 +360,45 @@ def stdout_console() -> Console:
 
 
 def main() -> None:
-    app()
+    """The console entry point: the parser's own usage errors become one line too."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        _print_error("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as error:
+        if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
+            raise  # not the option parser's: _run_guarded already reported ours
+        message = " ".join(error.format_message().split())
+        if getattr(error, "exit_code", 2) == 0:  # --help with no arguments, say
+            sys.exit(0)
+        if "No such option" in message:
+            message += " (a path that starts with '-': put '--' before it, or write ./-name)"
+        command = getattr(getattr(error, "ctx", None), "command_path", "metricdiff")
+        _print_error(f"error: {message} (see '{command} -h')")
+        sys.exit(EXIT_INPUT_ERROR)
+    if code == EXIT_INTERRUPTED:
+        if not _said:  # Ctrl-C while the options were parsed
+            _print_error("interrupted")
+        exit_now(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def exit_now(code: int) -> None:
+    """End an interrupted run with `code` at once. Outputs are already whole or removed; left
+    to the interpreter, an interrupt during its shutdown (joining reader threads) turns the
+    status into death by SIGINT instead of 130."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+_said: list[str] = []  # the one line already printed, if any
+
+
+def _print_error(message: str) -> None:
+    _said.append(message)
+    typer.echo(f"metricdiff: {message}", err=True)

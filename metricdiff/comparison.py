@@ -28,7 +28,7 @@ from .perexample import PerExample
 from .pipeline import RunData
 from .ranking import (Attribution, change_word, rank_classes, rank_confidence_bins,
                       rank_examples, rank_metrics, rank_slices)
-from .report import ComparisonReport, describe_run
+from .results import ComparisonReport, describe_run
 from .verdict import (Verdict, best_run, check_primary, check_settings, decide, holm,
                       should_fail)
 

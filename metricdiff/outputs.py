@@ -67,10 +67,12 @@ def write_outputs(outputs: list[tuple[str, str]]) -> None:
                 staged.append((_stage(path, text), os.path.realpath(path)))
         for temporary, final in staged:
             os.replace(temporary, final)
-    except OSError as error:
+    except BaseException as error:  # an OS error, or Ctrl-C: no temporary file stays behind
         for temporary, _ in staged:
             if os.path.exists(temporary):
                 os.unlink(temporary)
+        if not isinstance(error, OSError):
+            raise
         name = error.filename if isinstance(error.filename, str) else ""
         raise OutputError(f"{_shown(name) or 'output'}: cannot write: "
                           f"{error.strerror or error}") from None

@@ -1,0 +1,29 @@
+"""Ctrl-C at any moment, from the first imports to the end: one line, exit 130, no
+traceback. (Before the interpreter itself runs Python code, some 30 ms, an interrupted
+process just ends by the signal, as any program does; the delays start after that.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUN = os.path.join(ROOT, "sample_runs", "featA_hpB.parquet")  # 60,000 x 3,000: takes a while
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.5])
+def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(delay):
+    process = subprocess.Popen([sys.executable, "-m", "metricdiff", "compare", RUN, RUN],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    text = stderr.decode()
+    assert "Traceback" not in text, text
+    assert process.returncode == 130, (process.returncode, text)
+    assert text.strip() == "metricdiff: interrupted", text
