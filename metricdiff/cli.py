@@ -372,7 +372,7 @@ def main() -> None:
         message = " ".join(error.format_message().split())
         if getattr(error, "exit_code", 2) == 0:  # --help with no arguments, say
             sys.exit(0)
-        if "No such option" in message:
+        if "No such option" in message or "Missing argument" in message:
             message += " (a path that starts with '-': put '--' before it, or write ./-name)"
         command = getattr(getattr(error, "ctx", None), "command_path", "metricdiff")
         _print_error(f"error: {message} (see '{command} -h')")
