@@ -435,9 +435,9 @@ def _class_names(path: str, schema: pa.Schema, prediction: Prediction,
             names = json.loads(metadata[CLASSES_METADATA_KEY])
         except (ValueError, UnicodeDecodeError):
             names = None
-        if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
+        if not isinstance(names, list) or not all(_is_name(n) for n in names):
             raise InputError(f"metadata '{CLASSES_METADATA_KEY.decode()}' is not a JSON list of "
-                             "class names", path=path)
+                             "class names (strings or whole numbers)", path=path)
         return _unique_names(path, [str(n) for n in names])
     if prediction.wide:
         prefix_len = len(prediction.kind)  # "logit_" / "prob_" are kind[:-1] + "_"
@@ -445,21 +445,32 @@ def _class_names(path: str, schema: pa.Schema, prediction: Prediction,
     return None
 
 
+def _is_name(value) -> bool:
+    """A class name is a string or a whole number, never a boolean, null, list or object."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
 def _read_classes_file(classes_file: str) -> tuple[str, ...]:
-    """A JSON list of names, or one name per line."""
+    """A JSON list of names, or one name per line; UTF-8, with or without a byte-order mark."""
     try:
-        with open(classes_file, encoding="utf-8") as fh:
+        _check_regular(classes_file)
+        with open(classes_file, encoding="utf-8-sig") as fh:
             text = fh.read()
     except OSError as exc:
         raise InputError(f"cannot read classes file ({exc.strerror})", path=classes_file) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"classes file is not UTF-8 text (byte {exc.start}: "
+                         f"{exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8",
+                         path=classes_file) from None
     stripped = text.strip()
     if stripped.startswith("["):
         try:
             names = json.loads(stripped)
         except ValueError:
             raise InputError("starts with '[' but is not a JSON list", path=classes_file) from None
-        if not isinstance(names, list):
-            raise InputError("expected a JSON list of class names", path=classes_file)
+        if not isinstance(names, list) or not all(_is_name(n) for n in names):
+            raise InputError("expected a JSON list of class names (strings or whole numbers)",
+                             path=classes_file)
         names = [str(n) for n in names]
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]
@@ -660,10 +671,14 @@ def _check_finite(path: str, row_start: int, matrix: np.ndarray, prediction: Pre
                          path=path, column=name, row=row_start + int(row))
 
 
+# Probabilities above 1 are refused; this much above it is float rounding of a softmax.
+PROB_ROUNDING = 1e-9
+
+
 def _log_probs(path: str, row_start: int, probs: np.ndarray, prediction: Prediction,
                tolerance: float) -> np.ndarray:
     """Check probabilities and return their logarithm (0 becomes -inf, which is exact)."""
-    valid = np.isfinite(probs) & (probs >= 0)
+    valid = np.isfinite(probs) & (probs >= 0) & (probs <= 1 + PROB_ROUNDING)
     if not valid.all():
         row, col = np.unravel_index(int(np.argmin(valid)), probs.shape)
         raise InputError(f"probability {probs[row, col]} at class {col}, expected a number in "
@@ -726,6 +741,11 @@ def _read_topk(layout: RunLayout, path: str, row_start: int, record_batch: pa.Re
          "expected finite log-probabilities <= 0")
     fail((np.diff(logprobs, axis=1) > 0).any(axis=1), "topk_logprobs",
          "log-probabilities not in descending order")
+    ordered = np.sort(ids, axis=1)
+    fail((ordered[:, 1:] == ordered[:, :-1]).any(axis=1), "topk_ids",
+         "a class is listed twice in the row; expected k different classes")
+    fail(np.exp(logprobs).sum(axis=1) > 1 + PROB_ROUNDING, "topk_logprobs",
+         "the listed probabilities add up to more than 1")
     fail(~np.isfinite(label_logprob) | (label_logprob > 1e-9), "label_logprob",
          "expected a finite log-probability <= 0")
     fail(label_logprob > logprobs[:, 0] + 1e-6, "label_logprob",
