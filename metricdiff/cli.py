@@ -359,8 +359,36 @@ def stdout_console() -> Console:
     return console if console.width >= MIN_WIDTH else _StdoutConsole(width=MIN_WIDTH)
 
 
+# What the output's few non-ASCII symbols become on a stream that cannot encode them
+# (PYTHONIOENCODING=ascii, a C locale); anything else becomes '?'.
+ASCII_FALLBACK = {"·": "|", "→": "->", "±": "+-", "—": "-", "–": "-", "…": "...", "≤": "<=",
+                  "≥": ">=", "α": "alpha", "÷": "/", "×": "x", "•": "*", "─": "-", "│": "|",
+                  "✓": "ok", "−": "-"}
+
+
+def _ascii_fallback(error: UnicodeError):
+    text = error.object[error.start:error.end]
+    return "".join(ASCII_FALLBACK.get(ch, "?") for ch in text), error.end
+
+
+def _survive_any_encoding() -> None:
+    """Write through any encoding stdout and stderr have, rather than fail on a symbol."""
+    import codecs
+
+    codecs.register_error("metricdiff-ascii", _ascii_fallback)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "·→±—".encode(stream.encoding or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            try:
+                stream.reconfigure(errors="metricdiff-ascii")
+            except (AttributeError, ValueError):  # not a text stream we can reconfigure
+                pass
+
+
 def main() -> None:
     """The console entry point: the parser's own usage errors become one line too."""
+    _survive_any_encoding()
     try:
         code = app(standalone_mode=False)
     except typer.Abort:

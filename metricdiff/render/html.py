@@ -19,6 +19,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+import sys
 import warnings
 from contextlib import contextmanager
 
@@ -179,7 +181,15 @@ def _warnings(report: dict) -> str:
 def _matplotlib():
     """(Figure, FigureCanvasAgg, style, rc_context), imported on first use."""
     try:
-        import matplotlib
+        try:
+            import matplotlib
+        except ValueError:
+            # matplotlib refuses to import under an invalid MPLBACKEND; the page draws with the
+            # Agg canvas whatever the backend, so choose that one and import again
+            os.environ["MPLBACKEND"] = "agg"
+            for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"]:
+                del sys.modules[name]  # the half-imported package, so it imports whole
+            import matplotlib
         from matplotlib import style
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
