@@ -60,6 +60,12 @@ def _quote(values) -> str:
 
 def _align_on_ids(runs: list[RunData], allow_partial: bool) -> Alignment:
     base_ids = runs[0].ids
+    for run in runs[1:]:
+        kinds = {_id_kind(base_ids), _id_kind(run.ids)}
+        if len(kinds) > 1:
+            raise InputError(f"ids are {_id_kind(run.ids)} here but {_id_kind(base_ids)} in the "
+                             f"baseline {runs[0].name}; expected the same id type in every run",
+                             path=run.layout.path, column=run.layout.id_col)
     if (base_ids.dtype.kind in "iu" and bool((base_ids[1:] > base_ids[:-1]).all())
             and all(np.array_equal(run.ids, base_ids) for run in runs[1:])):
         # the usual case, every run written in the same order of increasing ids: lined up as
@@ -97,6 +103,10 @@ def _align_on_ids(runs: list[RunData], allow_partial: bool) -> Alignment:
     rows = tuple(index.get_indexer(common) for index in indexes)
     dropped = tuple(len(index) - len(common) for index in indexes)
     return Alignment(rows=rows, ids=np.asarray(common), keyed_by="id", dropped=dropped)
+
+
+def _id_kind(ids: np.ndarray) -> str:
+    return "whole numbers" if ids.dtype.kind in "iu" else "text"
 
 
 def _align_on_rows(runs: list[RunData]) -> Alignment:

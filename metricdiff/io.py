@@ -282,6 +282,9 @@ def inspect_run(path: str, options: ReadOptions = ReadOptions()) -> RunLayout:
 
     class_names = _class_names(first, schema, prediction, options)
     num_classes, topk = _num_classes(first, parquet_files[0], schema, prediction, class_names)
+    if num_classes == 0 or topk == 0:
+        raise InputError("the prediction lists are empty (0 classes); expected one score per "
+                         "class", path=first, column=prediction.columns[0])
     if class_names is not None and num_classes is not None and len(class_names) != num_classes:
         source = options.classes_file or f"metadata '{CLASSES_METADATA_KEY.decode()}'"
         raise InputError(f"{len(class_names)} class names in {source}, but predictions have "
@@ -567,17 +570,19 @@ def _columns_to_read(layout: RunLayout) -> list[str]:
 
 def _validate(layout: RunLayout, options: ReadOptions, path: str, row_start: int,
               record_batch: pa.RecordBatch) -> Batch:
-    labels = _labels(layout, path, row_start, record_batch.column(layout.label_col))
-    batch = Batch(row_start=row_start, labels=labels, scores=None)
     prediction = layout.prediction
-    if prediction.kind == "topk":
-        _read_topk(layout, path, row_start, record_batch, batch)
-    else:
+    matrix = None
+    if prediction.kind != "topk":  # the width first: a changed K is not a label's fault
         if prediction.wide:
             matrix = _wide_matrix(path, row_start, record_batch, prediction.columns)
         else:
             matrix = _list_matrix(path, row_start, record_batch.column(prediction.columns[0]),
                                   prediction.columns[0], layout.num_classes)
+    labels = _labels(layout, path, row_start, record_batch.column(layout.label_col))
+    batch = Batch(row_start=row_start, labels=labels, scores=None)
+    if prediction.kind == "topk":
+        _read_topk(layout, path, row_start, record_batch, batch)
+    else:
         if prediction.kind == "probs":
             batch.scores = _log_probs(path, row_start, matrix, prediction, options.prob_tolerance)
         else:
@@ -611,17 +616,17 @@ def _labels(layout: RunLayout, path: str, row_start: int, column: pa.Array) -> n
                                  path=path, column=layout.label_col, row=row_start + i)
             labels[i] = index
         return labels
-    labels = numbers(column).astype(np.int64, copy=False)
-    bad = labels < 0
+    raw = numbers(column)  # checked as stored: a uint64 above 2^63 is not a negative label
+    bad = raw < 0
     if layout.num_classes is not None:
-        bad |= labels >= layout.num_classes
+        bad |= raw >= layout.num_classes
     if bad.any():
         i = _first_true(bad)
         expected = (f"in [0, {layout.num_classes})" if layout.num_classes is not None
                     else "non-negative")
-        raise InputError(f"label {labels[i]} out of range, expected {expected}", path=path,
+        raise InputError(f"label {raw[i]} out of range, expected {expected}", path=path,
                          column=layout.label_col, row=row_start + i)
-    return labels
+    return raw.astype(np.int64, copy=False)
 
 
 def _list_matrix(path: str, row_start: int, column: pa.Array, name: str,
@@ -766,7 +771,10 @@ def _ids(path: str, row_start: int, column: pa.Array, name: str) -> np.ndarray:
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     if pa.types.is_integer(column.type):
-        return numbers(column).astype(np.int64, copy=False)
+        ids = numbers(column)
+        if ids.dtype == np.uint64 and (ids > np.iinfo(np.int64).max).any():
+            return ids  # kept unsigned: as int64 they would print negative
+        return ids.astype(np.int64, copy=False)
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         return np.asarray(column.to_pylist(), dtype=object)
     raise InputError(f"type {column.type}, expected integer or string ids", path=path, column=name)

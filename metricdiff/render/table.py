@@ -7,6 +7,8 @@ values such as ``[red]`` are printed literally, never read as markup.
 
 from __future__ import annotations
 
+import re
+
 from rich import box
 from rich.console import Console
 from rich.padding import Padding
@@ -20,9 +22,14 @@ STYLES = {"bad": "red", "warn": "yellow", "good": "green", "dim": "dim", "strong
 INDENT = 2
 
 
+# Control characters (escape sequences in a class name, say) would drive the terminal: each
+# is shown as its \x.. escape instead.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _text(cell: Cell, column_style: str | None = None) -> Text:
     style = " ".join(STYLES[s] for s in (column_style, cell.style) if s in STYLES)
-    return Text(cell.text, style=style)
+    return Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", cell.text), style=style)
 
 
 def _table(grid: Grid) -> Table:
@@ -33,7 +40,7 @@ def _table(grid: Grid) -> Table:
         # numbers are never cut: their column is as wide as its widest cell; text may fold
         widest = max([len(header)] + [len(row[i].text) for row in grid.rows])
         numeric = align == "right"
-        table.add_column(Text(header), justify=align, no_wrap=numeric,
+        table.add_column(_text(Cell(header)), justify=align, no_wrap=numeric,
                          min_width=widest if numeric else min(widest, 12), overflow="fold")
     for row in grid.rows:
         table.add_row(*(_text(cell, style) for cell, style in zip(row, styles)))

@@ -94,3 +94,52 @@ def test_top_k_rows_that_cannot_be_are_refused(tmp_path):
     over = _topk_run(tmp_path, ok_ids, [[np.log(0.7), np.log(0.6)], ok_lp[1]],
                      [np.log(0.7), np.log(0.4)], [0, 0])
     _one_line_error(run_cli("report", over), "add up to more than 1")
+
+
+def test_escape_sequences_in_class_names_never_reach_the_terminal(tmp_path):
+    logits, labels = random_logits(80, 3, seed=0)
+    names = ["\x1b[2Jwipe", "bell\x07", "ok"]
+    run = write_run(tmp_path / "run.parquet", labels, logits=logits, class_names=names)
+    out = run_cli("report", run, "--worst", 0).stdout
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[2Jwipe" in out
+
+
+def test_uint64_labels_and_ids_are_shown_as_stored(tmp_path):
+    import pyarrow as pa
+
+    from conftest import list_array
+
+    logits, _ = random_logits(3, 2, seed=0)
+    big = 2 ** 64 - 1
+    table = pa.table({"id": pa.array([big, big - 1, big - 2], pa.uint64()),
+                      "label": pa.array([0, big, 1], pa.uint64()),
+                      "logits": list_array(logits)})
+    path = tmp_path / "u.parquet"
+    pq.write_table(table, path)
+    _one_line_error(run_cli("report", path), f"label {big} out of range")
+    ok = tmp_path / "ok.parquet"
+    pq.write_table(table.set_column(1, "label", pa.array([0, 1, 1], pa.uint64())), ok)
+    doc = json.loads(run_cli("compare", ok, ok, "--resamples", 0, "-f", "json").stdout)
+    assert doc["alignment"]["n"] == 3
+
+
+def test_misleading_messages_now_say_what_is_wrong(tmp_path):
+    import pyarrow as pa
+
+    logits, labels = random_logits(100, 4, seed=0)
+    ints = write_run(tmp_path / "ints.parquet", labels, logits=logits, ids=np.arange(100))
+    texts = write_run(tmp_path / "texts.parquet", labels, logits=logits,
+                      ids=[str(i) for i in range(100)])
+    _one_line_error(run_cli("compare", ints, texts), "ids are text here but whole numbers")
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"label": pa.array([0, 0]),
+                             "logits": pa.array([[], []], pa.list_(pa.float32()))}), empty)
+    _one_line_error(run_cli("report", empty), "prediction lists are empty (0 classes)")
+    ragged = np.vstack([logits[:50], np.zeros((50, 4))])
+    table = pq.read_table(write_run(tmp_path / "r.parquet", labels, logits=ragged))
+    wider = pa.array([list(r) + ([0.0] if i >= 50 else []) for i, r in enumerate(ragged)],
+                     pa.list_(pa.float64()))
+    changed = tmp_path / "changed.parquet"
+    pq.write_table(table.set_column(1, "logits", wider), changed)
+    _one_line_error(run_cli("report", changed), "list has 5 values, expected 4")
