@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .errors import UsageError
-from .io import ReadOptions, find_run_folders, is_run_folder_pattern
+from .io import ReadOptions, find_run_folders, inspect_run, is_run_folder_pattern
 from .metrics import MetricSettings, metric_directions
 from .pipeline import DEFAULT_TEMPERATURE_VALUES, Progress, load_run
 from .results import ComparisonReport, RunReport, build_report
@@ -188,6 +188,9 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     check_resamples(primary, resamples, alpha)
     read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
                          prob_tolerance, batch_values, cluster)
+    # every run's footers and columns are checked before any run is read: a damaged last
+    # candidate is reported in a second, not after minutes of reading the others
+    layouts = [inspect_run(path, read) for path in paths]
     # two runs read at once: each run's reading is already overlapped with its arithmetic,
     # and the machine this is sized for has two cores
     stop = threading.Event()  # on Ctrl-C or an error, the other reads end at their next batch
@@ -195,7 +198,8 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     try:
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,
-                               stop=stop) for path, name in zip(paths, run_names)]
+                               stop=stop, layout=layout)
+                   for path, name, layout in zip(paths, run_names, layouts)]
         # imported here, not at the top (report() does not need it), and while the runs are
         # read: its imports (scipy.special, 0.2 s) overlap the reading
         from .comparison import CompareSettings, build_comparison

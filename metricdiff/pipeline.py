@@ -45,9 +45,11 @@ Progress = Callable[[str, int, int], None]
 def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOptions(),
              temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
              progress: Progress | None = None,
-             stop: threading.Event | None = None) -> RunData:
-    """Read one run; `stop`, when set by another thread, ends the read at the next batch."""
-    layout = inspect_run(path, options)
+             stop: threading.Event | None = None,
+             layout: RunLayout | None = None) -> RunData:
+    """Read one run; `stop`, when set by another thread, ends the read at the next batch.
+    `layout`: the run's footers, when they were already checked."""
+    layout = layout or inspect_run(path, options)
     name = name or path
     temperature, temperature_rows = None, 0
     sample_batches, whole_run = [], False

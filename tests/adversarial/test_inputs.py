@@ -143,3 +143,20 @@ def test_misleading_messages_now_say_what_is_wrong(tmp_path):
     changed = tmp_path / "changed.parquet"
     pq.write_table(table.set_column(1, "logits", wider), changed)
     _one_line_error(run_cli("report", changed), "list has 5 values, expected 4")
+
+
+def test_a_damaged_candidate_is_found_before_any_run_is_read(tmp_path, monkeypatch):
+    import metricdiff
+    from metricdiff import pipeline
+
+    logits, labels = random_logits(100, 3, seed=0)
+    good = write_run(tmp_path / "good.parquet", labels, logits=logits)
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(good.read_bytes()[:-20])  # a cut-off footer
+    read = []
+    original = pipeline.iter_batches
+    monkeypatch.setattr(pipeline, "iter_batches",
+                        lambda *a, **k: read.append(a) or original(*a, **k))
+    with pytest.raises(metricdiff.InputError, match="bad.parquet"):
+        metricdiff.compare(good, good, bad)
+    assert read == []  # no batch of any run was read
