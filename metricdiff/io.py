@@ -73,6 +73,7 @@ class RunLayout:
     slice_cols: tuple[str, ...]
     topk: int | None = None  # how many classes a top-k run lists per row
     cluster_col: str | None = None
+    stamps: tuple[tuple[int, ...], ...] = ()  # each file as checked: device, inode, size, mtime
 
     @property
     def n_rows(self) -> int:
@@ -234,6 +235,15 @@ def decoding(path: str, what: str) -> Iterator[None]:
         raise InputError(f"{what} ({_first_line(exc)})", path=path) from None
 
 
+def file_stamp(path: str) -> tuple[int, ...]:
+    """What identifies a file's content here: device, inode, size and modification time."""
+    try:
+        stat = os.stat(path)
+    except OSError as error:
+        raise InputError(f"cannot read: {error.strerror}", path=path) from None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 def open_parquet(path: str, buffer_size: int = 0) -> pq.ParquetFile:
     """Open a file for reading row group by row group. pre_buffer=False: pyarrow's default
     would buffer a row group's column chunks whole, more memory for no speed here. A positive
@@ -258,6 +268,7 @@ def inspect_run(path: str, options: ReadOptions = ReadOptions()) -> RunLayout:
     """Read every footer, check the shards agree, and decide which columns mean what."""
     files = find_files(path)
     parquet_files = [open_parquet(f) for f in files]
+    stamps = tuple(file_stamp(f) for f in files)  # of the files whose footers are checked
     schema = parquet_files[0].schema_arrow
     for f, pf in zip(files[1:], parquet_files[1:]):
         _check_same_schema(files[0], schema, f, pf.schema_arrow)
@@ -297,7 +308,7 @@ def inspect_run(path: str, options: ReadOptions = ReadOptions()) -> RunLayout:
                      num_classes=num_classes, class_names=class_names,
                      label_col=options.label_col, label_is_string=label_is_string, id_col=id_col,
                      slice_cols=tuple(options.slice_cols), topk=topk,
-                     cluster_col=options.cluster_col)
+                     cluster_col=options.cluster_col, stamps=stamps)
 
 
 def _checked_group_rows(path: str, parquet_file: pq.ParquetFile) -> tuple[int, ...]:
@@ -531,6 +542,11 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
     for file_index, (path, group_rows) in enumerate(zip(layout.files, layout.group_rows)):
         # a sample reads the head of row groups: read their column chunks a piece at a time
         parquet_file = open_parquet(path, buffer_size=0 if plan is None else SAMPLE_BUFFER)
+        if layout.stamps and file_stamp(path) != layout.stamps[file_index]:
+            # opened after the check: what is read must be the file whose footer was checked
+            raise InputError("the file changed after its footer was checked (replaced or "
+                             "rewritten while metricdiff ran); run again once it is complete",
+                             path=path)
         group_starts = np.cumsum([0, *group_rows])
         groups = list(enumerate(group_rows))
         if plan is not None:

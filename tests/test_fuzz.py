@@ -49,3 +49,12 @@ def test_a_footer_whose_row_groups_do_not_add_up_is_refused():
     for groups in ([0], [-25], [20, 5]):
         with pytest.raises(InputError, match="footer lists 24 rows"):
             _checked_group_rows("bad.parquet", footer(24, groups))
+
+
+def test_a_short_run_of_the_command_line_fuzzer_finds_nothing():
+    """Random options and paths (fuzz/fuzz_cli.py): exit 0, 1 or 2, never an internal error,
+    a hang or a changed input. Longer runs: python fuzz/fuzz_cli.py --seconds 600."""
+    import fuzz_cli
+
+    findings = fuzz_cli.fuzz(seconds=None, iterations=150, seed=321)
+    assert findings == [], findings[:3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import CLASSES_KEY, random_logits, write_run
+from metricdiff import errors as metricdiff_errors
 from metricdiff.cli import app
 
 
@@ -160,3 +162,16 @@ def test_a_damaged_candidate_is_found_before_any_run_is_read(tmp_path, monkeypat
     with pytest.raises(metricdiff.InputError, match="bad.parquet"):
         metricdiff.compare(good, good, bad)
     assert read == []  # no batch of any run was read
+
+
+def test_a_shard_replaced_after_its_footer_was_checked_is_refused(tmp_path):
+    from metricdiff.io import ReadOptions, inspect_run, iter_batches
+
+    logits, labels = random_logits(100, 3, seed=0)
+    path = write_run(tmp_path / "run.parquet", labels, logits=logits)
+    layout = inspect_run(str(path), ReadOptions())
+    other, _ = random_logits(100, 3, seed=9)
+    replacement = write_run(tmp_path / "new.parquet", labels, logits=other)
+    os.replace(replacement, path)  # a writer replaces the shard between check and read
+    with pytest.raises(metricdiff_errors.InputError, match="changed after its footer"):
+        list(iter_batches(layout, ReadOptions()))

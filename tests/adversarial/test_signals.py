@@ -25,5 +25,7 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(delay):
     stdout, stderr = process.communicate(timeout=60)
     text = stderr.decode()
     assert "Traceback" not in text, text
+    if process.returncode == -signal.SIGINT and text == "":
+        return  # the interpreter had not started running Python yet (a loaded machine)
     assert process.returncode == 130, (process.returncode, text)
     assert text.strip() == "metricdiff: interrupted", text
