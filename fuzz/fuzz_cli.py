@@ -84,7 +84,7 @@ def build_world(root: Path) -> dict[str, list[str]]:
                     f"{root}/seeds/seed*/", "/dev/null", str(root)]
     return {"paths": paths, "classes": [str(root / "latin1.txt"), str(root / "bom.txt"),
                                         str(root / "names.json"), str(root / "missing.txt")],
-            "outputs": [str(root / "out.txt"), str(root / "a.parquet"), "/dev/null",
+            "outputs": [str(root / "out.txt"), "/dev/null",
                         "/dev/full", str(root / "nofolder" / "x.txt"), str(root / "shards")]}
 
 
@@ -101,8 +101,9 @@ def random_command(rng: random.Random, world: dict[str, list[str]]) -> list[str]
         args += [name, rng.choice(options[name])]
     if rng.random() < 0.2:
         args += ["--classes", rng.choice(world["classes"])]
-    if rng.random() < 0.2:
-        args += ["--output", rng.choice(world["outputs"])]
+    if rng.random() < 0.2:  # a file elsewhere, or (never to be destroyed) one of the inputs
+        inputs = [a.split("=", 1)[-1] for a in args[1:]]
+        args += ["--output", rng.choice(world["outputs"] + inputs[:1])]
     args += rng.sample(FLAGS[command], rng.randint(0, len(FLAGS[command])))
     return args
 

@@ -153,7 +153,8 @@ def reasons(flips: list[dict], calibration: dict | None, confident: dict,
                 f"{pieces}. The largest part comes from {main['group'].replace('_', '-')} "
                 "examples"
                 + (f" (mean NLL {main['baseline_nll']:.3f} -> {main['candidate_nll']:.3f})."
-                   if main["count"] else "."))
+                   if main["count"] and main["baseline_nll"] is not None
+                   and main["candidate_nll"] is not None else "."))
     opposite = [row for row in parts if row["count"] and nll_delta
                 and np.sign(row["contribution"]) != np.sign(nll_delta)
                 and abs(row["contribution"]) >= SIGNIFICANT_SHARE * abs(nll_delta)]

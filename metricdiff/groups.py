@@ -80,8 +80,9 @@ def _over_pairs(records: list, reduce):
         return {key: _over_pairs([r[key] for r in records], reduce) for key in first}
     if isinstance(first, list):
         return [_over_pairs(list(items), reduce) for items in zip(*records)]
-    if _numbers(records):
-        return reduce(records)
+    present = [r for r in records if r is not None]
+    if present and _numbers(present):  # a figure undefined in some pairs (an empty group):
+        return reduce(present)  # over the pairs where it is defined
     return first if all(r == first for r in records) else None
 
 

@@ -414,3 +414,16 @@ def test_group_documents_with_missing_numbers_still_render(seeds, fill):
     assert "Seed noise floor" in buffer.getvalue()
     assert "pr" in render_comparison_markdown(doc)
     assert "Seed noise floor" in render_comparison_html(doc)
+
+
+def test_a_group_holding_a_copy_of_the_baseline_still_explains(seeds):
+    """Found by the command-line fuzzer: a run pair with no flipped examples leaves the
+    fixed/broken groups' mean NLL undefined in that pair; the mean over the other pairs is
+    shown (and no crash)."""
+    base = seeds / "main" / "seed0"
+    result = run_cli("compare", base, f"g={base}", f"g={seeds / 'pr' / 'seed0'}",
+                     "--resamples", 0, "-f", "json")
+    doc = _json(result)
+    fixed = next(r for r in doc["comparisons"][0]["explanation"]["nll_by_flip"]
+                 if r["group"] == "fixed")
+    assert fixed["baseline_nll"] is not None and fixed["count"] > 0
