@@ -155,6 +155,7 @@ def fuzz(seconds: float | None, iterations: int | None, seed: int) -> list[tuple
             if problem is not None:
                 findings.append((" ".join(args), problem))
             done += 1
+    print(f"{done} commands in {time.monotonic() - start:.0f} s", file=sys.stderr)
     return findings
 
 
