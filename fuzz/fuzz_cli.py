@@ -124,7 +124,15 @@ def fuzz(seconds: float | None, iterations: int | None, seed: int) -> list[tuple
     rng = random.Random(seed)
     findings = []
     runner = CliRunner()
-    signal.signal(signal.SIGALRM, _alarm)
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    try:
+        return _fuzz(rng, runner, seconds, iterations, findings)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _fuzz(rng: random.Random, runner: CliRunner, seconds: float | None,
+          iterations: int | None, findings: list[tuple[str, str]]) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         world = build_world(root)
