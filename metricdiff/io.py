@@ -699,7 +699,8 @@ PROB_ROUNDING = 1e-9
 def _log_probs(path: str, row_start: int, probs: np.ndarray, prediction: Prediction,
                tolerance: float) -> np.ndarray:
     """Check probabilities and return their logarithm (0 becomes -inf, which is exact)."""
-    valid = np.isfinite(probs) & (probs >= 0) & (probs <= 1 + PROB_ROUNDING)
+    # NaN fails both comparisons and infinities one of them: no separate finiteness pass
+    valid = (probs >= 0) & (probs <= 1 + PROB_ROUNDING)
     if not valid.all():
         row, col = np.unravel_index(int(np.argmin(valid)), probs.shape)
         raise InputError(f"probability {probs[row, col]} at class {col}, expected a number in "
