@@ -13,14 +13,14 @@ import numpy as np
 from .align import Alignment, align_runs
 from .explain import (calibration_view, class_group_view, confident_wrong_view, disagreements,
                       nll_by_flip, reasons)
-from .metrics import (ClassCounts, MetricSettings, class_groups, headline, metric_directions,
-                      reliability_table)
+from .metrics import (RESAMPLED, ClassCounts, MetricSettings, class_groups, headline,
+                      metric_directions, reliability_table)
 from .classtests import class_changes
 from .detect import detectable
 from .errors import InputError, UsageError
 from .groups import (GroupExamples, average_over_pairs, group_summaries, noise_floor_table,
                      run_pairs, spread_over_pairs)
-from .paired import (METHOD_NONE, RESAMPLED, BootstrapPlan, Interval, bootstrap,
+from .paired import (METHOD_NONE, BootstrapPlan, Interval, bootstrap,
                      clustered_mcnemar, mcnemar, paired_t, per_example_values, resample_values,
                      sampling_variance)
 from .seeds import mean_metric_delta, resampled_metric_delta

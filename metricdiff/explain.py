@@ -105,15 +105,14 @@ def class_group_view(base: PerExample, cand: PerExample, groups: np.ndarray) -> 
 
 
 def disagreements(deltas: dict[str, Interval], directions: dict[str, bool | None],
-                  primary: str, alpha: float, decision: str | None = None) -> list[dict]:
+                  primary: str, alpha: float, decision: str) -> list[dict]:
     """Headline metrics that moved significantly against the primary metric's verdict: in the
     opposite direction when the verdict is better or worse; when it is inconclusive, every
     metric that moved significantly at all (the primary metric did not)."""
     main = deltas.get(primary)
     if main is None or main.p_value is None:
         return []
-    decided = decision in ("better", "worse") if decision is not None else (
-        main.p_value < alpha and bool(main.delta))
+    decided = decision in ("better", "worse")
     primary_better = bool(main.delta) and (main.delta > 0) == bool(directions[primary])
     found = []
     for name, interval in deltas.items():

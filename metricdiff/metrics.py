@@ -45,6 +45,11 @@ def metric_registry(top_k: int = 5) -> dict[str, MetricInfo]:
     return {name: MetricInfo(name, better, text) for name, better, text in rows}
 
 
+# Metrics that are not a mean of per-example values: their intervals come from the paired
+# bootstrap (paired.py), and a verdict on one needs enough resamples (verdict.py).
+RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated")
+
+
 def metric_directions(top_k: int = 5) -> dict[str, bool | None]:
     """Metric -> True if higher is better, False if lower is, None if neither."""
     return {name: info.higher_is_better for name, info in metric_registry(top_k).items()}

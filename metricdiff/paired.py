@@ -290,7 +290,6 @@ def _running_sums(values: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated")
 
 
 # Up to this many examples the bootstrap resamples all of them (about 1 ms a resample). Above

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
+from .metrics import RESAMPLED
 
 if TYPE_CHECKING:  # a type only: importing paired would pull scipy into every start-up
     from .paired import Interval
@@ -50,11 +51,6 @@ def check_settings(alpha: float, min_effect: float, fail_on: str,
         raise UsageError(f"--fail-on must be one of {', '.join(FAIL_ON)}, got '{fail_on}'")
 
 
-# Metrics whose intervals come from the bootstrap (paired.RESAMPLED, spelled out here so that
-# checking an option does not import scipy)
-BOOTSTRAPPED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated")
-
-
 def min_resamples(alpha: float) -> int:
     """Resamples a bootstrap needs at `alpha`: at least one in each tail of its interval, and a
     smallest possible p of 1 / (R + 1) below alpha."""
@@ -62,7 +58,7 @@ def min_resamples(alpha: float) -> int:
 
 
 def check_resamples(primary: str, resamples: int, alpha: float) -> None:
-    if primary in BOOTSTRAPPED and resamples < min_resamples(alpha):
+    if primary in RESAMPLED and resamples < min_resamples(alpha):
         raise UsageError(f"--primary {primary} is tested by the bootstrap: --resamples must be "
                          f"at least {min_resamples(alpha)} at --alpha {alpha:g}, got {resamples}")
 
