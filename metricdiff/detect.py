@@ -25,14 +25,14 @@ def detectable(interval: Interval | None, alpha: float, n: int, clusters: int | 
     interval has no standard error. A None count: no number of them alone would do."""
     if interval is None or interval.se is None or not interval.se > 0:
         return None
-    z = special.ndtri(1 - alpha / 2) + special.ndtri(POWER)
+    z_normal = special.ndtri(1 - alpha / 2) + special.ndtri(POWER)
+    z = z_normal  # the MDE of this comparison uses its own t reference, where it has one
     if interval.df is not None and math.isfinite(interval.df) and interval.df > 0:
         z = special.stdtrit(interval.df, 1 - alpha / 2) + special.stdtrit(interval.df, POWER)
     seed_part = interval.seed_var or 0.0
     example_part = interval.se ** 2 - seed_part
     # the variance at which the observed delta would be found (normal quantiles: the df of
     # a larger comparison is not known in advance)
-    z_normal = special.ndtri(1 - alpha / 2) + special.ndtri(POWER)
     target = (interval.delta / z_normal) ** 2
     examples = clusters_needed = runs_needed = None
     if target > seed_part and example_part > 0:
