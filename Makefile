@@ -21,6 +21,7 @@ test: $(STAMP)
 # Static checks (CI runs them too): pyflakes and pycodestyle through ruff.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 samples: $(STAMP)
 	$(BIN)/python sample_runs/generate.py

@@ -25,9 +25,10 @@ class Alignment:
 def align_runs(runs: list[RunData], allow_partial: bool = False) -> Alignment:
     _check_same_classes(runs)
     with_ids = [run.ids is not None for run in runs]
-    if all(with_ids):
-        alignment = _align_on_ids(runs, allow_partial)
-    elif not any(with_ids):
+    ids = [run.ids for run in runs if run.ids is not None]
+    if len(ids) == len(runs):
+        alignment = _align_on_ids(runs, ids, allow_partial)
+    elif not ids:
         alignment = _align_on_rows(runs)
     else:
         missing = [run.layout.path for run, has in zip(runs, with_ids) if not has]
@@ -45,11 +46,11 @@ def _check_same_classes(runs: list[RunData]) -> None:
             raise InputError(f"{run.num_classes} classes, but the baseline {base.name} has "
                              f"{base.num_classes}; expected runs over the same classes",
                              path=run.layout.path)
-        names = run.layout.class_names, base.layout.class_names
-        if None not in names and names[0] != names[1]:
-            differ = next(i for i, (a, b) in enumerate(zip(*names)) if a != b)
+        names, base_names = run.layout.class_names, base.layout.class_names
+        if names is not None and base_names is not None and names != base_names:
+            differ = next(i for i, (a, b) in enumerate(zip(names, base_names)) if a != b)
             raise InputError(f"class names differ from the baseline {base.name} at class "
-                             f"{differ}: '{names[0][differ]}' vs '{names[1][differ]}'",
+                             f"{differ}: '{names[differ]}' vs '{base_names[differ]}'",
                              path=run.layout.path)
 
 
@@ -58,16 +59,15 @@ def _quote(values) -> str:
     return ", ".join(shown) + (", ..." if len(values) > EXAMPLES_SHOWN else "")
 
 
-def _align_on_ids(runs: list[RunData], allow_partial: bool) -> Alignment:
-    base_ids = runs[0].ids
-    for run in runs[1:]:
-        kinds = {_id_kind(base_ids), _id_kind(run.ids)}
-        if len(kinds) > 1:
-            raise InputError(f"ids are {_id_kind(run.ids)} here but {_id_kind(base_ids)} in the "
+def _align_on_ids(runs: list[RunData], ids: list[np.ndarray], allow_partial: bool) -> Alignment:
+    base_ids = ids[0]
+    for run, run_ids in zip(runs[1:], ids[1:]):
+        if _id_kind(run_ids) != _id_kind(base_ids):
+            raise InputError(f"ids are {_id_kind(run_ids)} here but {_id_kind(base_ids)} in the "
                              f"baseline {runs[0].name}; expected the same id type in every run",
                              path=run.layout.path, column=run.layout.id_col)
     if (base_ids.dtype.kind in "iu" and bool((base_ids[1:] > base_ids[:-1]).all())
-            and all(np.array_equal(run.ids, base_ids) for run in runs[1:])):
+            and all(np.array_equal(run_ids, base_ids) for run_ids in ids[1:])):
         # the usual case, every run written in the same order of increasing ids: lined up as
         # they are (and ids that increase cannot repeat), with no join to make
         rows = tuple(np.arange(len(base_ids)) for _ in runs)
@@ -75,8 +75,8 @@ def _align_on_ids(runs: list[RunData], allow_partial: bool) -> Alignment:
     import pandas as pd  # its hash index joins ids of any type; imported only when needed
 
     indexes = []
-    for run in runs:
-        index = pd.Index(run.ids)
+    for run, run_ids in zip(runs, ids):
+        index = pd.Index(run_ids)
         if index.has_duplicates:
             repeated = index[index.duplicated()].unique()
             raise InputError(f"{len(repeated)} ids appear more than once (e.g. "

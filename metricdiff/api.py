@@ -6,7 +6,7 @@ import math
 import numbers
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -97,7 +97,7 @@ def _check_options(**values) -> None:
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
                 whole and not float(value).is_integer()) or not math.isfinite(value):
             raise UsageError(f"{option} must be {kind} from {low:g} to {high:g}, got {value!r}")
-        if not low <= value <= high:
+        if not low <= float(value) <= high:
             raise UsageError(f"{option} must be {kind} from {low:g} to {high:g}, got {value:g}")
 
 
@@ -221,7 +221,8 @@ def _runs_and_names(baseline, candidates, names) -> tuple[list[str], list[str | 
     if isinstance(baseline, Mapping):
         if candidates or names is not None:
             raise UsageError("give the groups as one mapping, or runs and names, not both")
-        entries = [(os.fspath(path), str(group)) for group, paths in baseline.items()
+        entries: list[tuple[str, str | None]] = [
+            (os.fspath(path), str(group)) for group, paths in baseline.items()
                    for path in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     else:
         paths = [os.fspath(path) for path in (baseline, *candidates)]
@@ -229,7 +230,7 @@ def _runs_and_names(baseline, candidates, names) -> tuple[list[str], list[str | 
         if len(given) != len(paths):
             raise UsageError(f"{len(given)} names for {len(paths)} runs")
         entries = list(zip(paths, given))
-    expanded = []
+    expanded: list[tuple[str, str | None]] = []
     for path, name in entries:
         if is_run_folder_pattern(path):  # one group: named as given, else after the parent
             group = name or default_name(os.path.dirname(path.rstrip("/" + os.sep)))
@@ -252,7 +253,7 @@ def _groups(paths: list[str], names: list[str | None]) -> tuple[list[str], list[
     return groups, run_names
 
 
-def _distinct(names: list[str], keep: set[str] = frozenset()) -> list[str]:
+def _distinct(names: list[str], keep: AbstractSet[str] = frozenset()) -> list[str]:
     """Runs are keyed by name: a repeated name (the same file twice) gets #2, #3...; names in
     `keep` (groups named on purpose) stay as they are."""
     seen: dict[str, int] = {}

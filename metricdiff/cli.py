@@ -16,7 +16,8 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn,
+                           TimeRemainingColumn)
 
 from . import __version__, api
 from .errors import MetricdiffError, UsageError
@@ -282,10 +283,11 @@ def _emit(document: dict, output_format: OutputFormat, output: str | None,
         text = render_json(document)
     elif output_format is OutputFormat.markdown:
         if comparison:
-            from .render.compare_markdown import render_comparison_markdown as to_markdown
+            from .render.compare_markdown import render_comparison_markdown
+            text = render_comparison_markdown(document)
         else:
-            from .render.markdown import render_report_markdown as to_markdown
-        text = to_markdown(document)
+            from .render.markdown import render_report_markdown
+            text = render_report_markdown(document)
     else:
         if comparison:
             from .render.compare_table import render_comparison as to_table
@@ -332,7 +334,7 @@ def progress_bar():
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(name: str, done: int, total: int) -> None:
             if name not in tasks:
@@ -366,7 +368,8 @@ ASCII_FALLBACK = {"·": "|", "→": "->", "±": "+-", "—": "-", "–": "-", "�
                   "✓": "ok", "−": "-"}
 
 
-def _ascii_fallback(error: UnicodeError):
+def _ascii_fallback(error: UnicodeError) -> tuple[str, int]:
+    assert isinstance(error, UnicodeEncodeError)  # registered for encoding only
     text = error.object[error.start:error.end]
     return "".join(ASCII_FALLBACK.get(ch, "?") for ch in text), error.end
 
@@ -380,10 +383,12 @@ def _survive_any_encoding() -> None:
         try:
             "·→±—".encode(stream.encoding or "ascii")
         except (UnicodeEncodeError, LookupError):
-            try:
-                stream.reconfigure(errors="metricdiff-ascii")
-            except (AttributeError, ValueError):  # not a text stream we can reconfigure
-                pass
+            reconfigure = getattr(stream, "reconfigure", None)  # not on every text stream
+            if reconfigure is not None:
+                try:
+                    reconfigure(errors="metricdiff-ascii")
+                except ValueError:  # a stream that cannot change now
+                    pass
 
 
 def main() -> None:

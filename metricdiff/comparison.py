@@ -75,12 +75,12 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     class_group = class_groups(counts[base_idx[0]], metric_settings.class_groups)
     clusters = _clusters(runs, alignment, settings.cluster)
     plan = BootstrapPlan(len(aligned[0]), settings.resamples, settings.seed, clusters)
-    draws = [None] * len(runs)
+    draws: list[dict[str, np.ndarray] | None] = [None] * len(runs)
     if settings.resamples > 0:  # every run on the same resamples, drawn once for all
         available = [{m for m in RESAMPLED if summary["metrics"][m] is not None}
                      for summary in summaries]
-        draws = resample_values(aligned, num_classes, metric_settings.ece_bins, available,
-                                plan)
+        draws = [*resample_values(aligned, num_classes, metric_settings.ece_bins, available,
+                                  plan)]
     group_values = group_summaries(members, summaries, runs)
     if grouped:
         pairs = [_group_deltas(base_idx, members[name], summaries, aligned, draws, plan,
@@ -175,9 +175,11 @@ def _clusters(runs: list[RunData], alignment: Alignment, column: str | None
     """Each aligned example's cluster as an index 0..C-1; every run must agree on them."""
     if column is None:
         return None
-    keys = runs[0].clusters[alignment.rows[0]]
-    for run, rows in zip(runs[1:], alignment.rows[1:]):
-        differ = run.clusters[rows] != keys
+    clusters = [run.clusters for run in runs if run.clusters is not None]
+    assert len(clusters) == len(runs)  # every layout was read with this cluster column
+    keys = clusters[0][alignment.rows[0]]
+    for run, run_clusters, rows in zip(runs[1:], clusters[1:], alignment.rows[1:]):
+        differ = run_clusters[rows] != keys
         if differ.any():
             raise InputError(f"{int(differ.sum())} examples are in another cluster than in the "
                              f"baseline {runs[0].name}; expected the same clusters in every run",
@@ -290,7 +292,7 @@ def _deltas(base_values: dict, cand_values: dict, base, cand, plan: BootstrapPla
                 np.bincount(plan.clusters, weights=broken, minlength=count), len(base),
                 settings.alpha)
     wanted = {name for name in RESAMPLED if name in both}
-    if wanted and cand_draws is not None:
+    if wanted and base_draws is not None and cand_draws is not None:
         observed = {name: cand_values[name] - base_values[name] for name in wanted}
         deltas.update(bootstrap(observed, base_draws, cand_draws, plan, settings.alpha))
     if "temperature" in both:

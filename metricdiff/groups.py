@@ -117,10 +117,11 @@ def noise_floor_table(pair_deltas: list[dict[str, Interval]], alpha: float) -> d
     table = {}
     for name in pair_deltas[0]:
         intervals = [pair[name] for pair in pair_deltas if name in pair]
-        if any(i.p_value is None for i in intervals):
+        p_values = [i.p_value for i in intervals if i.p_value is not None]
+        if len(p_values) < len(intervals):
             continue
         diffs = np.abs([i.delta for i in intervals])
-        significant = sum(i.p_value < alpha for i in intervals)
+        significant = sum(p < alpha for p in p_values)
         table[name] = {"pairs": len(intervals), "mean_abs_diff": float(diffs.mean()),
                        "max_abs_diff": float(diffs.max()), "significant_pairs": int(significant),
                        "significant_share": significant / len(intervals)}

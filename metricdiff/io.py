@@ -587,7 +587,7 @@ def _columns_to_read(layout: RunLayout) -> list[str]:
 def _validate(layout: RunLayout, options: ReadOptions, path: str, row_start: int,
               record_batch: pa.RecordBatch) -> Batch:
     prediction = layout.prediction
-    matrix = None
+    matrix = np.empty((0, 0))
     if prediction.kind != "topk":  # the width first: a changed K is not a label's fault
         if prediction.wide:
             matrix = _wide_matrix(path, row_start, record_batch, prediction.columns)
@@ -604,7 +604,7 @@ def _validate(layout: RunLayout, options: ReadOptions, path: str, row_start: int
         else:
             _check_finite(path, row_start, matrix, prediction)
             batch.scores = matrix
-        _check_true_class_possible(path, row_start, batch, prediction)
+        _check_true_class_possible(path, row_start, batch.scores, labels, prediction)
     if layout.id_col is not None:
         batch.ids = _ids(path, row_start, record_batch.column(layout.id_col), layout.id_col)
     for col in layout.slice_cols:
@@ -622,6 +622,7 @@ def _labels(layout: RunLayout, path: str, row_start: int, column: pa.Array) -> n
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     if layout.label_is_string:
+        assert layout.class_names is not None  # inspect refuses string labels without names
         lookup = {name: i for i, name in enumerate(layout.class_names)}
         values = column.to_pylist()
         labels = np.empty(len(values), dtype=np.int64)
@@ -671,8 +672,8 @@ def _list_matrix(path: str, row_start: int, column: pa.Array, name: str,
 
 def _wide_matrix(path: str, row_start: int, record_batch: pa.RecordBatch,
                  columns: tuple[str, ...]) -> np.ndarray:
-    dtype = np.result_type(*(record_batch.column(c).type.to_pandas_dtype() for c in columns))
-    dtype = np.float64 if dtype == np.float64 else np.float32
+    stored = np.result_type(*(record_batch.column(c).type.to_pandas_dtype() for c in columns))
+    dtype = np.float64 if stored == np.float64 else np.float32
     matrix = np.empty((record_batch.num_rows, len(columns)), dtype=dtype)
     for j, col in enumerate(columns):
         array = record_batch.column(col)
@@ -686,7 +687,7 @@ def _wide_matrix(path: str, row_start: int, record_batch: pa.RecordBatch,
 def _check_finite(path: str, row_start: int, matrix: np.ndarray, prediction: Prediction) -> None:
     finite = np.isfinite(matrix)
     if not finite.all():
-        row, col = np.unravel_index(int(np.argmin(finite)), matrix.shape)
+        row, col = (int(i) for i in np.unravel_index(int(np.argmin(finite)), matrix.shape))
         name = _column_name(prediction, col)
         raise InputError(f"{matrix[row, col]} at class {col}, expected finite logits",
                          path=path, column=name, row=row_start + int(row))
@@ -702,7 +703,7 @@ def _log_probs(path: str, row_start: int, probs: np.ndarray, prediction: Predict
     # NaN fails both comparisons and infinities one of them: no separate finiteness pass
     valid = (probs >= 0) & (probs <= 1 + PROB_ROUNDING)
     if not valid.all():
-        row, col = np.unravel_index(int(np.argmin(valid)), probs.shape)
+        row, col = (int(i) for i in np.unravel_index(int(np.argmin(valid)), probs.shape))
         raise InputError(f"probability {probs[row, col]} at class {col}, expected a number in "
                          "[0, 1]", path=path, column=_column_name(prediction, col),
                          row=row_start + int(row))
@@ -718,17 +719,17 @@ def _log_probs(path: str, row_start: int, probs: np.ndarray, prediction: Predict
         return np.log(probs)
 
 
-def _check_true_class_possible(path: str, row_start: int, batch: Batch,
-                               prediction: Prediction) -> None:
+def _check_true_class_possible(path: str, row_start: int, scores: np.ndarray,
+                               labels: np.ndarray, prediction: Prediction) -> None:
     """A true class with probability exactly 0 has infinite cross-entropy: refuse, never clip."""
-    true_scores = batch.scores[np.arange(len(batch)), batch.labels]
+    true_scores = scores[np.arange(len(labels)), labels]
     impossible = np.isneginf(true_scores)
     if impossible.any():
         row = _first_true(impossible)
-        raise InputError(f"the true class {batch.labels[row]} has probability exactly 0, so its "
+        raise InputError(f"the true class {labels[row]} has probability exactly 0, so its "
                          "cross-entropy is infinite; expected a positive probability (save "
                          "logits or log-probabilities instead)", path=path,
-                         column=_column_name(prediction, int(batch.labels[row])),
+                         column=_column_name(prediction, int(labels[row])),
                          row=row_start + row)
 
 
@@ -751,9 +752,10 @@ def _read_topk(layout: RunLayout, path: str, row_start: int, record_batch: pa.Re
     label_logprob = numbers(label_col).astype(np.float64)
     ids = ids.astype(np.int64)
 
-    def fail(mask: np.ndarray, column: str, what: str) -> None:
+    def fail(mask: np.ndarray | np.bool_, column: str, what: str) -> None:
         if mask.any():
-            raise InputError(what, path=path, column=column, row=row_start + _first_true(mask))
+            raise InputError(what, path=path, column=column,
+                             row=row_start + _first_true(np.asarray(mask)))
 
     bad_id = ids < 0
     if layout.num_classes is not None:

@@ -279,7 +279,8 @@ def headline_subset(pe: PerExample, bins: int) -> dict:
     confidence = _mean(pe.conf)
     return {"n": len(pe), "accuracy": accuracy, "nll": _mean(pe.nll), "ece": ece,
             "mean_confidence": confidence,
-            "overconfidence": None if accuracy is None else confidence - accuracy}
+            "overconfidence": None if accuracy is None or confidence is None
+            else confidence - accuracy}
 
 
 def slice_table(pe: PerExample, values: np.ndarray, bins: int, limit: int) -> dict:
@@ -335,7 +336,7 @@ def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
     accuracy = float(correct.mean())
     confidence = float(pe.conf.mean())
     topk_name = f"top{settings.top_k}_accuracy"
-    values = {
+    values: dict[str, float | None] = {
         "n": len(pe),
         "nll": float(pe.nll.mean()),
         "accuracy": accuracy,
@@ -357,7 +358,8 @@ def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
     if rank_depth is not None and settings.top_k > rank_depth:
         unavailable[topk_name] = f"the run lists only the top {rank_depth} classes"
     for name in ("brier", "mean_entropy"):
-        if math.isnan(values[name]):
+        value = values[name]
+        if value is not None and math.isnan(value):
             unavailable[name] = "needs the whole predicted distribution (top-k run)"
     if temperature is None:
         for name in ("temperature", "nll_calibrated", "ece_calibrated"):

@@ -403,6 +403,7 @@ class BootstrapPlan:
 
     def _local_clusters(self, j: int) -> np.ndarray:
         """For each example of subset j, the position of its cluster among the subset's."""
+        assert self.clusters is not None  # only called for a clustered plan
         units = self.subset_units(j)
         examples = self.subset(j)
         if units is None:

@@ -48,6 +48,8 @@ class PerExample:
 def from_batch(batch: Batch, temperature: float | None) -> PerExample:
     if batch.scores is not None:
         return from_scores(batch.scores, batch.labels, temperature)
+    assert batch.topk_ids is not None and batch.topk_logprobs is not None \
+        and batch.label_logprob is not None  # a batch holds scores or all three top-k columns
     return from_topk(batch.topk_ids, batch.topk_logprobs, batch.label_logprob, batch.labels)
 
 

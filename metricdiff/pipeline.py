@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -52,7 +52,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
     layout = layout or inspect_run(path, options)
     name = name or path
     temperature, temperature_rows = None, 0
-    sample_batches, whole_run = [], False
+    sample_batches: list[Batch] = []
+    whole_run = False
     if layout.prediction.kind != "topk":
         plan, whole_run = sample_plan(layout, temperature_values)
         sample_batches = list(iter_batches(layout, options, plan))
@@ -61,10 +62,10 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
     try:
         if sample_batches:
             temperature, temperature_rows = _fit(sample_batches)
-        batches = sample_batches if whole_run else reader  # whole run sampled: not read twice
-        sample_batches = None  # freed as the main pass goes, when it holds them
+        batches: Iterable[Batch] = sample_batches if reader is None else reader  # read once
+        sample_batches = []  # freed as the main pass goes, when it holds them
         parts, ids, clusters = [], [], []
-        slices = {col: [] for col in layout.slice_cols}
+        slices: dict[str, list[np.ndarray]] = {col: [] for col in layout.slice_cols}
         rows_done = 0
         for batch in batches:
             if stop is not None and stop.is_set():
@@ -97,6 +98,7 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
 def _fit(batches: list[Batch]) -> tuple[float, int]:
     sample = TemperatureSample()
     for batch in batches:
+        assert batch.scores is not None  # top-k runs have no temperature sample
         sample.add(batch.scores, batch.labels)
     return fit_temperature(sample), len(sample)
 

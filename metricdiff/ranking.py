@@ -3,11 +3,23 @@ bins and examples the change of the primary metric comes from."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from .metrics import ClassCounts, MetricSettings, bin_edges, equal_width_bin
 from .paired import Interval, per_example_values
 from .perexample import PerExample
+
+
+class Examples(Protocol):
+    """What the ranked lists read: one run's PerExample or a group's averages."""
+
+    label: np.ndarray
+    pred: np.ndarray
+    correct: np.ndarray
+    conf: np.ndarray
+    nll: np.ndarray
 
 
 def rank_metrics(deltas: dict[str, Interval], directions: dict[str, bool | None]) -> list[dict]:
@@ -77,7 +89,7 @@ class Attribution:
         return self.by_group(labels, num_classes), self.metric
 
 
-def rank_classes(attribution: Attribution, base: PerExample, num_classes: int,
+def rank_classes(attribution: Attribution, base: Examples, num_classes: int,
                  class_names, limit: int) -> dict:
     contribution, metric = attribution.by_class(base.label, num_classes)
     seen = np.flatnonzero(contribution != 0)
@@ -92,7 +104,7 @@ def rank_classes(attribution: Attribution, base: PerExample, num_classes: int,
     return {"metric": metric, "rows": rows}
 
 
-def rank_slices(attribution: Attribution, base: PerExample, cand: PerExample,
+def rank_slices(attribution: Attribution, base: Examples, cand: Examples,
                 values: np.ndarray, limit: int) -> dict:
     keys, inverse = np.unique(values.astype(str), return_inverse=True)
     contribution = attribution.by_group(inverse, len(keys))
@@ -109,7 +121,7 @@ def rank_slices(attribution: Attribution, base: PerExample, cand: PerExample,
     return {"metric": attribution.metric, "rows": rows}
 
 
-def rank_confidence_bins(attribution: Attribution, base: PerExample, cand: PerExample,
+def rank_confidence_bins(attribution: Attribution, base: Examples, cand: Examples,
                          bins: int) -> dict:
     """Examples grouped by the baseline's top-1 confidence."""
     which = equal_width_bin(base.conf, bins)
@@ -126,7 +138,7 @@ def rank_confidence_bins(attribution: Attribution, base: PerExample, cand: PerEx
     return {"metric": attribution.metric, "grouped_by": "baseline confidence", "rows": rows}
 
 
-def rank_examples(base: PerExample, cand: PerExample, ids: np.ndarray, class_names,
+def rank_examples(base: Examples, cand: Examples, ids: np.ndarray, class_names,
                   limit: int) -> list[dict]:
     """The examples whose loss rose the most, to go and look at."""
     rise = cand.nll - base.nll

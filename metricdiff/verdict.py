@@ -113,11 +113,12 @@ def _p_text(p: float) -> str:
 
 def best_run(baseline: str, verdicts: list[Verdict], higher_is_better: bool) -> str:
     """The candidate that is significantly better by the largest effect, else the baseline."""
-    better = [v for v in verdicts if v.decision == "better"]
+    better = [(v.delta, v.candidate) for v in verdicts
+              if v.decision == "better" and v.delta is not None]
     if not better:
         return baseline
     sign = 1 if higher_is_better else -1
-    return max(better, key=lambda v: sign * v.delta).candidate
+    return max(better, key=lambda pair: sign * pair[0])[1]
 
 
 def should_fail(verdicts: list[Verdict], fail_on: str) -> bool:

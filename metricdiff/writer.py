@@ -255,7 +255,7 @@ class PredictionWriter:
             self._buffer.append(record_batch)
             self._buffered += record_batch.num_rows
             self._rows += record_batch.num_rows
-            if self._buffered >= self._row_group_size:
+            if self._buffered >= self._row_group_size_fixed():
                 self._flush(final=False)
         except BaseException:  # a failed write (disk full...) leaves no usable file
             self.abort()
@@ -292,6 +292,7 @@ class PredictionWriter:
         try:
             self._flush(final=True)
             pending = self._pending
+            assert pending is not None and pending.writer is not None  # rows were added
             pending.writer.close()
             pending.writer = None
             with open(pending.tmp, "r+b") as fh:  # on disk before it takes the name
@@ -300,7 +301,8 @@ class PredictionWriter:
         except BaseException:
             self.abort()
             raise
-        self._finalizer.detach()
+        if self._finalizer is not None:
+            self._finalizer.detach()
         self._buffer = []
         self._state = "closed"
         return self.path
@@ -385,6 +387,7 @@ class PredictionWriter:
         arrays["label"] = pa.array(label_index, type=pa.int64())
         if kind == "topk":
             k = self._k
+            assert k is not None  # kind="topk" requires k
             if k > width:
                 raise UsageError(f"k: {k} is more than the {width} classes of logits")
             top_ids, top_logprobs, label_logprob = _topk(matrix, label_index, k)
@@ -395,7 +398,8 @@ class PredictionWriter:
             arrays[kind] = _fixed_list(np.array(matrix, copy=True, order="C"), width)
         arrays.update(columns)
         if self._schema is not None:
-            arrays = {name: self._conform(name, arrays[name]) for name in self._schema.names}
+            names = self._schema.names
+            arrays = {name: self._conform(name, arrays[name]) for name in names}
         else:
             self._pred_dtype = matrix.dtype
             self._kind = kind
@@ -417,6 +421,7 @@ class PredictionWriter:
                          f"num_classes={self._num_classes}")
 
     def _check_same_columns(self, id_array: pa.Array | None, columns: dict) -> None:
+        assert self._schema is not None  # fixed by the first batch
         had_ids = "id" in self._schema.names
         if had_ids != (id_array is not None):
             raise UsageError("ids: " + (f"{self._batch_label()}no ids, but the first batch had "
@@ -438,6 +443,7 @@ class PredictionWriter:
 
     def _conform(self, name: str, array: pa.Array) -> pa.Array:
         """Cast a later batch's column to the type the first batch fixed, when lossless."""
+        assert self._schema is not None  # fixed by the first batch
         expected = self._schema.field(name).type
         if array.type == expected:
             return array
@@ -454,6 +460,7 @@ class PredictionWriter:
         """Fix the schema and open the temporary file (first non-empty batch)."""
         kind = self._kind
         width = self._num_classes
+        assert width is not None  # the first batch fixed it
         names = self._class_names
         if names is None and kind == "topk":
             names = tuple(str(c) for c in range(width))  # so that the reader knows K
@@ -462,6 +469,7 @@ class PredictionWriter:
                 list(names), ensure_ascii=False).encode("utf-8")})
         if self._row_group_size is None:
             if kind == "topk":
+                assert self._k is not None  # kind="topk" requires k
                 self._row_group_size = max(1, TOPK_ROW_GROUP_BYTES // (16 * self._k + 8))
             else:
                 self._row_group_size = max(1, ROW_GROUP_VALUES // width)
@@ -479,13 +487,18 @@ class PredictionWriter:
             raise UsageError(f"path: cannot write {self.path} ({exc})") from None
         self._schema = schema
 
+    def _row_group_size_fixed(self) -> int:
+        assert self._row_group_size is not None  # _start fixes it with the first batch
+        return self._row_group_size
+
     def _flush(self, final: bool) -> None:
         if not self._buffer:
             return
-        size = self._row_group_size
+        size = self._row_group_size_fixed()
         table = pa.Table.from_batches(self._buffer, schema=self._schema)
         whole = table.num_rows if final else (table.num_rows // size) * size
         if whole:
+            assert self._pending is not None and self._pending.writer is not None  # _start ran
             self._pending.writer.write_table(table.slice(0, whole), row_group_size=size)
         rest = table.slice(whole)
         self._buffer = rest.to_batches() if rest.num_rows else []
@@ -653,10 +666,10 @@ def _label_indices(value: Any, n: int, width: int, class_names: tuple[str, ...] 
             labels, kind = labels.astype(np.int64), "i"
         else:
             first_kind = isinstance(labels[0], str)
-            bad = next(i for i, v in enumerate(labels)
-                       if not isinstance(v, (str, int, np.integer)) or isinstance(v, bool)
-                       or isinstance(v, str) != first_kind)
-            raise UsageError(f"labels: {labels[bad]!r} at {where(bad)}, expected integer class "
+            at = next(i for i, v in enumerate(labels)
+                      if not isinstance(v, (str, int, np.integer)) or isinstance(v, bool)
+                      or isinstance(v, str) != first_kind)
+            raise UsageError(f"labels: {labels[at]!r} at {where(at)}, expected integer class "
                              "indices or class-name strings")
     if kind == "U":
         if class_names is None:
@@ -688,7 +701,7 @@ def _label_indices(value: Any, n: int, width: int, class_names: tuple[str, ...] 
 def _check_finite_logits(matrix: np.ndarray, where) -> None:
     finite = np.isfinite(matrix)
     if not finite.all():
-        row, col = np.unravel_index(int(np.argmin(finite)), matrix.shape)
+        row, col = (int(i) for i in np.unravel_index(int(np.argmin(finite)), matrix.shape))
         raise UsageError(f"logits: {matrix[row, col]} at {where(int(row))}, class {col}; "
                          "expected finite numbers")
 
@@ -696,7 +709,7 @@ def _check_finite_logits(matrix: np.ndarray, where) -> None:
 def _check_probs(matrix: np.ndarray, labels: np.ndarray, where) -> None:
     valid = np.isfinite(matrix) & (matrix >= 0)
     if not valid.all():
-        row, col = np.unravel_index(int(np.argmin(valid)), matrix.shape)
+        row, col = (int(i) for i in np.unravel_index(int(np.argmin(valid)), matrix.shape))
         raise UsageError(f"probs: {matrix[row, col]} at {where(int(row))}, class {col}; "
                          "expected probabilities in [0, 1]")
     sums = matrix.sum(axis=1, dtype=np.float64)

@@ -15,6 +15,7 @@ import math
 import numbers
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 DASH = "—"  # the terminal's marker for an undefined value
 
@@ -26,6 +27,11 @@ def is_missing(value) -> bool:
     if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
         return True
     return not isinstance(value, numbers.Integral) and not math.isfinite(value)
+
+
+def number(value) -> float | None:
+    """The value as a float, or None where is_missing."""
+    return None if is_missing(value) else float(value)
 
 
 def fmt_metric(value, missing: str = DASH) -> str:
@@ -207,7 +213,7 @@ def headline_grid(report: dict, missing: str = DASH) -> Grid:
     for name, value in metrics.items():
         if name == "n":
             continue
-        better = {True: "higher", False: "lower"}.get(directions.get(name), "")
+        better = _direction_word(directions.get(name))
         text = meaning(name)
         if is_missing(value):
             reason = unavailable.get(name)
@@ -219,11 +225,11 @@ def headline_grid(report: dict, missing: str = DASH) -> Grid:
 
 def calibration_line(report: dict, missing: str = DASH) -> Cell:
     """The temperature-scaling verdict in one plain sentence."""
-    metrics = report.get("metrics") or {}
-    t = metrics.get("temperature")
-    nll, nll_cal = metrics.get("nll"), metrics.get("nll_calibrated")
+    metrics: dict[str, Any] = report.get("metrics") or {}
+    t = number(metrics.get("temperature"))
+    nll, nll_cal = number(metrics.get("nll")), number(metrics.get("nll_calibrated"))
     ece, ece_cal = metrics.get("ece"), metrics.get("ece_calibrated")
-    if is_missing(t):
+    if t is None:
         reason = (report.get("unavailable") or {}).get("temperature")
         return Cell(f"no temperature fit{': ' + reason if reason else ''}", "dim")
     change = (f"NLL {fmt_change(nll, nll_cal, missing)} and ECE {fmt_metric(ece, missing)} → "
@@ -232,20 +238,20 @@ def calibration_line(report: dict, missing: str = DASH) -> Cell:
         return Cell(f"well calibrated — T={fmt_temperature(t)}; temperature scaling moves "
                     f"{change}", "good")
     verdict = "over-confident" if t > 1 else "under-confident"
-    verb = "would cut" if not is_missing(nll) and not is_missing(nll_cal) and nll_cal < nll \
+    verb = "would cut" if nll is not None and nll_cal is not None and nll_cal < nll \
         else "would change"
     return Cell(f"{verdict} — T={fmt_temperature(t)} {verb} {change}", "warn")
 
 
 def loss_section(report: dict, missing: str = DASH) -> Section:
-    anatomy = report.get("loss_anatomy") or {}
-    rows = []
+    anatomy: dict[str, Any] = report.get("loss_anatomy") or {}
+    rows: list[list[str | Cell]] = []
     for key in ("correct", "wrong"):
         part = anatomy.get(key) or {}
         rows.append([key, fmt_int(part.get("count"), missing),
                      fmt_metric(part.get("mean_nll"), missing),
                      fmt_pct(part.get("nll_share"), missing)])
-    cw = anatomy.get("confidently_wrong") or {}
+    cw: dict[str, Any] = anatomy.get("confidently_wrong") or {}
     if cw:
         threshold = cw.get("threshold")
         label = (f"wrong at confidence ≥ {threshold:g}" if not is_missing(threshold)
@@ -253,8 +259,8 @@ def loss_section(report: dict, missing: str = DASH) -> Section:
         count = fmt_int(cw.get("count"), missing)
         if not is_missing(cw.get("share")):
             count += f" ({fmt_pct(cw.get('share'), missing)})"
-        share = cw.get("nll_share")
-        style = "bad" if not is_missing(share) and share >= 0.10 else None
+        share = number(cw.get("nll_share"))
+        style = "bad" if share is not None and share >= 0.10 else None
         rows.append([label, count, "", Cell(fmt_pct(share, missing), style)])
     outro = []
     w1, w10 = anatomy.get("worst_1pct_nll_share"), anatomy.get("worst_10pct_nll_share")
@@ -944,6 +950,7 @@ def ranked_sections(comparison: dict, report: dict, missing: str = DASH,
     ranked = comparison.get("ranked") or {}
     directions = report.get("directions") or {}
     out = []
+    rows: list[list]
 
     classes = ranked.get("classes") or {}
     fdr = _get(comparison, "class_changes", "fdr")

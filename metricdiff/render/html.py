@@ -23,6 +23,7 @@ import os
 import sys
 import warnings
 from contextlib import contextmanager
+from typing import Any
 
 from ..errors import UsageError
 from .common import (DASH, FLIP_GROUPS, TITLE_CALIBRATION, TITLE_DELTAS, TITLE_GROUPS_RUNS,
@@ -30,8 +31,8 @@ from .common import (DASH, FLIP_GROUPS, TITLE_CALIBRATION, TITLE_DELTAS, TITLE_G
                      best_parts, calibration_line, candidate_heading, cluster_line,
                      comparison_facts, comparison_title, comparisons_of, contribution_style,
                      delta_grid, detect_line, disagreement_line, fail_line, flip_section, fmt_int,
-                     fmt_signed, grouped, groups_grid, headline_grid, is_missing, methods_note,
-                     metric_unit, noise_line, ranked_sections, reason_lines, runs_grid, sections,
+                     fmt_signed, grouped, groups_grid, headline_grid, methods_note, metric_unit,
+                     noise_line, number, ranked_sections, reason_lines, runs_grid, sections,
                      seed_noise_section, short_label, title_line, verdict_caveat, verdict_parts,
                      warnings_of, why_title)
 
@@ -252,8 +253,10 @@ def _legend(fig, handles: list, labels: list[str]) -> None:
     fig.legend(handles, labels, loc="outside lower center", ncols=columns, frameon=False)
 
 
-def _number(value) -> float | None:
-    return None if is_missing(value) else float(value)
+def _numbers(row: dict, *keys: str) -> tuple[float, ...] | None:
+    """The row's values at keys as floats, or None when any of them is missing."""
+    found = [v for v in (number(row.get(key)) for key in keys) if v is not None]
+    return tuple(found) if len(found) == len(keys) else None
 
 
 def _bins(bins) -> list[dict]:
@@ -262,7 +265,7 @@ def _bins(bins) -> list[dict]:
     for b in bins or []:
         if not isinstance(b, dict):
             continue
-        lower, upper = _number(b.get("lower")), _number(b.get("upper"))
+        lower, upper = number(b.get("lower")), number(b.get("upper"))
         if lower is None or upper is None or upper <= lower:
             continue
         out.append(b)
@@ -273,14 +276,13 @@ def _run_name(run: dict, index: int) -> str:
     return str(run.get("name") or run.get("path") or f"run {index}")
 
 
-def reliability_plot(plotter: _Plotter, runs: list[tuple[str, list]]) -> str:
+def reliability_plot(plotter: _Plotter, runs: list[tuple[str, Any]]) -> str:
     """Reliability diagram of every run overlaid: one point per non-empty bin at (mean
     confidence, accuracy), marker area proportional to the bin's examples."""
     series = []
     for i, (name, bins) in enumerate(runs):
-        points = [(_number(b.get("mean_confidence")), _number(b.get("accuracy")),
-                   _number(b.get("count"))) for b in _bins(bins)]
-        points = [p for p in points if None not in p and p[2] > 0]
+        found = (_numbers(b, "mean_confidence", "accuracy", "count") for b in _bins(bins))
+        points = [p for p in found if p is not None and p[2] > 0]
         if points:
             series.append((i, name, points))
     if not series:
@@ -316,13 +318,12 @@ def reliability_plot(plotter: _Plotter, runs: list[tuple[str, list]]) -> str:
                    "accuracy); points above it are under-confident.")
 
 
-def histogram_plot(plotter: _Plotter, runs: list[tuple[str, list]]) -> str:
+def histogram_plot(plotter: _Plotter, runs: list[tuple[str, Any]]) -> str:
     """Examples per confidence bin, one bar per run side by side within each bin."""
     series = []
     for i, (name, bins) in enumerate(runs):
-        bars = [(_number(b["lower"]), _number(b["upper"]), _number(b.get("count")))
-                for b in _bins(bins)]
-        bars = [b for b in bars if b[2] is not None]
+        found = (_numbers(b, "lower", "upper", "count") for b in _bins(bins))
+        bars = [b for b in found if b is not None]
         if bars and any(b[2] > 0 for b in bars):
             series.append((i, name, bars))
     if not series:
@@ -369,14 +370,15 @@ def nll_flip_plot(plotter: _Plotter, report: dict, colours: dict[str, str]) -> s
     with the total, one bar per candidate in each group."""
     series = []
     for comparison in comparisons_of(report):
-        groups = {str(g.get("group")): _number(g.get("contribution"))
+        groups = {str(g.get("group")): number(g.get("contribution"))
                   for g in (_get_list(comparison, "explanation", "nll_by_flip"))
                   if isinstance(g, dict)}
         if not any(v is not None for v in groups.values()):
             continue
-        total = _number(((comparison.get("deltas") or {}).get("nll") or {}).get("delta"))
-        if total is None and groups and all(v is not None for v in groups.values()):
-            total = sum(groups.values())
+        total = number(((comparison.get("deltas") or {}).get("nll") or {}).get("delta"))
+        known = [v for v in groups.values() if v is not None]
+        if total is None and groups and len(known) == len(groups):
+            total = sum(known)
         series.append((str(comparison.get("candidate") or "candidate"), groups, total))
     if not series:
         return _no_plot("no NLL decomposition by example group in the report")
@@ -427,7 +429,7 @@ def class_plot(plotter: _Plotter, report: dict, comparison: dict) -> str:
     metric = str(ranked.get("metric") or comparison.get("primary")
                  or (report.get("settings") or {}).get("primary") or "nll")
     rows = [r for r in ranked.get("rows") or [] if isinstance(r, dict)
-            and _number(r.get("contribution")) is not None]
+            and number(r.get("contribution")) is not None]
     candidate = str(comparison.get("candidate") or "candidate")
     baseline = str(comparison.get("baseline") or _baseline_name(report))
     if not rows:

@@ -40,7 +40,8 @@ def _table(grid: Grid) -> Table:
         # numbers are never cut: their column is as wide as its widest cell; text may fold
         widest = max([len(header)] + [len(row[i].text) for row in grid.rows])
         numeric = align == "right"
-        table.add_column(_text(Cell(header)), justify=align, no_wrap=numeric,
+        table.add_column(_text(Cell(header)), justify="right" if numeric else "left",
+                         no_wrap=numeric,
                          min_width=widest if numeric else min(widest, 12), overflow="fold")
     for row in grid.rows:
         table.add_row(*(_text(cell, style) for cell, style in zip(row, styles)))
