@@ -18,10 +18,11 @@ from .results import ComparisonReport, RunReport, build_report
 from .verdict import check_primary, check_resamples, check_settings
 
 
-def report(run: str, *, name: str | None = None, label_col: str = "label",
+def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = "label",
            pred_col: str | None = None, pred_kind: str | None = None, id_col: str | None = None,
-           by: tuple[str, ...] | list[str] = (), classes_file: str | None = None,
-           prob_tolerance: float = 1e-3, top_k: int = 5, ece_bins: int = 15,
+           by: tuple[str, ...] | list[str] = (), classes_file: str | os.PathLike | None = None,
+           prob_tolerance: float = 1e-3, min_prob: float | None = None, top_k: int = 5,
+           ece_bins: int = 15,
            worst_classes: int = 10, noise_batch: int = 32, seed: int = 0,
            class_groups: tuple[float, float] = (0.5, 0.8),
            temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
@@ -30,7 +31,7 @@ def report(run: str, *, name: str | None = None, label_col: str = "label",
 
     Parameters
     ----------
-    run : str
+    run : str or os.PathLike
         A Parquet file, a folder of Parquet shards, or a glob.
     by : list of str
         Metadata columns to break the headline metrics down by.
@@ -54,23 +55,26 @@ def report(run: str, *, name: str | None = None, label_col: str = "label",
     ['light', 'heavy']
     """
     _check_options(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
-                   noise_batch=noise_batch, seed=seed, prob_tolerance=prob_tolerance)
+                   noise_batch=noise_batch, seed=seed, prob_tolerance=prob_tolerance,
+                   min_prob=min_prob)
     settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
                               noise_batch=noise_batch, seed=seed,
                               class_groups=_check_groups(class_groups))
+    run = os.fspath(run)
     read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
-                         prob_tolerance, batch_values)
-    data = load_run(run, name=name, options=read, temperature_values=temperature_values,
-                    progress=progress)
+                         prob_tolerance, batch_values, min_prob=min_prob)
+    data = load_run(run, name=name or default_name(run), options=read,
+                    temperature_values=temperature_values, progress=progress)
     return build_report(data, settings)
 
 
 def _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file, prob_tolerance,
-                  batch_values, cluster: str | None = None) -> ReadOptions:
+                  batch_values, cluster: str | None = None,
+                  min_prob: float | None = None) -> ReadOptions:
     return ReadOptions(label_col=label_col, pred_col=pred_col, pred_kind=pred_kind,
                        id_col=id_col, slice_cols=tuple(by), cluster_col=cluster,
-                       classes_file=classes_file,
-                       prob_tolerance=prob_tolerance,
+                       classes_file=os.fspath(classes_file) if classes_file else None,
+                       prob_tolerance=prob_tolerance, min_prob=min_prob,
                        **({"batch_values": batch_values} if batch_values else {}))
 
 
@@ -85,6 +89,7 @@ OPTION_RANGES = {
     "resamples": ("--resamples", True, 0, 1_000_000),
     "top": ("--top", True, 0, 1_000_000),
     "prob_tolerance": ("--prob-tolerance", False, 0.0, 0.5),
+    "min_prob": ("--min-prob", False, 1e-300, 0.1),  # and below 1/K: checked on reading
 }
 
 
@@ -92,6 +97,8 @@ def _check_options(**values) -> None:
     """Each numeric option is a number of the right kind, finite and within its range; named
     as the CLI spells it, since most people meet these messages there."""
     for key, value in values.items():
+        if value is None:  # an optional setting left out
+            continue
         option, whole, low, high = OPTION_RANGES[key]
         kind = "a whole number" if whole else "a number"
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
@@ -119,8 +126,9 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
             resamples: int = 1000, seed: int = 0, fail_on: str = "never", top: int = 10,
             allow_partial: bool = False, label_col: str = "label", pred_col: str | None = None,
             pred_kind: str | None = None, id_col: str | None = None,
-            by: tuple[str, ...] | list[str] = (), classes_file: str | None = None,
-            prob_tolerance: float = 1e-3, top_k: int = 5, ece_bins: int = 15,
+            by: tuple[str, ...] | list[str] = (), classes_file: str | os.PathLike | None = None,
+            prob_tolerance: float = 1e-3, min_prob: float | None = None, top_k: int = 5,
+           ece_bins: int = 15,
             class_groups: tuple[float, float] = (0.5, 0.8),
             temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
             batch_values: int | None = None, progress: Progress | None = None
@@ -179,7 +187,7 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     paths, names = _runs_and_names(baseline, candidates, names)
     groups, run_names = _groups(paths, names)
     _check_options(top_k=top_k, ece_bins=ece_bins, seed=seed, resamples=resamples, top=top,
-                   prob_tolerance=prob_tolerance)
+                   prob_tolerance=prob_tolerance, min_prob=min_prob)
     metric_settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, seed=seed,
                                      class_groups=_check_groups(class_groups))
     # a mistyped setting is reported before minutes of reading, not after
@@ -187,7 +195,7 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     check_settings(alpha, min_effect, fail_on, fdr)
     check_resamples(primary, resamples, alpha)
     read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
-                         prob_tolerance, batch_values, cluster)
+                         prob_tolerance, batch_values, cluster, min_prob)
     # every run's footers and columns are checked before any run is read: a damaged last
     # candidate is reported in a second, not after minutes of reading the others
     layouts = [inspect_run(path, read) for path in paths]

@@ -98,6 +98,9 @@ BinsOpt = Annotated[int, typer.Option(help="Bins of the calibration errors.")]
 ClassGroupsOpt = Annotated[str, typer.Option(
     help="Cumulative example shares ending the head and torso class groups.")]
 ProbToleranceOpt = Annotated[float, typer.Option(help="Allowed |sum(probs) - 1| per row.")]
+MinProbOpt = Annotated[Optional[float], typer.Option(
+    metavar="EPS", help="Floor every probability at EPS and renormalise (e.g. 1e-15), so a true "
+    "class of probability 0 costs a finite NLL; off by default, and labelled in the output.")]
 DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks on errors.")]
 HtmlOpt = Annotated[Optional[str], typer.Option(
     help="Also write a self-contained HTML page with plots to FILE (needs metricdiff[plots]).")]
@@ -125,6 +128,7 @@ def report(
     seed: Annotated[int, typer.Option(help="Seed of the noise-floor shuffle.")] = 0,
     class_groups: ClassGroupsOpt = "0.5,0.8",
     prob_tolerance: ProbToleranceOpt = 1e-3,
+    min_prob: MinProbOpt = None,
     html: HtmlOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -139,7 +143,8 @@ def report(
                                 by=tuple(by or ()), classes_file=classes, top_k=top_k,
                                 ece_bins=bins, worst_classes=worst, noise_batch=batch_size,
                                 seed=seed, class_groups=_parse_groups(class_groups),
-                                prob_tolerance=prob_tolerance, progress=progress)
+                                prob_tolerance=prob_tolerance, min_prob=min_prob,
+                                progress=progress)
         _emit(result.to_dict(), output_format, output, html)
         return 0
 
@@ -200,6 +205,7 @@ def compare(
     bins: BinsOpt = 15,
     class_groups: ClassGroupsOpt = "0.5,0.8",
     prob_tolerance: ProbToleranceOpt = 1e-3,
+    min_prob: MinProbOpt = None,
     html: HtmlOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -222,7 +228,8 @@ def compare(
                                  id_col=id_col, by=tuple(by or ()), classes_file=classes,
                                  top_k=top_k, ece_bins=bins,
                                  class_groups=_parse_groups(class_groups),
-                                 prob_tolerance=prob_tolerance, progress=progress)
+                                 prob_tolerance=prob_tolerance, min_prob=min_prob,
+                                progress=progress)
         _emit(result.to_dict(), output_format, output, html)
         return EXIT_FAIL_ON if result.failed else 0
 

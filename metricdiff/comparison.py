@@ -28,7 +28,7 @@ from .perexample import PerExample
 from .pipeline import RunData
 from .ranking import (Attribution, change_word, rank_classes, rank_confidence_bins,
                       rank_examples, rank_metrics, rank_slices)
-from .results import ComparisonReport, describe_run
+from .results import ComparisonReport, describe_run, reading_warnings
 from .verdict import (Verdict, best_run, check_primary, check_settings, decide, holm,
                       should_fail)
 
@@ -95,7 +95,9 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     adjusted = holm(primary_p)
     verdicts = [decide(name, settings.primary, pair.get(settings.primary),
                        bool(directions[settings.primary]), p_adj, settings.alpha,
-                       settings.min_effect, tested=sum(p is not None for p in primary_p))
+                       settings.min_effect, tested=sum(p is not None for p in primary_p),
+                       why_unavailable=_why_unavailable(
+                           settings.primary, [summaries[i] for i in base_idx + members[name]]))
                 for name, pair, p_adj in zip(names[1:], pairs, adjusted)]
 
     comparisons = []
@@ -168,6 +170,15 @@ def _group_of_each(members: dict[str, list[int]], runs: int) -> list[str]:
         for index in indices:
             group[index] = name
     return group
+
+
+def _why_unavailable(metric: str, summaries: list[dict]) -> str | None:
+    """The first reason a run of the pair gives for not having the metric."""
+    for summary in summaries:
+        reason = summary["unavailable"].get(metric)
+        if reason:
+            return f"{summary['name']}: {reason}"
+    return None
 
 
 def _clusters(runs: list[RunData], alignment: Alignment, column: str | None
@@ -485,6 +496,7 @@ def _warnings(runs: list[RunData], alignment: Alignment) -> list[str]:
             warnings.append(f"{run.name}: {dropped} rows left out, their ids are not in every "
                             "run (--allow-partial)")
     for run in runs:
+        warnings += [f"{run.name}: {warning}" for warning in reading_warnings(run)]
         if run.temperature is not None and run.temperature_rows < len(run.examples):
             warnings.append(f"{run.name}: temperature fitted on a sample of "
                             f"{run.temperature_rows} of {len(run.examples)} rows")

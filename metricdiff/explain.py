@@ -7,6 +7,8 @@ whole change. The sentences only restate those figures; the figures go to JSON a
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .metrics import GROUP_NAMES
@@ -24,7 +26,7 @@ def flip_groups(base: PerExample, cand: PerExample) -> dict[str, np.ndarray]:
 
 
 def _share(part: float, whole: float) -> float | None:
-    return float(part / whole) if whole else None
+    return float(part / whole) if whole and math.isfinite(whole) else None
 
 
 def nll_by_flip(base: PerExample, cand: PerExample) -> list[dict]:
@@ -136,14 +138,21 @@ def reasons(flips: list[dict], calibration: dict | None, confident: dict,
     is stated as a finding only when its test is beyond noise; otherwise it says so. With
     groups of runs, `pairs` run pairs were averaged and the counts are means over them."""
     said = []
-    accuracy, nll = deltas["accuracy"], deltas["nll"]
-    accuracy_delta, nll_delta = accuracy.delta, nll.delta
+    accuracy = deltas["accuracy"]
+    accuracy_delta = accuracy.delta
     by_name = {row["group"]: row for row in flips}
     fixed, broken = by_name["fixed"], by_name["broken"]
     mean = f" (means over {pairs} run pairs)" if pairs else ""
     said.append(f"Accuracy {_moved(accuracy_delta, pct=True)}{_noise(accuracy, alpha)}: "
                 f"{_count(fixed['count'])} examples fixed, {_count(broken['count'])} broken "
                 f"(net {_count(fixed['count'] - broken['count'], signed=True)}){mean}.")
+    nll = deltas.get("nll")
+    if nll is None:
+        said.append("Mean NLL is not compared: a run gives some true classes probability 0, so "
+                    "its NLL is infinite (--min-prob floors the probabilities).")
+        said += _sharpness_reasons(calibration, confident, groups, deltas, accuracy_delta, alpha)
+        return said
+    nll_delta = nll.delta
     parts = sorted(flips, key=lambda row: -abs(row["contribution"]))
     main = parts[0]
     pieces = ", ".join(f"{row['group'].replace('_', '-')} {row['contribution']:+.4f}"
@@ -160,7 +169,17 @@ def reasons(flips: list[dict], calibration: dict | None, confident: dict,
     for row in opposite:
         said.append(f"Against that, {row['group'].replace('_', '-')} examples move NLL by "
                     f"{row['contribution']:+.4f}.")
-    if calibration is not None:
+    return said + _sharpness_reasons(calibration, confident, groups, deltas, accuracy_delta,
+                                     alpha)
+
+
+def _sharpness_reasons(calibration: dict | None, confident: dict, groups: list[dict],
+                       deltas: dict[str, Interval], accuracy_delta: float,
+                       alpha: float) -> list[str]:
+    """The sentences on calibration, confidently wrong examples and class frequency."""
+    said = []
+    nll = deltas.get("nll")
+    if calibration is not None and nll is not None:
         said.append(_calibration_sentence(calibration, nll, deltas.get("nll_calibrated"), alpha))
     if confident["share"] is not None and abs(confident["share"]) >= SIGNIFICANT_SHARE:
         said.append(f"Confidently wrong examples (confidence >= {confident['threshold']:g}): "

@@ -45,6 +45,7 @@ class ReadOptions:
     cluster_col: str | None = None  # examples that are not independent share a value here
     classes_file: str | None = None
     prob_tolerance: float = 1e-3  # |sum(probs) - 1| allowed per row
+    min_prob: float | None = None  # opt-in floor on every probability, renormalised (--min-prob)
     batch_values: int = DEFAULT_BATCH_VALUES
 
 
@@ -602,9 +603,8 @@ def _validate(layout: RunLayout, options: ReadOptions, path: str, row_start: int
         if prediction.kind == "probs":
             batch.scores = _log_probs(path, row_start, matrix, prediction, options.prob_tolerance)
         else:
-            _check_finite(path, row_start, matrix, prediction)
+            _check_logits(path, row_start, matrix, prediction)
             batch.scores = matrix
-        _check_true_class_possible(path, row_start, batch.scores, labels, prediction)
     if layout.id_col is not None:
         batch.ids = _ids(path, row_start, record_batch.column(layout.id_col), layout.id_col)
     for col in layout.slice_cols:
@@ -684,13 +684,21 @@ def _wide_matrix(path: str, row_start: int, record_batch: pa.RecordBatch,
     return matrix
 
 
-def _check_finite(path: str, row_start: int, matrix: np.ndarray, prediction: Prediction) -> None:
-    finite = np.isfinite(matrix)
-    if not finite.all():
-        row, col = (int(i) for i in np.unravel_index(int(np.argmin(finite)), matrix.shape))
-        name = _column_name(prediction, col)
-        raise InputError(f"{matrix[row, col]} at class {col}, expected finite logits",
-                         path=path, column=name, row=row_start + int(row))
+def _check_logits(path: str, row_start: int, matrix: np.ndarray, prediction: Prediction) -> None:
+    """Finite logits, or -inf for a probability of exactly 0; a row needs one finite value."""
+    valid = np.isfinite(matrix) | np.isneginf(matrix)
+    if not valid.all():
+        row, col = (int(i) for i in np.unravel_index(int(np.argmin(valid)), matrix.shape))
+        raise InputError(f"{matrix[row, col]} at class {col}, expected finite logits (or -inf "
+                         "for a probability of 0)", path=path,
+                         column=_column_name(prediction, col), row=row_start + row)
+    possible = matrix.max(axis=1) > -np.inf
+    if not possible.all():
+        row = _first_true(~possible)
+        raise InputError("every logit of the row is -inf, expected at least one class with a "
+                         "positive probability", path=path,
+                         column=_column_name(prediction, 0) if not prediction.wide else None,
+                         row=row_start + row)
 
 
 # Probabilities above 1 are refused; this much above it is float rounding of a softmax.
@@ -717,20 +725,6 @@ def _log_probs(path: str, row_start: int, probs: np.ndarray, prediction: Predict
                          row=row_start + row)
     with np.errstate(divide="ignore"):
         return np.log(probs)
-
-
-def _check_true_class_possible(path: str, row_start: int, scores: np.ndarray,
-                               labels: np.ndarray, prediction: Prediction) -> None:
-    """A true class with probability exactly 0 has infinite cross-entropy: refuse, never clip."""
-    true_scores = scores[np.arange(len(labels)), labels]
-    impossible = np.isneginf(true_scores)
-    if impossible.any():
-        row = _first_true(impossible)
-        raise InputError(f"the true class {labels[row]} has probability exactly 0, so its "
-                         "cross-entropy is infinite; expected a positive probability (save "
-                         "logits or log-probabilities instead)", path=path,
-                         column=_column_name(prediction, int(labels[row])),
-                         row=row_start + row)
 
 
 def _column_name(prediction: Prediction, class_index: int) -> str:
@@ -761,8 +755,10 @@ def _read_topk(layout: RunLayout, path: str, row_start: int, record_batch: pa.Re
     if layout.num_classes is not None:
         bad_id |= ids >= layout.num_classes
     fail(bad_id.any(axis=1), "topk_ids", "class id out of range")
-    fail(~np.isfinite(logprobs).all(axis=1) | (logprobs > 1e-9).any(axis=1), "topk_logprobs",
-         "expected finite log-probabilities <= 0")
+    fail(~(np.isfinite(logprobs) | np.isneginf(logprobs)).all(axis=1)
+         | (logprobs > 1e-9).any(axis=1) | np.isneginf(logprobs[:, 0]), "topk_logprobs",
+         "expected log-probabilities <= 0 (-inf for a probability of 0, but not for the top "
+         "class)")
     fail((np.diff(logprobs, axis=1) > 0).any(axis=1), "topk_logprobs",
          "log-probabilities not in descending order")
     ordered = np.sort(ids, axis=1)
@@ -770,8 +766,8 @@ def _read_topk(layout: RunLayout, path: str, row_start: int, record_batch: pa.Re
          "a class is listed twice in the row; expected k different classes")
     fail(np.exp(logprobs).sum(axis=1) > 1 + PROB_ROUNDING, "topk_logprobs",
          "the listed probabilities add up to more than 1")
-    fail(~np.isfinite(label_logprob) | (label_logprob > 1e-9), "label_logprob",
-         "expected a finite log-probability <= 0")
+    fail(np.isnan(label_logprob) | (label_logprob > 1e-9), "label_logprob",
+         "expected a log-probability <= 0 (-inf for a probability of 0)")
     fail(label_logprob > logprobs[:, 0] + 1e-6, "label_logprob",
          "log-probability of the true class is above the top-1 log-probability")
     listed = ids == batch.labels[:, None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,8 @@ def _mean(values: np.ndarray) -> float | None:
 
 
 def _ratio(num: float, den: float) -> float | None:
-    return float(num / den) if den else None
+    """num / den; None where den is 0 or infinite (a share of an infinite NLL)."""
+    return float(num / den) if den and math.isfinite(den) else None
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -252,6 +254,7 @@ def loss_anatomy(pe: PerExample, confident_wrong: float) -> dict:
     wrong = ~correct
     confidently_wrong = wrong & (pe.conf >= confident_wrong)
     sorted_desc = -np.sort(-pe.nll)
+    zero_prob = np.isposinf(pe.nll)  # the true class at probability 0: an infinite NLL
 
     def worst_share(fraction: float) -> float | None:
         top = max(1, math.ceil(fraction * len(pe)))
@@ -267,6 +270,8 @@ def loss_anatomy(pe: PerExample, confident_wrong: float) -> dict:
         "confidently_wrong": {"threshold": confident_wrong, "count": int(confidently_wrong.sum()),
                               "share": _ratio(confidently_wrong.sum(), len(pe)),
                               "nll_share": _ratio(pe.nll[confidently_wrong].sum(), nll_total)},
+        "zero_probability": {"count": int(zero_prob.sum()), "share": _ratio(zero_prob.sum(),
+                                                                            len(pe))},
     }
 
 
@@ -304,13 +309,14 @@ def noise_floor(pe: PerExample, batch_size: int, seed: int) -> dict:
     better (both rise or both fall), i.e. how often a per-batch disagreement is pure noise.
     """
     batches = len(pe) // batch_size
-    result = {"batch_size": batch_size, "batches": batches, "seed": seed}
+    result: dict[str, Any] = {"batch_size": batch_size, "batches": batches, "seed": seed}
     if batches < 2:
         return result | {"accuracy": None, "nll": None, "disagree_rate": None}
     order = np.random.default_rng(seed).permutation(len(pe))[: batches * batch_size]
     accuracy = pe.correct[order].reshape(batches, batch_size).mean(axis=1)
     nll = pe.nll[order].reshape(batches, batch_size).mean(axis=1)
-    d_acc, d_nll = np.diff(accuracy), np.diff(nll)
+    with np.errstate(invalid="ignore"):  # inf - inf where true classes have probability 0
+        d_acc, d_nll = np.diff(accuracy), np.diff(nll)
     moved = (d_acc != 0) & (d_nll != 0)
     disagree = moved & (np.sign(d_acc) == np.sign(d_nll))
     p = float(pe.correct.mean())
@@ -319,8 +325,10 @@ def noise_floor(pe: PerExample, batch_size: int, seed: int) -> dict:
         low, high = np.percentile(values, [5, 95])
         return {"std": float(values.std(ddof=1)), "p5": float(low), "p95": float(high)}
 
+    result["accuracy"] = spread(accuracy) | {"expected_std": math.sqrt(p * (1 - p) / batch_size)}
+    if np.isposinf(pe.nll).any():  # true classes at probability 0: no NLL to spread
+        return result | {"nll": None, "disagree_rate": None}
     return result | {
-        "accuracy": spread(accuracy) | {"expected_std": math.sqrt(p * (1 - p) / batch_size)},
         "nll": spread(nll) | {"expected_std": float(pe.nll.std(ddof=1) / math.sqrt(batch_size))},
         "disagree_rate": _ratio(disagree.sum(), moved.sum()),
     }
@@ -361,9 +369,15 @@ def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
         value = values[name]
         if value is not None and math.isnan(value):
             unavailable[name] = "needs the whole predicted distribution (top-k run)"
+    zero = int(np.isposinf(pe.nll).sum())
+    if zero:
+        unavailable["nll"] = (f"infinite: {zero:,} of {len(pe):,} examples give the true class "
+                              "probability 0 (--min-prob floors the probabilities)")
     if temperature is None:
+        why = ("needs the whole predicted distribution (top-k run)" if rank_depth is not None
+               else "the NLL is infinite at every temperature (true classes of probability 0)")
         for name in ("temperature", "nll_calibrated", "ece_calibrated"):
-            unavailable[name] = "needs the whole predicted distribution (top-k run)"
+            unavailable[name] = why
     for name in unavailable:
         values[name] = None
     return values, unavailable

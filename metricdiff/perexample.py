@@ -7,6 +7,7 @@ depends only on its own row, so batch size and shard split cannot change any num
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -51,6 +52,15 @@ def from_batch(batch: Batch, temperature: float | None) -> PerExample:
     assert batch.topk_ids is not None and batch.topk_logprobs is not None \
         and batch.label_logprob is not None  # a batch holds scores or all three top-k columns
     return from_topk(batch.topk_ids, batch.topk_logprobs, batch.label_logprob, batch.labels)
+
+
+def floor_probabilities(scores: np.ndarray, min_prob: float) -> np.ndarray:
+    """Log-probabilities of max(p, min_prob) renormalised, from logits (float64): the opt-in
+    floor that makes a probability of 0 cost a finite loss (--min-prob)."""
+    shifted = scores.astype(np.float64) - scores.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    floored = np.maximum(log_p, math.log(min_prob))
+    return floored - np.log(np.exp(floored).sum(axis=1, keepdims=True))
 
 
 # Rows are processed in chunks of about this many values, so that the temporaries of a chunk

@@ -9,8 +9,9 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
+from .errors import InputError
 from .io import Batch, ReadOptions, RunLayout, inspect_run, iter_batches, sample_plan
-from .perexample import PerExample, from_batch
+from .perexample import PerExample, floor_probabilities, from_batch
 from .temperature import TemperatureSample, fit_temperature
 
 # The temperature is fitted on at most this many prediction values (rows x classes): every row
@@ -31,6 +32,9 @@ class RunData:
     temperature_rows: int  # rows the temperature was fitted on
     num_classes: int  # K, inferred from the data for top-k runs without class names
     clusters: np.ndarray | None = None  # each example's cluster key (text), with --cluster
+    zero_prob_rows: int = 0  # examples whose true class has probability 0 (infinite NLL)
+    min_prob: float | None = None  # the --min-prob floor the probabilities were given
+    looks_like_probs: bool = False  # "logits" whose sampled rows are all probability vectors
 
     @property
     def rank_depth(self) -> int | None:
@@ -50,19 +54,30 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
     """Read one run; `stop`, when set by another thread, ends the read at the next batch.
     `layout`: the run's footers, when they were already checked."""
     layout = layout or inspect_run(path, options)
+    min_prob = options.min_prob  # the opt-in floor on every probability; else 0 stays 0
+    if min_prob is not None and layout.prediction.kind == "topk":
+        raise InputError("--min-prob needs the whole predicted distribution to renormalise, "
+                         "but this is a top-k run", path=layout.path)
+    if min_prob is not None and layout.num_classes and min_prob * layout.num_classes >= 1:
+        raise InputError(f"--min-prob {min_prob:g} is not below 1/K for the "
+                         f"{layout.num_classes} classes: the floor would flatten the "
+                         "distribution", path=layout.path)
     name = name or path
     temperature, temperature_rows = None, 0
     sample_batches: list[Batch] = []
-    whole_run = False
+    whole_run = looks_like_probs = False
     if layout.prediction.kind != "topk":
         plan, whole_run = sample_plan(layout, temperature_values)
-        sample_batches = list(iter_batches(layout, options, plan))
+        sample_batches = [_floored(b, min_prob) for b in iter_batches(layout, options, plan)]
+        looks_like_probs = (layout.prediction.kind == "logits"
+                            and all(_probability_rows(b) for b in sample_batches))
     # the main pass starts reading now, while the temperature is fitted on this core
     reader = None if whole_run else Prefetch(iter_batches(layout, options), FIT_LOOKAHEAD)
     try:
         if sample_batches:
             temperature, temperature_rows = _fit(sample_batches)
-        batches: Iterable[Batch] = sample_batches if reader is None else reader  # read once
+        batches: Iterable[Batch] = (sample_batches if reader is None  # read once
+                                    else (_floored(b, min_prob) for b in reader))
         sample_batches = []  # freed as the main pass goes, when it holds them
         parts, ids, clusters = [], [], []
         slices: dict[str, list[np.ndarray]] = {col: [] for col in layout.slice_cols}
@@ -84,6 +99,11 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
         if reader is not None:
             reader.close()
     examples = PerExample.concat(parts)
+    zero_prob_rows = int(np.isposinf(examples.nll).sum())
+    if zero_prob_rows and temperature is not None:  # the NLL is infinite at every temperature
+        temperature, temperature_rows = None, 0
+        examples.nll_cal[:] = np.nan
+        examples.conf_cal[:] = np.nan
     num_classes = layout.num_classes
     if num_classes is None:
         num_classes = int(max(examples.label.max(), examples.pred.max())) + 1
@@ -92,7 +112,23 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                    slices={col: np.concatenate(v) for col, v in slices.items()},
                    temperature=temperature, temperature_rows=temperature_rows,
                    num_classes=num_classes,
-                   clusters=np.concatenate(clusters) if clusters else None)
+                   clusters=np.concatenate(clusters) if clusters else None,
+                   zero_prob_rows=zero_prob_rows, min_prob=min_prob,
+                   looks_like_probs=looks_like_probs)
+
+
+def _floored(batch: Batch, min_prob: float | None) -> Batch:
+    if min_prob is not None and batch.scores is not None:
+        batch.scores = floor_probabilities(batch.scores, min_prob)
+    return batch
+
+
+def _probability_rows(batch: Batch) -> bool:
+    """Every row in [0, 1] and summing to 1: probabilities passed as logits, most likely."""
+    scores = batch.scores
+    if scores is None or not len(scores) or scores.min() < 0 or scores.max() > 1:
+        return False
+    return bool((np.abs(scores.sum(axis=1, dtype=np.float64) - 1.0) <= 1e-3).all())
 
 
 def _fit(batches: list[Batch]) -> tuple[float, int]:

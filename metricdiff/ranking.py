@@ -145,7 +145,7 @@ def rank_examples(base: Examples, cand: Examples, ids: np.ndarray, class_names,
     top = min(limit, len(rise))
     order = np.argpartition(-rise, top - 1)[:top] if top else np.array([], dtype=int)
     order = order[np.argsort(-rise[order], kind="stable")]
-    name = (lambda k: class_names[k]) if class_names is not None else str
+    name = (lambda k: class_names[k]) if class_names is not None else int
     return [{"id": ids[i].item() if hasattr(ids[i], "item") else ids[i],
              "label": name(int(base.label[i])),
              "baseline_pred": name(int(base.pred[i])), "candidate_pred": name(int(cand.pred[i])),

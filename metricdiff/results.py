@@ -15,7 +15,10 @@ from .errors import UsageError
 from .pipeline import RunData
 from .temperature import T_MAX, T_MIN
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "2.0"
+
+
+REPORT_TABLES = ("metrics", "classes", "class_groups", "confidence_bins", "slices")
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class RunReport:
 
     def to_dict(self) -> dict:
         return plain({"schema_version": SCHEMA_VERSION, "kind": "report",
-                      "tool": {"name": "metricdiff", "version": __version__}, **asdict(self)})
+                      "tool": {"name": "metricdiff", "version": __version__}, **asdict(self),
+                      "better": better_words(self.directions)})
 
     def to_pandas(self, table: str = "metrics"):
         """One table of the report as a DataFrame.
@@ -51,6 +55,9 @@ class RunReport:
         ... # doctest: +SKIP
         """
         document = self.to_dict()
+        if table not in REPORT_TABLES:
+            raise UsageError(f"unknown table '{table}'; expected one of: "
+                             f"{', '.join(REPORT_TABLES)}")
         if table == "metrics":
             return _frame([{"metric": name, "value": value,
                             "higher_is_better": document["directions"].get(name),
@@ -63,7 +70,7 @@ class RunReport:
         rows = {"classes": document["per_class"]["rows"],
                 "class_groups": document["class_groups"],
                 "confidence_bins": document["confidence_bins"]}
-        return _frame(_table_rows(rows, table))
+        return _frame(rows[table])
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,8 @@ class ComparisonReport:
 
     def to_dict(self) -> dict:
         return plain({"schema_version": SCHEMA_VERSION, "kind": "comparison",
-                      "tool": {"name": "metricdiff", "version": __version__}, **asdict(self)})
+                      "tool": {"name": "metricdiff", "version": __version__}, **asdict(self),
+                      "better": better_words(self.directions)})
 
     def to_pandas(self, table: str = "deltas"):
         """One table of the comparison as a DataFrame.
@@ -124,6 +132,12 @@ class ComparisonReport:
                        for row in rows(c)])
 
 
+def better_words(directions: dict) -> dict:
+    """{metric: "higher" | "lower" | None}: the `directions` booleans in words."""
+    return {name: None if higher is None else ("higher" if higher else "lower")
+            for name, higher in directions.items()}
+
+
 def _table_rows(tables: dict, table: str):
     if table not in tables:
         raise UsageError(f"unknown table '{table}'; expected one of: {', '.join(tables)}")
@@ -150,6 +164,19 @@ def plain(value):
     return value
 
 
+def reading_warnings(run: RunData) -> list[str]:
+    """What the reader noticed about a run's predictions, for report and compare alike."""
+    warnings = []
+    if run.min_prob is not None:
+        warnings.append(f"probabilities floored at {run.min_prob:g} and renormalised "
+                        "(--min-prob): every metric is of the floored distribution")
+    if run.looks_like_probs:
+        warnings.append("every sampled row of the logits lies in [0, 1] and sums to 1: these "
+                        "look like probabilities saved as logits (save them as probs, or pass "
+                        "--pred-kind probs)")
+    return warnings
+
+
 def describe_run(run: RunData) -> dict:
     layout = run.layout
     return {
@@ -164,6 +191,7 @@ def describe_run(run: RunData) -> dict:
                                          f"{layout.prediction.columns[-1]}"]),
                        "topk": layout.topk},
         "temperature_fit_rows": run.temperature_rows,
+        "min_prob": run.min_prob,
     }
 
 
@@ -171,7 +199,7 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
     pe = run.examples
     counts = ClassCounts.of(pe, run.num_classes)
     values, unavailable = headline(pe, counts, run.rank_depth, settings, run.temperature)
-    warnings = []
+    warnings = reading_warnings(run)
     if run.temperature is not None and run.temperature in (T_MIN, T_MAX):
         warnings.append(f"the NLL-minimising temperature lies at the search limit "
                         f"{run.temperature:g}: the true optimum is further out")

@@ -77,15 +77,17 @@ def holm(p_values: list[float | None]) -> list[float | None]:
 
 def decide(candidate: str, metric: str, interval: Interval | None, higher_is_better: bool,
            p_adjusted: float | None, alpha: float, min_effect: float,
-           tested: int = 1) -> Verdict:
+           tested: int = 1, why_unavailable: str | None = None) -> Verdict:
     """`tested`: the candidates Holm adjusted over. The interval and the raw p tell the same
-    story (one reference distribution); the adjusted p, which decides, is labelled apart."""
+    story (one reference distribution); the adjusted p, which decides, is labelled apart.
+    `why_unavailable`: a run's reason for not having the metric, when one has none."""
     if (interval is None or interval.p_value is None or p_adjusted is None
             or interval.ci_low is None or interval.ci_high is None
             or not math.isfinite(interval.ci_low) or not math.isfinite(interval.ci_high)):
         return Verdict(candidate, metric, "inconclusive", None, None, None, None, None,
                        interval.method if interval else "", f"{metric} is unavailable for "
-                       "this pair of runs, so nothing can be decided on it")
+                       "this pair of runs, so nothing can be decided on it"
+                       + (f" ({why_unavailable})" if why_unavailable else ""))
     delta = interval.delta
     improvement = delta if higher_is_better else -delta
     moved = "rose" if delta > 0 else ("fell" if delta < 0 else "did not move")

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import UsageError
-from .io import CLASSES_METADATA_KEY, TOPK_COLUMNS
+from .io import CLASSES_METADATA_KEY, PROB_ROUNDING, TOPK_COLUMNS
 
 __all__ = ["PredictionWriter", "save_predictions"]
 
@@ -371,9 +371,9 @@ class PredictionWriter:
             raise UsageError(f"{given}: 0 rows; a run needs at least one example")
         label_index = _label_indices(labels, n, width, self._class_names, given, self._where)
         if given == "logits":
-            _check_finite_logits(matrix, self._where)
+            _check_logits(matrix, self._where)
         else:
-            _check_probs(matrix, label_index, self._where)
+            _check_probs(matrix, self._where)
         id_array = _ids_array(ids, n, self._where) if ids is not None else None
         columns = {name: _metadata_column(name, values, n) for name, values in metadata.items()}
         if self._schema is not None:
@@ -633,9 +633,11 @@ def _prediction_matrix(value: Any, name: str) -> np.ndarray:
     if matrix.dtype not in _FLOATS:  # long double: Parquet has no such type
         matrix = matrix.astype(np.float64)
     if matrix.ndim == 1:
+        recipe = ("probs=np.stack([1 - p, p], axis=1) for the probability p of class 1"
+                  if name == "probs" else
+                  "logits=np.stack([np.zeros_like(z), z], axis=1) for the one logit z")
         raise UsageError(f"{name}: 1-D (shape {matrix.shape}), expected a 2-D array (examples, "
-                         "classes); for a binary classifier with one output z, pass "
-                         "np.stack([np.zeros_like(z), z], axis=1)")
+                         f"classes); for a binary classifier pass {recipe}")
     if matrix.ndim != 2:
         raise UsageError(f"{name}: shape {matrix.shape}, expected a 2-D array (examples, "
                          "classes)")
@@ -698,16 +700,22 @@ def _label_indices(value: Any, n: int, width: int, class_names: tuple[str, ...] 
     return labels.astype(np.int64)
 
 
-def _check_finite_logits(matrix: np.ndarray, where) -> None:
-    finite = np.isfinite(matrix)
-    if not finite.all():
-        row, col = (int(i) for i in np.unravel_index(int(np.argmin(finite)), matrix.shape))
+def _check_logits(matrix: np.ndarray, where) -> None:
+    """Finite logits, or -inf for a probability of 0; each row needs one finite value."""
+    valid = np.isfinite(matrix) | np.isneginf(matrix)
+    if not valid.all():
+        row, col = (int(i) for i in np.unravel_index(int(np.argmin(valid)), matrix.shape))
         raise UsageError(f"logits: {matrix[row, col]} at {where(int(row))}, class {col}; "
-                         "expected finite numbers")
+                         "expected finite numbers (or -inf for a probability of 0)")
+    impossible = ~(matrix.max(axis=1) > -np.inf) if matrix.size else np.zeros(0, dtype=bool)
+    if impossible.any():
+        row = int(np.argmax(impossible))
+        raise UsageError(f"logits: every logit is -inf at {where(row)}; expected at least one "
+                         "class with a positive probability")
 
 
-def _check_probs(matrix: np.ndarray, labels: np.ndarray, where) -> None:
-    valid = np.isfinite(matrix) & (matrix >= 0)
+def _check_probs(matrix: np.ndarray, where) -> None:
+    valid = (matrix >= 0) & (matrix <= 1 + PROB_ROUNDING)  # NaN fails both
     if not valid.all():
         row, col = (int(i) for i in np.unravel_index(int(np.argmin(valid)), matrix.shape))
         raise UsageError(f"probs: {matrix[row, col]} at {where(int(row))}, class {col}; "
@@ -718,13 +726,6 @@ def _check_probs(matrix: np.ndarray, labels: np.ndarray, where) -> None:
         row = int(np.argmax(off))
         raise UsageError(f"probs: {where(row)} sums to {sums[row]:.6g}, expected 1 within "
                          f"{PROB_TOLERANCE:g} (pass logits= instead, or normalise)")
-    true_prob = matrix[np.arange(len(labels)), labels]
-    zero = true_prob == 0
-    if zero.any():
-        row = int(np.argmax(zero))
-        raise UsageError(f"probs: the true class {labels[row]} has probability exactly 0 at "
-                         f"{where(row)}, so its cross-entropy is infinite; pass logits= "
-                         "(or log-probabilities as logits=) instead")
 
 
 def _ids_array(value: Any, n: int, where) -> pa.Array:

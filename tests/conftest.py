@@ -135,3 +135,12 @@ def nulled(value, fill):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return fill
     return value
+
+
+def load_schema(kind: str) -> dict:
+    """The packaged JSON Schema of `report` or `compare` output."""
+    from importlib import resources
+    import json
+
+    text = resources.files("metricdiff").joinpath(f"schema/{kind}.schema.json").read_text()
+    return json.loads(text)

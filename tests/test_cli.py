@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import jsonschema
@@ -11,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import metricdiff
+from conftest import load_schema
 from metricdiff.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,8 +22,7 @@ def run_cli(*args, env=None):
 
 
 def report_schema() -> dict:
-    text = resources.files("metricdiff").joinpath("schema/report.schema.json").read_text()
-    return json.loads(text)
+    return load_schema("report")
 
 
 def test_sample_runs_exist():

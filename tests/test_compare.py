@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import jsonschema
@@ -12,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import metricdiff
-from conftest import probs_of, random_logits, write_run
+from conftest import load_schema, probs_of, random_logits, write_run
 from metricdiff.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,8 +23,7 @@ def run_cli(*args):
 
 
 def compare_schema() -> dict:
-    text = resources.files("metricdiff").joinpath("schema/compare.schema.json").read_text()
-    return json.loads(text)
+    return load_schema("compare")
 
 
 @pytest.fixture

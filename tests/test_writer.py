@@ -391,7 +391,6 @@ NAN_LOGITS = LOGITS.copy()
 NAN_LOGITS[4, 1] = np.nan
 BAD_SUM = probs_of(LOGITS)
 BAD_SUM[2] *= 1.01
-ZERO_TRUE = np.eye(3)[(LABELS + 1) % 3]
 
 CASES = {
     "both logits and probs": (call(probs=probs_of(LOGITS)), "logits, probs", "both"),
@@ -415,14 +414,16 @@ CASES = {
                      "'c' at row 2"),
     "None label": (call(labels=[0, 1, None, 0, 1, 2]), "labels", "row 2"),
     "NaN logits": (call(logits=NAN_LOGITS), "logits", "nan at row 4, class 1"),
-    "infinite logits": (call(logits=np.where(NAN_LOGITS != NAN_LOGITS, -np.inf, LOGITS)),
-                        "logits", "-inf"),
+    "infinite logits": (call(logits=np.where(NAN_LOGITS != NAN_LOGITS, np.inf, LOGITS)),
+                        "logits", "inf at row 4"),
+    "a row of -inf logits": (call(logits=np.where(np.arange(6)[:, None] == 2, -np.inf, LOGITS)),
+                             "logits", "every logit is -inf at row 2"),
+    "probability above 1": (call(logits=None, probs=np.where(
+        np.arange(6)[:, None] == 1, [[1.001, 0.0, 0.0]], probs_of(LOGITS))), "probs", "1.001"),
     "probs not summing to 1": (call(logits=None, probs=BAD_SUM), "probs", "row 2 sums to"),
     "negative probs": (call(logits=None, probs=probs_of(LOGITS) - 0.5), "probs", "[0, 1]"),
     "NaN probs": (call(logits=None, probs=np.where(NAN_LOGITS != NAN_LOGITS, np.nan,
                                                    probs_of(LOGITS))), "probs", "nan"),
-    "true class with probability 0": (call(logits=None, probs=ZERO_TRUE), "probs",
-                                      "probability exactly 0"),
     "class_names length": (call(class_names=["a", "b"]), "class_names",
                            "2 names, but logits has 3 columns"),
     "duplicate class_names": (call(class_names=["a", "b", "a"]), "class_names", "twice"),

@@ -191,13 +191,16 @@ def meaning(name: str) -> str:
 
 
 def title_line(report: dict, missing: str = DASH) -> tuple[str, str]:
-    """(run name, facts): ('/tmp/x.parquet', 'n=2,000 · K=50 · logits')."""
+    """(run name, facts): ('x', '/tmp/x.parquet · n=2,000 · K=50 · logits')."""
     run = report.get("run") or {}
     name = str(run.get("name") or run.get("path") or "run")
     kind = _get(run, "prediction", "kind") or "unknown predictions"
     topk = _get(run, "prediction", "topk")
-    facts = [f"n={fmt_int(run.get('n'), missing)}", f"K={fmt_int(run.get('num_classes'), missing)}",
-             f"top-{topk} lists" if kind == "topk" and topk else str(kind)]
+    path = run.get("path")
+    facts = [str(path)] if path and path != name else []  # the name is the file's stem
+    facts += [f"n={fmt_int(run.get('n'), missing)}",
+              f"K={fmt_int(run.get('num_classes'), missing)}",
+              f"top-{topk} lists" if kind == "topk" and topk else str(kind)]
     files = run.get("files") or []
     if len(files) > 1:
         facts.append(f"{len(files)} files")
@@ -262,6 +265,11 @@ def loss_section(report: dict, missing: str = DASH) -> Section:
         share = number(cw.get("nll_share"))
         style = "bad" if share is not None and share >= 0.10 else None
         rows.append([label, count, "", Cell(fmt_pct(share, missing), style)])
+    zero: dict[str, Any] = anatomy.get("zero_probability") or {}
+    if zero.get("count"):
+        rows.append([Cell("true class at probability 0", "bad"),
+                     f"{fmt_int(zero['count'], missing)} ({fmt_pct(zero.get('share'), missing)})",
+                     Cell("inf", "bad"), ""])
     outro = []
     w1, w10 = anatomy.get("worst_1pct_nll_share"), anatomy.get("worst_10pct_nll_share")
     if not (is_missing(w1) and is_missing(w10)):
