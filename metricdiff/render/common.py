@@ -191,16 +191,13 @@ def meaning(name: str) -> str:
 
 
 def title_line(report: dict, missing: str = DASH) -> tuple[str, str]:
-    """(run name, facts): ('x', '/tmp/x.parquet · n=2,000 · K=50 · logits')."""
+    """(run path, facts): ('/tmp/x.parquet', 'n=2,000 · K=50 · logits'): the path as typed."""
     run = report.get("run") or {}
-    name = str(run.get("name") or run.get("path") or "run")
+    name = str(run.get("path") or run.get("name") or "run")
     kind = _get(run, "prediction", "kind") or "unknown predictions"
     topk = _get(run, "prediction", "topk")
-    path = run.get("path")
-    facts = [str(path)] if path and path != name else []  # the name is the file's stem
-    facts += [f"n={fmt_int(run.get('n'), missing)}",
-              f"K={fmt_int(run.get('num_classes'), missing)}",
-              f"top-{topk} lists" if kind == "topk" and topk else str(kind)]
+    facts = [f"n={fmt_int(run.get('n'), missing)}", f"K={fmt_int(run.get('num_classes'), missing)}",
+             f"top-{topk} lists" if kind == "topk" and topk else str(kind)]
     files = run.get("files") or []
     if len(files) > 1:
         facts.append(f"{len(files)} files")
