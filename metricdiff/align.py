@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from .errors import InputError
-from .pipeline import RunData
+from .io import RunLayout
+
+
+class Keyed(Protocol):
+    """What lining up reads of a run: a loaded RunData, or the RunKeys read before it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def layout(self) -> RunLayout: ...
+    @property
+    def ids(self) -> np.ndarray | None: ...
+    @property
+    def labels(self) -> np.ndarray: ...
+    @property
+    def num_classes(self) -> int | None: ...
+
+
+Runs = Sequence[Keyed]
 
 EXAMPLES_SHOWN = 5  # ids quoted in an error message
 
@@ -22,7 +42,7 @@ class Alignment:
     dropped: tuple[int, ...]  # rows of each run left out (only with allow_partial)
 
 
-def align_runs(runs: list[RunData], allow_partial: bool = False) -> Alignment:
+def align_runs(runs: Runs, allow_partial: bool = False) -> Alignment:
     _check_same_classes(runs)
     with_ids = [run.ids is not None for run in runs]
     ids = [run.ids for run in runs if run.ids is not None]
@@ -39,10 +59,10 @@ def align_runs(runs: list[RunData], allow_partial: bool = False) -> Alignment:
     return alignment
 
 
-def _check_same_classes(runs: list[RunData]) -> None:
+def _check_same_classes(runs: Runs) -> None:
     base = runs[0]
     for run in runs[1:]:
-        if run.num_classes != base.num_classes:
+        if None not in (run.num_classes, base.num_classes) and run.num_classes != base.num_classes:
             raise InputError(f"{run.num_classes} classes, but the baseline {base.name} has "
                              f"{base.num_classes}; expected runs over the same classes",
                              path=run.layout.path)
@@ -59,7 +79,7 @@ def _quote(values) -> str:
     return ", ".join(shown) + (", ..." if len(values) > EXAMPLES_SHOWN else "")
 
 
-def _align_on_ids(runs: list[RunData], ids: list[np.ndarray], allow_partial: bool) -> Alignment:
+def _align_on_ids(runs: Runs, ids: list[np.ndarray], allow_partial: bool) -> Alignment:
     base_ids = ids[0]
     for run, run_ids in zip(runs[1:], ids[1:]):
         if _id_kind(run_ids) != _id_kind(base_ids):
@@ -109,11 +129,11 @@ def _id_kind(ids: np.ndarray) -> str:
     return "whole numbers" if ids.dtype.kind in "iu" else "text"
 
 
-def _align_on_rows(runs: list[RunData]) -> Alignment:
-    n = len(runs[0].examples)
+def _align_on_rows(runs: Runs) -> Alignment:
+    n = len(runs[0].labels)
     for run in runs[1:]:
-        if len(run.examples) != n:
-            raise InputError(f"{len(run.examples)} rows, but the baseline {runs[0].name} has "
+        if len(run.labels) != n:
+            raise InputError(f"{len(run.labels)} rows, but the baseline {runs[0].name} has "
                              f"{n}; without an id column runs are lined up by row order and "
                              "must have the same rows", path=run.layout.path)
     rows = tuple(np.arange(n) for _ in runs)
@@ -121,10 +141,10 @@ def _align_on_rows(runs: list[RunData]) -> Alignment:
                      dropped=tuple(0 for _ in runs))
 
 
-def _check_same_labels(runs: list[RunData], alignment: Alignment) -> None:
-    base_labels = runs[0].examples.label[alignment.rows[0]]
+def _check_same_labels(runs: Runs, alignment: Alignment) -> None:
+    base_labels = runs[0].labels[alignment.rows[0]]
     for run, rows in zip(runs[1:], alignment.rows[1:]):
-        differ = run.examples.label[rows] != base_labels
+        differ = run.labels[rows] != base_labels
         if differ.any():
             raise InputError(f"{int(differ.sum())} examples have a different label than in the "
                              f"baseline {runs[0].name} (e.g. {alignment.keyed_by} "

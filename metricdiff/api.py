@@ -10,10 +10,11 @@ from collections.abc import Mapping, Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .align import align_runs
 from .errors import UsageError
 from .io import ReadOptions, find_run_folders, inspect_run, is_run_folder_pattern
 from .metrics import MetricSettings, metric_directions
-from .pipeline import DEFAULT_TEMPERATURE_VALUES, Progress, load_run
+from .pipeline import DEFAULT_TEMPERATURE_VALUES, Progress, load_keys, load_run
 from .results import ComparisonReport, RunReport, build_report
 from .verdict import check_primary, check_resamples, check_settings
 
@@ -204,6 +205,11 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     stop = threading.Event()  # on Ctrl-C or an error, the other reads end at their next batch
     pool = ThreadPoolExecutor(max_workers=2)
     try:
+        # ids and labels first, a small part of each file: runs that cannot be lined up, or
+        # that disagree on a label, are reported before their predictions are read
+        keys = list(pool.map(lambda job: load_keys(job[0], job[1], read),
+                             zip(layouts, run_names)))
+        align_runs(keys, allow_partial)
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,
                                stop=stop, layout=layout)

@@ -233,7 +233,29 @@ def decoding(path: str, what: str) -> Iterator[None]:
     except IsADirectoryError:
         raise InputError("is a folder, expected a Parquet file", path=path) from None
     except DECODE_ERRORS as exc:
-        raise InputError(f"{what} ({_first_line(exc)})", path=path) from None
+        raise InputError(f"{what} ({_first_line(exc)}){_format_hint(path)}", path=path) from None
+
+
+# Formats people save predictions in, and the one line that turns each into a run.
+CONVERSIONS = {
+    ".csv": "pandas.read_csv(PATH).to_parquet('run.parquet') (one column per class, named "
+            "logit_<k> or prob_<k>)",
+    ".tsv": "pandas.read_csv(PATH, sep='\\t').to_parquet('run.parquet') (one column per class, "
+            "named logit_<k> or prob_<k>)",
+    ".jsonl": "pandas.read_json(PATH, lines=True).to_parquet('run.parquet')",
+    ".npy": "metricdiff.save_predictions('run.parquet', labels, logits=numpy.load(PATH))",
+    ".npz": "metricdiff.save_predictions('run.parquet', labels, logits=numpy.load(PATH)[...])",
+    ".pt": "metricdiff.save_predictions('run.parquet', labels, logits=torch.load(PATH))",
+}
+
+
+def _format_hint(path: str) -> str:
+    """For a file in another format: that it is not a run format, and the conversion."""
+    ending = os.path.splitext(path)[1].lower()
+    if ending not in CONVERSIONS:
+        return ""
+    return (f"; {ending[1:].upper()} is not a run format: convert it once with "
+            f"{CONVERSIONS[ending].replace('PATH', repr(path))}")
 
 
 def file_stamp(path: str) -> tuple[int, ...]:
@@ -362,8 +384,9 @@ def _find_prediction(path: str, schema: pa.Schema, options: ReadOptions) -> Pred
                              f"{', '.join(names)}", path=path)
         kind = options.pred_kind or _kind_from_name(options.pred_col)
         if kind is None:
-            raise UsageError(f"cannot tell whether '{options.pred_col}' holds logits or "
-                             "probabilities: pass --pred-kind logits or --pred-kind probs")
+            raise InputError(f"cannot tell whether '{options.pred_col}' holds logits or "
+                             "probabilities: pass --pred-kind logits or --pred-kind probs",
+                             path=path, column=options.pred_col)
         _check_list_type(path, schema, options.pred_col)
         return Prediction(kind=kind, columns=(options.pred_col,))
 
@@ -383,9 +406,14 @@ def _find_prediction(path: str, schema: pa.Schema, options: ReadOptions) -> Pred
                          f"{', '.join(missing)}", path=path)
 
     if not found:
+        numbered = [n for n in names if n.isdigit()]
+        hint = (f"; columns {numbered[0]}..{numbered[-1]} look like one column per class: name "
+                f"them logit_{numbered[0]}.. or prob_{numbered[0]}.. (the wide layout)"
+                if len(numbered) >= 2 else "")
         raise InputError("no prediction column: expected 'logits' or 'probs' (a list of floats), "
                          "wide 'logit_<class>'/'prob_<class>' columns, or top-k columns "
-                         f"{', '.join(TOPK_COLUMNS)}; columns are: {', '.join(names)}", path=path)
+                         f"{', '.join(TOPK_COLUMNS)}; columns are: {', '.join(names)}{hint}",
+                         path=path)
     if len(found) > 1:
         described = " and ".join(_describe(p) for p in found)
         raise InputError(f"more than one prediction column: {described}; choose one with "
@@ -533,11 +561,13 @@ def _first_list_length(parquet_file: pq.ParquetFile, col: str, path: str) -> int
 # ----------------------------------------------------------------------------- streaming
 
 def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
-                 plan: dict[int, list[tuple[int, int]]] | None = None) -> Iterator[Batch]:
+                 plan: dict[int, list[tuple[int, int]]] | None = None,
+                 keys_only: bool = False) -> Iterator[Batch]:
     """Yield validated batches of the whole run, or of a sample plan: for each file index, the
-    row groups to read and how many of their first rows to take."""
-    columns = _columns_to_read(layout)
-    width = layout.num_classes or layout.topk or 1
+    row groups to read and how many of their first rows to take. `keys_only`: read the labels
+    and ids alone (scores stay None), a fraction of the run's bytes."""
+    columns = _columns_to_read(layout, keys_only)
+    width = 1 if keys_only else layout.num_classes or layout.topk or 1
     batch_rows = max(1, options.batch_values // width)
     row_start = 0
     for file_index, (path, group_rows) in enumerate(zip(layout.files, layout.group_rows)):
@@ -567,7 +597,8 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
                 if record_batch is None:
                     break
                 record_batch = record_batch.slice(0, wanted - taken)
-                yield _validate(layout, options, path, first_row + taken, record_batch)
+                yield _validate(layout, options, path, first_row + taken, record_batch,
+                                keys_only)
                 taken += record_batch.num_rows
             if taken < wanted:  # a damaged file can decode fewer rows than its footer lists
                 raise InputError(f"row group {group} decoded {taken} rows, but the footer "
@@ -575,10 +606,12 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
         row_start += sum(group_rows)
 
 
-def _columns_to_read(layout: RunLayout) -> list[str]:
-    columns = [layout.label_col, *layout.prediction.columns]
+def _columns_to_read(layout: RunLayout, keys_only: bool = False) -> list[str]:
+    columns = [layout.label_col] if keys_only else [layout.label_col, *layout.prediction.columns]
     if layout.id_col is not None:
         columns.append(layout.id_col)
+    if keys_only:
+        return columns
     columns.extend(c for c in layout.slice_cols if c not in columns)
     if layout.cluster_col is not None and layout.cluster_col not in columns:
         columns.append(layout.cluster_col)
@@ -586,7 +619,13 @@ def _columns_to_read(layout: RunLayout) -> list[str]:
 
 
 def _validate(layout: RunLayout, options: ReadOptions, path: str, row_start: int,
-              record_batch: pa.RecordBatch) -> Batch:
+              record_batch: pa.RecordBatch, keys_only: bool = False) -> Batch:
+    if keys_only:
+        batch = Batch(row_start=row_start, scores=None, labels=_labels(
+            layout, path, row_start, record_batch.column(layout.label_col)))
+        if layout.id_col is not None:
+            batch.ids = _ids(path, row_start, record_batch.column(layout.id_col), layout.id_col)
+        return batch
     prediction = layout.prediction
     matrix = np.empty((0, 0))
     if prediction.kind != "topk":  # the width first: a changed K is not a label's fault

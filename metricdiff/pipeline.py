@@ -37,6 +37,10 @@ class RunData:
     looks_like_probs: bool = False  # "logits" whose sampled rows are all probability vectors
 
     @property
+    def labels(self) -> np.ndarray:
+        return self.examples.label
+
+    @property
     def rank_depth(self) -> int | None:
         """How many classes a top-k run lists; None when the whole ranking is known."""
         return self.layout.topk
@@ -115,6 +119,25 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                    clusters=np.concatenate(clusters) if clusters else None,
                    zero_prob_rows=zero_prob_rows, min_prob=min_prob,
                    looks_like_probs=looks_like_probs)
+
+
+@dataclass
+class RunKeys:
+    """A run's ids and labels alone: enough to line runs up before their predictions are read."""
+
+    name: str
+    layout: RunLayout
+    ids: np.ndarray | None
+    labels: np.ndarray
+    num_classes: int | None  # from the footer; None for top-k runs without class names
+
+
+def load_keys(layout: RunLayout, name: str, options: ReadOptions = ReadOptions()) -> RunKeys:
+    batches = list(iter_batches(layout, options, keys_only=True))
+    ids = [b.ids for b in batches if b.ids is not None]
+    return RunKeys(name=name, layout=layout, ids=np.concatenate(ids) if ids else None,
+                   labels=np.concatenate([b.labels for b in batches]),
+                   num_classes=layout.num_classes)
 
 
 def _floored(batch: Batch, min_prob: float | None) -> Batch:

@@ -579,7 +579,7 @@ def _check_class_names(class_names: Any) -> tuple[str, ...] | None:
     checked = []
     for i, name in enumerate(names):
         if isinstance(name, (bool, np.bool_)) or not isinstance(name, (str, int, np.integer)):
-            raise UsageError(f"class_names: entry {i} is {name!r} ({type(name).__name__}); "
+            raise UsageError(f"class_names: entry {i} is {_shown(name)} ({type(name).__name__}); "
                              "expected strings")
         checked.append(str(name))
     seen: dict[str, int] = {}
@@ -671,7 +671,7 @@ def _label_indices(value: Any, n: int, width: int, class_names: tuple[str, ...] 
             at = next(i for i, v in enumerate(labels)
                       if not isinstance(v, (str, int, np.integer)) or isinstance(v, bool)
                       or isinstance(v, str) != first_kind)
-            raise UsageError(f"labels: {labels[at]!r} at {where(at)}, expected integer class "
+            raise UsageError(f"labels: {_shown(labels[at])} at {where(at)}, expected integer class "
                              "indices or class-name strings")
     if kind == "U":
         if class_names is None:
@@ -728,6 +728,11 @@ def _check_probs(matrix: np.ndarray, where) -> None:
                          f"{PROB_TOLERANCE:g} (pass logits= instead, or normalise)")
 
 
+def _shown(value: Any) -> str:
+    """A value as a user wrote it: 0 and 'a', never np.int64(0) or np.str_('a')."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _ids_array(value: Any, n: int, where) -> pa.Array:
     ids = _as_numpy(value, "ids", keep_objects=True)
     if ids.ndim != 1:
@@ -746,8 +751,8 @@ def _ids_array(value: Any, n: int, where) -> pa.Array:
             bad = next(i for i, v in enumerate(ids)
                        if not isinstance(v, (str, int, np.integer)) or isinstance(v, bool)
                        or isinstance(v, str) != first_kind)
-            raise UsageError(f"ids: {ids[bad]!r} at {where(bad)}, expected integers or strings "
-                             "(all of one kind)")
+            raise UsageError(f"ids: {_shown(ids[bad])} at {where(bad)}, expected integers or "
+                             "strings (all of one kind)")
     if kind in "iu":
         if n and kind == "u" and ids.max() > np.iinfo(np.int64).max:
             raise UsageError("ids: values above 2**63 - 1 do not fit int64")
@@ -765,7 +770,7 @@ def _ids_array(value: Any, n: int, where) -> pa.Array:
         repeated = np.flatnonzero(ordered[1:] == ordered[:-1])
         if len(repeated):
             first, second = sorted((int(order[repeated[0]]), int(order[repeated[0] + 1])))
-            raise UsageError(f"ids: {ids[first]!r} appears twice, at {where(first)} and "
+            raise UsageError(f"ids: {_shown(ids[first])} appears twice, at {where(first)} and "
                              f"{where(second)}; expected unique ids")
     return pa.array(ids, type=pa.int64() if kind in "iu" else pa.string())
 

@@ -191,9 +191,10 @@ def meaning(name: str) -> str:
 
 
 def title_line(report: dict, missing: str = DASH) -> tuple[str, str]:
-    """(run path, facts): ('/tmp/x.parquet', 'n=2,000 · K=50 · logits'): the path as typed."""
+    """(run name, facts): ('x', 'n=2,000 · K=50 · logits'); the name is the file's stem unless
+    one was given, as in a comparison."""
     run = report.get("run") or {}
-    name = str(run.get("path") or run.get("name") or "run")
+    name = str(run.get("name") or run.get("path") or "run")
     kind = _get(run, "prediction", "kind") or "unknown predictions"
     topk = _get(run, "prediction", "topk")
     facts = [f"n={fmt_int(run.get('n'), missing)}", f"K={fmt_int(run.get('num_classes'), missing)}",
