@@ -73,3 +73,57 @@ def test_docstring_examples_run(monkeypatch):
     for module in (metricdiff.api,):
         failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert tried > 0 and failures == 0
+
+
+def test_paths_may_be_pathlike(tmp_path, two_runs):
+    from pathlib import Path
+
+    a, b = two_runs
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(f"c{i}" for i in range(6)))
+    by_str = metricdiff.report(a).to_dict()
+    by_path = metricdiff.report(Path(a), classes_file=classes).to_dict()
+    assert by_path["metrics"] == by_str["metrics"]
+    saved = metricdiff.save_predictions(tmp_path / "saved.parquet", [0, 1, 1],
+                                        logits=np.eye(3)[[0, 1, 2]] * 2.0)
+    assert metricdiff.report(saved).metrics["n"] == 3  # report(save_predictions(...))
+    compared = metricdiff.compare(Path(a), Path(b), resamples=200).to_dict()
+    assert [run["name"] for run in compared["runs"]] == ["a", "b"]
+    groups = metricdiff.compare({"x": [Path(a)], "y": Path(b)}, resamples=200).to_dict()
+    assert [g["name"] for g in groups["groups"]] == ["x", "y"]
+
+
+def test_a_run_is_named_by_its_stem_everywhere(two_runs):
+    a, b = two_runs
+    assert metricdiff.report(a).to_dict()["run"]["name"] == "a"
+    assert metricdiff.report(a).to_dict()["run"]["path"] == a
+    assert metricdiff.compare(a, b, resamples=200).to_dict()["runs"][0]["name"] == "a"
+    assert metricdiff.report(a, name="mine").to_dict()["run"]["name"] == "mine"
+
+
+def test_unknown_tables_list_every_table(two_runs):
+    a, b = two_runs
+    with pytest.raises(metricdiff.UsageError) as caught:
+        metricdiff.report(a).to_pandas("nope")
+    for table in ("metrics", "classes", "class_groups", "confidence_bins", "slices"):
+        assert table in str(caught.value)
+        metricdiff.report(a, by=["source"]).to_pandas(table)  # each one named exists
+    with pytest.raises(metricdiff.UsageError) as caught:
+        metricdiff.compare(a, b, resamples=200).to_pandas("nope")
+    for table in ("runs", "groups", "deltas", "verdicts", "classes", "slices",
+                  "confidence_bins", "examples", "nll_by_flip"):
+        assert table in str(caught.value)
+
+
+def test_directions_in_words_and_labels_as_numbers(two_runs):
+    a, b = two_runs
+    for document in (metricdiff.report(a).to_dict(),
+                     metricdiff.compare(a, b, resamples=200).to_dict()):
+        assert document["schema_version"] == "2.0"
+        for metric, higher in document["directions"].items():
+            assert document["better"][metric] == {True: "higher", False: "lower",
+                                                  None: None}[higher]
+    examples = metricdiff.compare(a, b, resamples=200).to_dict()["comparisons"][0]["ranked"][
+        "examples"]
+    assert examples and all(isinstance(row[key], int) for row in examples
+                            for key in ("label", "baseline_pred", "candidate_pred"))
