@@ -42,13 +42,18 @@ def metric_registry(top_k: int = 5) -> dict[str, MetricInfo]:
         ("temperature", None, "single temperature T minimising NLL of softmax(logits / T)"),
         ("nll_calibrated", False, "mean NLL after dividing logits by the fitted temperature"),
         ("ece_calibrated", False, "ECE after dividing logits by the fitted temperature"),
+        ("auroc", True, "AUROC of top-1 confidence for telling right answers from wrong ones"),
+        ("aurc", False, "area under the risk-coverage curve (Geifman and El-Yaniv 2017)"),
+        *((f"risk_at_{c}", False, f"error rate of the {c}% most confident examples")
+          for c in (80, 90, 95)),
     ]
     return {name: MetricInfo(name, better, text) for name, better, text in rows}
 
 
 # Metrics that are not a mean of per-example values: their intervals come from the paired
 # bootstrap (paired.py), and a verdict on one needs enough resamples (verdict.py).
-RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated")
+RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated",
+             "auroc", "aurc", "risk_at_80", "risk_at_90", "risk_at_95")
 
 
 def metric_directions(top_k: int = 5) -> dict[str, bool | None]:
@@ -101,6 +106,68 @@ def calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple
     ece = float(gap.sum() / n)
     mce = float(np.max(gap[filled] / count[filled]))
     return ece, mce
+
+
+# ----------------------------------------------------------------------------- selective prediction
+
+COVERAGES = (80, 90, 95)  # percent of examples kept, most confident first, for risk_at_<c>
+SELECTIVE = ("auroc", "aurc", *(f"risk_at_{c}" for c in COVERAGES))
+
+
+def confidence_groups(conf: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each example's group of equal confidence, numbered from the most confident (0), and
+    the number of groups. Tied confidences are one threshold: no order within them is made
+    up."""
+    order = np.argsort(-conf, kind="stable")
+    ordered = conf[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]] if len(conf) else np.zeros(0, bool)
+    group = np.empty(len(conf), dtype=np.int64)
+    group[order] = np.cumsum(starts) - 1
+    return group, int(starts.sum())
+
+
+def selective_from_sums(count: np.ndarray, errors: np.ndarray) -> dict[str, np.ndarray]:
+    """AUROC, AURC and the risk at each coverage, for each row of per-group sums
+    (rows, groups) of example weights and of weighted errors, most confident group first.
+
+    AUROC: the chance that a right answer is more confident than a wrong one, ties counting
+    half. AURC (Geifman and El-Yaniv 2017): the mean over examples of the error rate among
+    the examples at least as confident, i.e. the area under the risk-coverage curve with one
+    step per distinct confidence. risk_at_<c>: the error rate of the c% most confident, the
+    group at the cut taken in proportion (the expectation under a random order of its ties).
+    """
+    n, wrong = count.sum(axis=1), errors.sum(axis=1)
+    right = n - wrong
+    cum_n, cum_wrong = np.cumsum(count, axis=1), np.cumsum(errors, axis=1)
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        risk = np.where(cum_n > 0, cum_wrong / cum_n, 0.0)
+        out["aurc"] = (count * risk).sum(axis=1) / n
+        # right answers of each group against the wrong ones less confident, and half its own
+        beaten = (count - errors) * (wrong[:, None] - cum_wrong + 0.5 * errors)
+        out["auroc"] = np.where((right > 0) & (wrong > 0), beaten.sum(axis=1) / (right * wrong),
+                                np.nan)
+        rows = np.arange(len(count))
+        for coverage in COVERAGES:
+            kept = n * coverage / 100
+            cut = np.argmax(cum_n >= kept[:, None] * (1 - 1e-12), axis=1)
+            before_n = cum_n[rows, cut] - count[rows, cut]
+            before_wrong = cum_wrong[rows, cut] - errors[rows, cut]
+            share = (kept - before_n) / count[rows, cut]
+            out[f"risk_at_{coverage}"] = (before_wrong + share * errors[rows, cut]) / kept
+    return out
+
+
+def selective_prediction(conf: np.ndarray, correct: np.ndarray) -> dict[str, float | None]:
+    """The selective-prediction metrics of one run (see selective_from_sums)."""
+    if len(conf) == 0:
+        return dict.fromkeys(SELECTIVE)
+    group, groups = confidence_groups(conf)
+    count = np.bincount(group, minlength=groups).astype(np.float64)[None, :]
+    errors = np.bincount(group, weights=~correct, minlength=groups)[None, :]
+    values = selective_from_sums(count, errors)
+    return {name: (None if np.isnan(values[name][0]) else float(values[name][0]))
+            for name in SELECTIVE}
 
 
 def adaptive_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
@@ -361,6 +428,7 @@ def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
         "temperature": temperature,
         "nll_calibrated": float(pe.nll_cal.mean()),
         "ece_calibrated": calibration_error(pe.conf_cal, correct, settings.ece_bins)[0],
+        **selective_prediction(pe.conf, correct),
     }
     unavailable: dict[str, str] = {}
     if rank_depth is not None and settings.top_k > rank_depth:
@@ -369,6 +437,9 @@ def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
         value = values[name]
         if value is not None and math.isnan(value):
             unavailable[name] = "needs the whole predicted distribution (top-k run)"
+    if values["auroc"] is None:
+        unavailable["auroc"] = ("undefined: needs both right and wrong predictions, and every "
+                                f"one is {'right' if accuracy == 1 else 'wrong'}")
     zero = int(np.isposinf(pe.nll).sum())
     if zero:
         unavailable["nll"] = (f"infinite: {zero:,} of {len(pe):,} examples give the true class "

@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 from scipy import special  # scipy.stats would add a second to every start-up
 
-from .metrics import MetricSettings, equal_width_bin
+from .metrics import (SELECTIVE, MetricSettings, confidence_groups, equal_width_bin,
+                      selective_from_sums)
 from .perexample import PerExample
 
 METHOD_T = "paired t"
@@ -210,6 +211,10 @@ class ResampleView:
         self.bin_cal = equal_width_bin(np.nan_to_num(pe.conf_cal), bins)
         self.by_conf = np.argsort(pe.conf, kind="stable")
         self.gap_by_conf = self.gap[self.by_conf]
+        self.group, groups = confidence_groups(pe.conf)  # ties of confidence, most confident first
+        self.errors = 1.0 - self.correct
+        self._lengths = {"bin": bins, "bin_cal": bins, "label": num_classes, "pred": num_classes,
+                         "group": groups}
         self._bincount_keys: dict[tuple[str, int], np.ndarray] = {}
 
     def metrics(self, weights: np.ndarray, wanted: set[str]) -> dict[str, np.ndarray]:
@@ -239,12 +244,16 @@ class ResampleView:
                 f1 = np.where(seen, 2 * hits / (support + predicted), 0.0)
             out["balanced_accuracy"] = recall.sum(axis=1) / present.sum(axis=1)
             out["macro_f1"] = f1.sum(axis=1) / seen.sum(axis=1)
+        if wanted & set(SELECTIVE):
+            count = self._sums("group", weights)
+            errors = self._sums("group", np.multiply(weights, self.errors, out=scratch))
+            out.update(selective_from_sums(count, errors))
         return out
 
     def _sums(self, keys: str, weights: np.ndarray) -> np.ndarray:
         """Weighted counts per key (bin or class) of every resample of a block: one bincount
         over all its rows, each row's keys shifted past the previous row's."""
-        length = self.bins if keys.startswith("bin") else self.num_classes
+        length = self._lengths[keys]
         rows = len(weights)
         shifted = self._bincount_keys.get((keys, rows))
         if shifted is None:  # the same for every block of this many rows: built once

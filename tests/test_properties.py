@@ -14,6 +14,7 @@ from scipy.special import log_softmax
 
 import metricdiff
 from conftest import write_run
+from metricdiff.metrics import SELECTIVE
 from test_reference import naive_ece
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -80,7 +81,8 @@ def test_row_order_batch_size_and_shards_do_not_change_numbers(run, data):
                                     logits=logits[order]))
     assert without_run(split) == without_run(one)  # bit for bit
     for name, value in one["metrics"].items():  # sums in another order: last bits only
-        assert shuffled["metrics"][name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+        assert shuffled["metrics"][name] == (None if value is None else pytest.approx(
+            value, rel=1e-9, abs=1e-12)), name
 
 
 @SETTINGS
@@ -96,7 +98,16 @@ def test_probabilities_give_the_numbers_of_their_logits(run):
     for name, value in from_logits.items():
         if name == "temperature" and value in (0.01, 100.0):
             continue  # clamped at a search limit: both flat there
-        assert from_probs[name] == pytest.approx(value, rel=1e-6, abs=1e-8), name
+        if name in SELECTIVE and ties_shift(logits):
+            continue  # confidences that tie in one form may not in the other
+        assert from_probs[name] == (None if value is None else pytest.approx(
+            value, rel=1e-6, abs=1e-8)), name
+
+
+def ties_shift(logits: np.ndarray) -> bool:
+    """Whether two top-1 confidences lie so close that float rounding can tie or untie them."""
+    conf = np.sort(np.exp(log_softmax(logits.astype(np.float64), axis=1)).max(axis=1))
+    return bool((np.diff(conf) < 1e-9).any())
 
 
 @SETTINGS

@@ -111,6 +111,11 @@ MEANINGS = {
     "temperature": "T minimising the NLL of softmax(logits / T)",
     "nll_calibrated": "NLL after dividing logits by T",
     "ece_calibrated": "ECE after dividing logits by T",
+    "auroc": "confidence ranks right answers above wrong ones",
+    "aurc": "mean error rate over every confidence cut-off",
+    "risk_at_80": "error rate of the 80% most confident",
+    "risk_at_90": "error rate of the 90% most confident",
+    "risk_at_95": "error rate of the 95% most confident",
 }
 _TOPK = re.compile(r"top(\d+)_accuracy")
 
