@@ -60,7 +60,7 @@ def test_resample_weights_act_as_repeated_rows():
     rng = np.random.default_rng(7)
     n = 300
     correct = rng.random(n) < 0.7
-    pe = per_example(correct, np.round(rng.uniform(0.3, 1, n), 2), rng.integers(0, 4, n))
+    pe = per_example(correct, np.round(rng.uniform(0.3, 0.99, n), 2), rng.integers(0, 4, n))
     weights = rng.poisson(1.0, (3, n)).astype(np.float64)
     resampled = paired.ResampleView(pe, 4, 15).metrics(weights, set(SELECTIVE))
     for row in range(3):
