@@ -42,6 +42,8 @@ def metric_registry(top_k: int = 5) -> dict[str, MetricInfo]:
         ("temperature", None, "single temperature T minimising NLL of softmax(logits / T)"),
         ("nll_calibrated", False, "mean NLL after dividing logits by the fitted temperature"),
         ("ece_calibrated", False, "ECE after dividing logits by the fitted temperature"),
+        ("rmsce_debiased", False, "root-mean-square calibration error, debiased, equal-mass "
+         "bins (Kumar et al. 2019)"),
         ("auroc", True, "AUROC of top-1 confidence for telling right answers from wrong ones"),
         ("aurc", False, "area under the risk-coverage curve (Geifman and El-Yaniv 2017)"),
         *((f"risk_at_{c}", False, f"error rate of the {c}% most confident examples")
@@ -53,7 +55,7 @@ def metric_registry(top_k: int = 5) -> dict[str, MetricInfo]:
 # Metrics that are not a mean of per-example values: their intervals come from the paired
 # bootstrap (paired.py), and a verdict on one needs enough resamples (verdict.py).
 RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated",
-             "auroc", "aurc", "risk_at_80", "risk_at_90", "risk_at_95")
+             "rmsce_debiased", "auroc", "aurc", "risk_at_80", "risk_at_90", "risk_at_95")
 
 
 def metric_directions(top_k: int = 5) -> dict[str, bool | None]:
@@ -108,7 +110,44 @@ def calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple
     return ece, mce
 
 
-# ----------------------------------------------------------------------------- selective prediction
+# ------------------------------------------------------------------ debiased calibration error
+
+def mass_bin_edges(conf: np.ndarray, bins: int) -> np.ndarray:
+    """Upper edges of equal-mass bins as Kumar et al. 2019 draw them: the sorted confidences
+    cut into `bins` runs, each edge halfway between one run's last value and the next run's
+    first; the last edge is 1. Ties fall in one bin. Bin of c: searchsorted(edges, c)."""
+    ordered = np.sort(conf)
+    parts = np.array_split(ordered, max(1, min(bins, len(ordered))))
+    edges = [(a[-1] + b[0]) / 2.0 for a, b in zip(parts[:-1], parts[1:]) if len(a) and len(b)]
+    return np.unique(np.array([*edges, 1.0]))
+
+
+def debiased_rms_from_sums(count: np.ndarray, conf_sum: np.ndarray,
+                           hits: np.ndarray) -> np.ndarray:
+    """The debiased root-mean-square calibration error of Kumar et al. 2019, for each row of
+    per-bin sums (rows, bins): sqrt(max(0, sum_b n_b/n [(conf_b - acc_b)^2 -
+    acc_b (1 - acc_b) / (n_b - 1)])). The subtracted term is the plug-in estimate's expected
+    excess from sampling noise in each bin's accuracy; a bin of fewer than 2 adds 0."""
+    n = count.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc, mean_conf = hits / count, conf_sum / count
+        term = (mean_conf - acc) ** 2 - acc * (1 - acc) / (count - 1)
+    term = np.where(count >= 2, term, 0.0)
+    return np.sqrt(np.maximum((count * term).sum(axis=1) / n, 0.0))
+
+
+def debiased_rms_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
+    if len(conf) == 0:
+        return float("nan")
+    which = np.searchsorted(mass_bin_edges(conf, bins), conf)
+    length = int(which.max()) + 1
+    count = np.bincount(which, minlength=length).astype(np.float64)[None, :]
+    conf_sum = np.bincount(which, weights=conf, minlength=length)[None, :]
+    hits = np.bincount(which, weights=correct, minlength=length)[None, :]
+    return float(debiased_rms_from_sums(count, conf_sum, hits)[0])
+
+
+# ------------------------------------------------------------------------ selective prediction
 
 COVERAGES = (80, 90, 95)  # percent of examples kept, most confident first, for risk_at_<c>
 SELECTIVE = ("auroc", "aurc", *(f"risk_at_{c}" for c in COVERAGES))
@@ -428,6 +467,7 @@ def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
         "temperature": temperature,
         "nll_calibrated": float(pe.nll_cal.mean()),
         "ece_calibrated": calibration_error(pe.conf_cal, correct, settings.ece_bins)[0],
+        "rmsce_debiased": debiased_rms_calibration_error(pe.conf, correct, settings.ece_bins),
         **selective_prediction(pe.conf, correct),
     }
     unavailable: dict[str, str] = {}

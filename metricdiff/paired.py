@@ -18,8 +18,8 @@ from typing import Callable
 import numpy as np
 from scipy import special  # scipy.stats would add a second to every start-up
 
-from .metrics import (SELECTIVE, MetricSettings, confidence_groups, equal_width_bin,
-                      selective_from_sums)
+from .metrics import (SELECTIVE, MetricSettings, confidence_groups, debiased_rms_from_sums,
+                      equal_width_bin, mass_bin_edges, selective_from_sums)
 from .perexample import PerExample
 
 METHOD_T = "paired t"
@@ -213,8 +213,12 @@ class ResampleView:
         self.gap_by_conf = self.gap[self.by_conf]
         self.group, groups = confidence_groups(pe.conf)  # ties of confidence, most confident first
         self.errors = 1.0 - self.correct
+        # Kumar et al.'s equal-mass bins, drawn once on this sample's confidences
+        edges = mass_bin_edges(pe.conf, bins)
+        self.mass_bin = np.searchsorted(edges, pe.conf)
+        self.conf = pe.conf
         self._lengths = {"bin": bins, "bin_cal": bins, "label": num_classes, "pred": num_classes,
-                         "group": groups}
+                         "group": groups, "mass_bin": len(edges)}
         self._bincount_keys: dict[tuple[str, int], np.ndarray] = {}
 
     def metrics(self, weights: np.ndarray, wanted: set[str]) -> dict[str, np.ndarray]:
@@ -244,6 +248,11 @@ class ResampleView:
                 f1 = np.where(seen, 2 * hits / (support + predicted), 0.0)
             out["balanced_accuracy"] = recall.sum(axis=1) / present.sum(axis=1)
             out["macro_f1"] = f1.sum(axis=1) / seen.sum(axis=1)
+        if "rmsce_debiased" in wanted:
+            count = self._sums("mass_bin", weights)
+            conf_sum = self._sums("mass_bin", np.multiply(weights, self.conf, out=scratch))
+            hits = self._sums("mass_bin", np.multiply(weights, self.correct, out=scratch))
+            out["rmsce_debiased"] = debiased_rms_from_sums(count, conf_sum, hits)
         if wanted & set(SELECTIVE):
             count = self._sums("group", weights)
             errors = self._sums("group", np.multiply(weights, self.errors, out=scratch))
