@@ -137,8 +137,8 @@ _STATUS = r"(?<![\d.:]){}(?!\d)"
 _REASONS = tuple((re.compile("|".join(needles)), meaning) for needles, meaning in (
     (("NO_SUCH_BUCKET", "NoSuchBucket", "bucket does not exist", "ContainerNotFound"),
      "no such bucket"),
-    (("[Cc]redentials", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-      "Unauthorized", _STATUS.format(401)),
+    (("[Cc]redentials", "access token", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+      "ExpiredToken", "Unauthorized", _STATUS.format(401)),
      REFUSED),
     (("ACCESS_DENIED", "AccessDenied", "Forbidden", "FORBIDDEN", "AuthorizationFailure",
       _STATUS.format(403)),
@@ -150,8 +150,14 @@ _REASONS = tuple((re.compile("|".join(needles)), meaning) for needles, meaning i
 ))
 
 
+# A store's reason is quoted up to this many characters (GCS's can run to a thousand)
+MAX_REASON = 300
+
+
 def _reason(store: str, exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > MAX_REASON:
+        text = text[:MAX_REASON - 3].rstrip() + "..."
     for pattern, meaning in _REASONS:
         if pattern.search(text):
             if meaning in (REFUSED, DENIED) and store in CREDENTIALS:
@@ -285,8 +291,9 @@ def _glob(pattern: str, wanted: pafs.FileType) -> list[str]:
 def _match(pattern: list[str], parts: list[str]) -> bool:
     if not pattern:
         return not parts
-    if pattern[0] == "**":
-        return any(_match(pattern[1:], parts[i:]) for i in range(len(parts) + 1))
+    if pattern[0] == "**":  # any number of levels, none of them hidden (as glob's)
+        return any(_match(pattern[1:], parts[i:]) for i in range(len(parts) + 1)
+                   if not any(part.startswith(".") for part in parts[:i]))
     if not parts or (parts[0].startswith(".") and not pattern[0].startswith(".")):
         return False  # like glob: a wildcard does not match a hidden name
     return fnmatch.fnmatchcase(parts[0], pattern[0]) and _match(pattern[1:], parts[1:])

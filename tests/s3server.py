@@ -24,7 +24,10 @@ def free_port() -> int:
 
 
 def start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """moto's S3 in its own process on 127.0.0.1 (its logs kept out of the tests' streams)."""
+    """moto's S3 in its own process on 127.0.0.1 (its logs kept out of the tests' streams);
+    the calling test is skipped where moto's server is not installed."""
+    pytest.importorskip("moto.server", reason="moto[server] (the dev extra) is not installed")
+    pytest.importorskip("flask", reason="moto[server] (the dev extra) is not installed")
     port = free_port()
     env = {**os.environ, **(extra_env or {})}
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",

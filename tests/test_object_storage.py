@@ -2,7 +2,8 @@
 on the loopback interface for the session. Every number must be the one the same files give
 when read from the local disk; every store error must be one line with exit 2.
 
-Skipped where moto (the dev extra's `moto[server]`) is not installed.
+The tests that need the server are skipped where moto (the dev extra's `moto[server]`) is
+not installed; the others (schemes, optional packages, Hugging Face offline) still run.
 """
 
 from __future__ import annotations
@@ -23,12 +24,7 @@ from typer.testing import CliRunner
 from conftest import random_logits, write_run
 from metricdiff import storage
 from metricdiff.cli import app
-
-pytest.importorskip("moto.server", reason="moto[server] is not installed")
-boto3 = pytest.importorskip("boto3")
-
-from s3server import (  # noqa: E402  (only once moto is known to be there)
-    BUCKET, KEY, SECRET, client, free_port, set_store_env, start_moto, stop)
+from s3server import BUCKET, KEY, SECRET, client, free_port, set_store_env, start_moto, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_runs"
@@ -288,6 +284,7 @@ def auth_server(local_runs):
     first three requests, which create a user allowed to do everything and its key), holding
     one run."""
     process, endpoint = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+    import boto3  # moto's own dependency
     try:
         iam = boto3.client("iam", endpoint_url=endpoint, aws_access_key_id=KEY,
                            aws_secret_access_key=SECRET, region_name="us-east-1")
@@ -348,6 +345,24 @@ def test_each_scheme_resolves_to_its_filesystem(monkeypatch):
     pytest.importorskip("huggingface_hub")
     fs, path = storage.resolve("hf://datasets/user/repo/val.parquet")
     assert isinstance(fs, pafs.PyFileSystem) and path == "datasets/user/repo/val.parquet"
+    storage._connections.clear()
+
+
+def test_gcs_without_credentials_is_one_line(monkeypatch):
+    """No credentials: the client asks the instance metadata server for a token, here a closed
+    loopback port (nothing leaves the machine), and gives up after the retry limit."""
+    port = free_port()
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    for name in ("GCE_METADATA_ROOT", "GCE_METADATA_HOST"):
+        monkeypatch.setenv(name, f"127.0.0.1:{port}")
+    monkeypatch.setenv("CLOUD_STORAGE_EMULATOR_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(storage, "GCS_RETRY_SECONDS", 1)
+    storage._connections.clear()
+    start = time.monotonic()
+    err = one_line_error(run_cli("report", "gs://bucket/val.parquet"), "gs://bucket/val.parquet",
+                         "GCS: the credentials were refused or are missing",
+                         "GOOGLE_APPLICATION_CREDENTIALS")
+    assert len(err) < 600 and time.monotonic() - start < 20
     storage._connections.clear()
 
 
