@@ -76,7 +76,8 @@ class RunLayout:
     slice_cols: tuple[str, ...]
     topk: int | None = None  # how many classes a top-k run lists per row
     cluster_col: str | None = None
-    stamps: tuple[tuple[int, ...], ...] = ()  # each file as checked: device, inode, size, mtime
+    # each file as checked: device, inode, size, mtime; in an object store size and ETag
+    stamps: tuple[tuple[int | str, ...], ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -249,9 +250,9 @@ def decoding(path: str, what: str) -> Iterator[None]:
         raise InputError(f"{what} ({_first_line(exc)})", path=path) from None
 
 
-def file_stamp(path: str) -> tuple[int, ...]:
+def file_stamp(path: str) -> tuple[int | str, ...]:
     """What identifies a file's content here: device, inode, size and modification time; in
-    an object store, size and modification time."""
+    an object store, size and ETag (or modification time)."""
     if storage.is_remote(path):
         return storage.stamp(path)
     try:

@@ -206,10 +206,19 @@ def info(uri: str) -> pafs.FileInfo:
         return fs.get_file_info(path)
 
 
-def stamp(uri: str) -> tuple[int, ...]:
-    """What identifies an object's content: its size and modification time (-1 if the store
-    gives none)."""
-    found = info(uri)
+def stamp(uri: str) -> tuple[int | str, ...]:
+    """What identifies an object's content: its size and ETag where the store gives one (S3:
+    a new ETag for every write, unlike a modification time of one-second resolution), else
+    its size and modification time (-1 if the store gives none)."""
+    fs, path = resolve(uri)
+    with store_errors(uri):
+        found = fs.get_file_info(path) if isinstance(fs, pafs.PyFileSystem) else None
+        if found is None:  # one request either way: the open is a HEAD that returns the ETag
+            with fs.open_input_file(path) as handle:
+                etag = handle.metadata().get("ETag")  # keys str, values bytes
+                if etag:
+                    return (handle.size(), etag.decode("utf-8", "replace"))
+            found = fs.get_file_info(path)
     if found.type != pafs.FileType.File:
         raise InputError(f"no such file in {_store(uri)}", path=uri)
     return (found.size, found.mtime_ns if found.mtime_ns is not None else -1)

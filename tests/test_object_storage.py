@@ -234,6 +234,22 @@ def test_an_object_changed_after_its_footer_was_checked_is_refused(s3, local_run
     s3_client.delete_object(Bucket=BUCKET, Key="data/changing.parquet")
 
 
+def test_an_object_rewritten_with_the_same_size_within_the_second_is_refused(s3, local_runs):
+    """The ETag tells two writes apart where the modification time (whole seconds) cannot."""
+    from metricdiff.errors import InputError
+    from metricdiff.io import inspect_run, iter_batches
+    data = bytearray((local_runs / "digits_gnb.parquet").read_bytes())
+    s3_client = client(s3)
+    s3_client.put_object(Bucket=BUCKET, Key="data/same-size.parquet", Body=bytes(data))
+    layout = inspect_run(f"s3://{BUCKET}/data/same-size.parquet")
+    assert isinstance(layout.stamps[0][-1], str)  # the ETag
+    data[100] ^= 0xFF  # a byte in the first data page: the same size, the footer intact
+    s3_client.put_object(Bucket=BUCKET, Key="data/same-size.parquet", Body=bytes(data))
+    with pytest.raises(InputError, match="changed after its footer was checked"):
+        list(iter_batches(layout))
+    s3_client.delete_object(Bucket=BUCKET, Key="data/same-size.parquet")
+
+
 def test_http_urls_are_read_through_fsspec(s3, local_runs):
     """An object served over plain HTTP (moto serves path-style GETs): the https:// route."""
     pytest.importorskip("fsspec")
