@@ -33,7 +33,8 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
     Parameters
     ----------
     run : str or os.PathLike
-        A Parquet file, a folder of Parquet shards, or a glob.
+        A Parquet file, a folder of Parquet shards, or a glob; local, or a URL in object
+        storage (s3://, gs://, abfs://, hf://, https://; see the README).
     by : list of str
         Metadata columns to break the headline metrics down by.
     top_k, ece_bins, worst_classes, noise_batch, seed, class_groups

@@ -111,7 +111,9 @@ HtmlOpt = Annotated[Optional[str], typer.Option(
                     "  metricdiff report run.parquet --label-col target --pred-col scores "
                     "--pred-kind logits --format markdown --output report.md")
 def report(
-    run: Annotated[str, typer.Argument(help="A Parquet file, a folder of shards, or a glob.")],
+    run: Annotated[str, typer.Argument(
+        help="A Parquet file, a folder of shards, or a glob; local, or in object storage "
+             "(s3://, gs://, abfs://, hf://, https://).")],
     output_format: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     name: Annotated[Optional[str], typer.Option(help="Name shown for the run.")] = None,
@@ -238,10 +240,11 @@ def compare(
 
 def split_name(arg: str) -> tuple[str | None, str]:
     """'name=path' -> (name, path); a plain path (or one that exists with '=' in it) gets no
-    name here, and the library names it after its file."""
+    name here, and the library names it after its file. A URL's own '=' (s3://b/run=1/)
+    names nothing: a name holds no '://'."""
     if "=" in arg and not os.path.exists(arg):
         name, path = arg.split("=", 1)
-        if name and path:
+        if name and path and "://" not in name:
             return name, path
     return None, arg
 

@@ -1,7 +1,9 @@
 """Reading runs: find the files, check the schema from the footer, stream column-projected batches.
 
-This is the only module that imports pyarrow. It hands the rest of the program plain numpy
-arrays, validated: labels are class indices in range, predictions are finite logits or
+This and storage.py (runs in object stores) are the only modules that import pyarrow. A run
+path may be local or a URL (s3://, gs://, abfs://, hf://, https://): storage.py resolves a URL
+to a filesystem, and everything after that is the same code. It hands the rest of the program
+plain numpy arrays, validated: labels are class indices in range, predictions are finite logits or
 probabilities that sum to 1, lists are not ragged. Anything else is an InputError that names
 the file, the column and (where it helps) the row, counted from 0 across the whole run.
 """
@@ -21,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import storage
 from .errors import InputError, UsageError
 
 CLASSES_METADATA_KEY = b"metricdiff.classes"
@@ -74,7 +77,8 @@ class RunLayout:
     slice_cols: tuple[str, ...]
     topk: int | None = None  # how many classes a top-k run lists per row
     cluster_col: str | None = None
-    stamps: tuple[tuple[int, ...], ...] = ()  # each file as checked: device, inode, size, mtime
+    # each file as checked: device, inode, size, mtime; in an object store size and ETag
+    stamps: tuple[tuple[int | str, ...], ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -110,8 +114,11 @@ def find_files(path: str) -> list[str]:
     link back to a folder already seen is not followed again (no loop multiplies rows);
     names starting with '.' or '_' (temporary and bookkeeping files) are skipped, and Spark's
     or Dask's `part.parquet/` folders are read like any folder. Only regular files are read:
-    a FIFO, device or socket could block or never end.
+    a FIFO, device or socket could block or never end. In an object store the same rules hold,
+    a prefix being the folder (storage.find_files).
     """
+    if storage.is_remote(path):
+        return storage.find_files(path)
     if os.path.exists(path):
         if not os.path.isdir(path):
             _check_regular(path)
@@ -188,6 +195,8 @@ def input_files(path: str) -> list[str]:
     """The files a run argument would read, as far as they can be found (for checking that no
     output overwrites an input); one that cannot be resolved adds nothing here, and reading
     it reports why."""
+    if storage.is_remote(path):  # no output can be written over an object in a store
+        return []
     try:
         if is_run_folder_pattern(path):
             return [f for folder in find_run_folders(path) for f in find_files(folder)]
@@ -207,7 +216,10 @@ def is_run_folder_pattern(path: str) -> bool:
 def find_run_folders(pattern: str) -> list[str]:
     """The folders a run-folder pattern matches, in natural order (seed2 before seed10), so
     that the i-th run of every group is the i-th seed."""
-    folders = [f for f in glob.glob(pattern) if os.path.isdir(f)]
+    if storage.is_remote(pattern):
+        folders = storage.find_folders(pattern)
+    else:
+        folders = [f for f in glob.glob(pattern) if os.path.isdir(f)]
     if not folders:
         raise InputError("no folder matches this pattern (a pattern ending in '/' names one "
                          "run per matching folder)", path=pattern)
@@ -225,14 +237,17 @@ DECODE_ERRORS = (pa.ArrowException, OSError, ValueError)
 
 @contextmanager
 def decoding(path: str, what: str) -> Iterator[None]:
-    """Turn pyarrow's errors on a damaged file into one InputError naming the file."""
+    """Turn pyarrow's errors on a damaged file into one InputError naming the file; in an
+    object store, errors of the store itself (network, access) are said as such."""
     try:
         yield
-    except PermissionError:
-        raise InputError("cannot read the file: permission denied", path=path) from None
-    except IsADirectoryError:
-        raise InputError("is a folder, expected a Parquet file", path=path) from None
     except DECODE_ERRORS as exc:
+        if storage.is_remote(path) and storage.is_store_error(exc):
+            raise storage.error(path, exc) from None
+        if isinstance(exc, PermissionError):
+            raise InputError("cannot read the file: permission denied", path=path) from None
+        if isinstance(exc, IsADirectoryError):
+            raise InputError("is a folder, expected a Parquet file", path=path) from None
         raise InputError(f"{what} ({_first_line(exc)}){_format_hint(path)}", path=path) from None
 
 
@@ -258,8 +273,11 @@ def _format_hint(path: str) -> str:
             f"{CONVERSIONS[ending].replace('PATH', repr(path))}")
 
 
-def file_stamp(path: str) -> tuple[int, ...]:
-    """What identifies a file's content here: device, inode, size and modification time."""
+def file_stamp(path: str) -> tuple[int | str, ...]:
+    """What identifies a file's content here: device, inode, size and modification time; in
+    an object store, size and ETag (or modification time)."""
+    if storage.is_remote(path):
+        return storage.stamp(path)
     try:
         stat = os.stat(path)
     except OSError as error:
@@ -271,10 +289,12 @@ def open_parquet(path: str, buffer_size: int = 0) -> pq.ParquetFile:
     """Open a file for reading row group by row group. pre_buffer=False: pyarrow's default
     would buffer a row group's column chunks whole, more memory for no speed here. A positive
     buffer_size reads column chunks in pieces of that many bytes, for when only the first
-    rows of a row group are wanted."""
+    rows of a row group are wanted. An object in a store is opened for random access: only the
+    footer and the column chunks read are fetched."""
+    source = storage.open_input(path) if storage.is_remote(path) else path
     with decoding(path, "not a readable Parquet file"):
         # page CRCs are verified where the writer stored them (metricdiff's writer does)
-        parquet_file = pq.ParquetFile(path, page_checksum_verification=True, pre_buffer=False,
+        parquet_file = pq.ParquetFile(source, page_checksum_verification=True, pre_buffer=False,
                                       buffer_size=buffer_size)
         parquet_file.schema_arrow  # decode the schema now, inside the error handling
         return parquet_file
