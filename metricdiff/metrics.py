@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .perexample import PerExample
+from .smoothece import smooth_ece
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ def metric_registry(top_k: int = 5) -> dict[str, MetricInfo]:
         ("temperature", None, "single temperature T minimising NLL of softmax(logits / T)"),
         ("nll_calibrated", False, "mean NLL after dividing logits by the fitted temperature"),
         ("ece_calibrated", False, "ECE after dividing logits by the fitted temperature"),
+        ("smooth_ece", False, "smooth ECE: kernel-smoothed calibration error without bins "
+         "(Blasiok and Nakkiran 2023)"),
         ("rmsce_debiased", False, "root-mean-square calibration error, debiased, equal-mass "
          "bins (Kumar et al. 2019)"),
         ("auroc", True, "AUROC of top-1 confidence for telling right answers from wrong ones"),
@@ -55,7 +58,8 @@ def metric_registry(top_k: int = 5) -> dict[str, MetricInfo]:
 # Metrics that are not a mean of per-example values: their intervals come from the paired
 # bootstrap (paired.py), and a verdict on one needs enough resamples (verdict.py).
 RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated",
-             "rmsce_debiased", "auroc", "aurc", "risk_at_80", "risk_at_90", "risk_at_95")
+             "smooth_ece", "rmsce_debiased", "auroc", "aurc", "risk_at_80", "risk_at_90",
+             "risk_at_95")
 
 
 def metric_directions(top_k: int = 5) -> dict[str, bool | None]:
@@ -467,6 +471,7 @@ def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
         "temperature": temperature,
         "nll_calibrated": float(pe.nll_cal.mean()),
         "ece_calibrated": calibration_error(pe.conf_cal, correct, settings.ece_bins)[0],
+        "smooth_ece": smooth_ece(pe.conf, correct),
         "rmsce_debiased": debiased_rms_calibration_error(pe.conf, correct, settings.ece_bins),
         **selective_prediction(pe.conf, correct),
     }

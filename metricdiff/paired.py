@@ -21,6 +21,7 @@ from scipy import special  # scipy.stats would add a second to every start-up
 from .metrics import (SELECTIVE, MetricSettings, confidence_groups, debiased_rms_from_sums,
                       equal_width_bin, mass_bin_edges, selective_from_sums)
 from .perexample import PerExample
+from .smoothece import SmoothECE
 
 METHOD_T = "paired t"
 METHOD_T_CLUSTERED = "paired t, cluster-robust (CR1)"
@@ -217,6 +218,7 @@ class ResampleView:
         edges = mass_bin_edges(pe.conf, bins)
         self.mass_bin = np.searchsorted(edges, pe.conf)
         self.conf = pe.conf
+        self.smooth = SmoothECE(pe.conf, pe.correct)
         self._lengths = {"bin": bins, "bin_cal": bins, "label": num_classes, "pred": num_classes,
                          "group": groups, "mass_bin": len(edges)}
         self._bincount_keys: dict[tuple[str, int], np.ndarray] = {}
@@ -248,6 +250,8 @@ class ResampleView:
                 f1 = np.where(seen, 2 * hits / (support + predicted), 0.0)
             out["balanced_accuracy"] = recall.sum(axis=1) / present.sum(axis=1)
             out["macro_f1"] = f1.sum(axis=1) / seen.sum(axis=1)
+        if "smooth_ece" in wanted:
+            out["smooth_ece"] = self.smooth.values(weights)
         if "rmsce_debiased" in wanted:
             count = self._sums("mass_bin", weights)
             conf_sum = self._sums("mass_bin", np.multiply(weights, self.conf, out=scratch))

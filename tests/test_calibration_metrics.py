@@ -1,5 +1,6 @@
-"""The debiased calibration error against Kumar et al.'s own package (uncertainty-calibration),
-its resampled form against repeated rows, and its bias by simulation on calibrated data."""
+"""The bin-free and debiased calibration errors against their authors' own packages (relplot
+for the smooth ECE, uncertainty-calibration for Kumar et al.'s estimator), their resampled
+forms against repeated rows, and their tests by simulation."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from metricdiff.metrics import (debiased_rms_calibration_error, debiased_rms_fro
                                 mass_bin_edges)
 from test_paired import paired_bootstrap, per_example
 
+from metricdiff.smoothece import SmoothECE, smooth_ece
+
 calibration = pytest.importorskip("calibration")  # the uncertainty-calibration package
+relplot = pytest.importorskip("relplot")
 
 
 def top_label_probs(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,4 +77,44 @@ def test_same_model_is_rarely_called_different():
                             rng.integers(0, 4, n)) for _ in range(2)]
         result = paired_bootstrap(*runs, 4, {"rmsce_debiased"}, resamples=300, seed=trial)
         calls += result["rmsce_debiased"].p_value < 0.05
+    assert 0.01 <= calls / trials <= 0.10
+
+
+@pytest.mark.parametrize("n", [25, 400, 20_000])
+@pytest.mark.parametrize("shape", ["over", "under", "calibrated", "peaked", "one value"])
+def test_smooth_ece_matches_relplot(n, shape):
+    rng = np.random.default_rng(n)
+    conf = {"over": rng.uniform(0.3, 1, n), "under": rng.uniform(0.1, 0.7, n),
+            "calibrated": rng.random(n), "peaked": rng.uniform(0.97, 1, n),
+            "one value": np.full(n, 0.8)}[shape]
+    truth = {"over": conf ** 2, "under": np.sqrt(conf)}.get(shape, conf)
+    correct = rng.random(n) < truth
+    assert smooth_ece(conf, correct) == pytest.approx(relplot.smECE(conf, correct), rel=1e-9,
+                                                      abs=1e-15)
+
+
+def test_smooth_ece_weights_act_as_repeated_rows():
+    rng = np.random.default_rng(8)
+    n = 300
+    conf = rng.uniform(0.4, 1, n)
+    correct = rng.random(n) < conf ** 1.5
+    weights = rng.poisson(1.0, (5, n)).astype(np.float64)
+    resampled = SmoothECE(conf, correct).values(weights)
+    for row in range(5):
+        repeat = np.repeat(np.arange(n), weights[row].astype(int))
+        assert resampled[row] == pytest.approx(relplot.smECE(conf[repeat], correct[repeat]),
+                                               rel=1e-9)
+
+
+def test_smooth_ece_of_one_model_is_rarely_called_different():
+    """Two runs of one model (the same right and wrong answers, independent confidence
+    noise): the paired bootstrap calls them different about 5% of the time."""
+    rng = np.random.default_rng(9)
+    calls, trials, n = 0, 120, 400
+    for trial in range(trials):
+        correct = rng.random(n) < 0.75
+        runs = [per_example(correct, np.where(correct, rng.beta(4, 1, n), rng.beta(2, 1, n)),
+                            rng.integers(0, 4, n)) for _ in range(2)]
+        result = paired_bootstrap(*runs, 4, {"smooth_ece"}, resamples=100, seed=trial)
+        calls += result["smooth_ece"].p_value < 0.05
     assert 0.01 <= calls / trials <= 0.10

@@ -111,6 +111,7 @@ MEANINGS = {
     "temperature": "T minimising the NLL of softmax(logits / T)",
     "nll_calibrated": "NLL after dividing logits by T",
     "ece_calibrated": "ECE after dividing logits by T",
+    "smooth_ece": "calibration error without bins (kernel-smoothed)",
     "rmsce_debiased": "RMS calibration error, sampling bias removed",
     "auroc": "confidence ranks right answers above wrong ones",
     "aurc": "mean error rate over every confidence cut-off",
