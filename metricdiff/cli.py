@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from . import __version__
 from .errors import MetricdiffError, UsageError
@@ -39,6 +40,32 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: no markup to eat "[plots]", no rich import
 )
+
+
+class _Command(TyperCommand):
+    """Help as a well-kept command line writes it: the usage names the arguments by their
+    metavar (`compare [OPTIONS] BASELINE CANDIDATE...`), and options and arguments are
+    listed without type labels (`<list[str]>`): each metavar says what to give."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [self.options_metavar or "[OPTIONS]"] + [
+            param.metavar or (param.name or "").upper()
+            for param in self.get_params(ctx) if param.param_type_name == "argument"]
+
+    def format_options(self, ctx, formatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {"Arguments": [], "Options": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                sections["Arguments"].append((param.metavar or record[0], record[1]))
+            else:
+                sections["Options"].append(record)
+        for title, records in sections.items():
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
 
 
 class OutputFormat(str, Enum):
@@ -123,7 +150,7 @@ def _check_view(precision: int, metrics: str | None, top_k: int) -> list[str] | 
     return parse_metrics(metrics, list(metric_directions(top_k)))
 
 
-@app.command(short_help="Measure one run: loss, accuracy, calibration, breakdowns.",
+@app.command(cls=_Command, short_help="Measure one run: loss, accuracy, calibration, breakdowns.",
              epilog="\b\nExamples:\n"
                     "  metricdiff report sample_runs/featA_hpB.parquet\n"
                     "  metricdiff report runs/val/ --by source --format json | jq .metrics\n"
@@ -186,7 +213,7 @@ class FailOn(str, Enum):
     not_better = "not-better"
 
 
-@app.command(short_help="Compare runs with a baseline: deltas, intervals, a verdict.",
+@app.command(cls=_Command, short_help="Compare runs with a baseline: deltas, intervals, a verdict.",
              epilog="\b\nExit codes: 0 compared and --fail-on did not trigger; 1 it triggered;\n"
                     "2 usage or input error; 3 internal error.\n\n"
                     "\b\nExamples:\n"

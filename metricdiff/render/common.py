@@ -170,7 +170,7 @@ def _get(mapping, *keys):
     return mapping
 
 
-def shown(report: dict, name: str) -> bool:
+def is_shown(report: dict, name: str) -> bool:
     """True when metric ``name`` is to be shown: every metric, unless ``--metrics`` chose
     some (``settings.metrics``); the count ``n`` always."""
     chosen = _get(report, "settings", "metrics")
@@ -225,7 +225,7 @@ def headline_grid(report: dict, missing: str = DASH) -> Grid:
     unavailable = report.get("unavailable") or {}
     rows = []
     for name, value in metrics.items():
-        if name == "n" or not shown(report, name):
+        if name == "n" or not is_shown(report, name):
             continue
         better = _direction_word(directions.get(name))
         text = meaning(name)
@@ -240,7 +240,7 @@ def headline_grid(report: dict, missing: str = DASH) -> Grid:
 def calibration_line(report: dict, missing: str = DASH) -> Cell | None:
     """The temperature-scaling verdict in one plain sentence; None when ``--metrics`` left
     out the temperature."""
-    if not shown(report, "temperature"):
+    if not is_shown(report, "temperature"):
         return None
     metrics: dict[str, Any] = report.get("metrics") or {}
     t = number(metrics.get("temperature"))
@@ -381,7 +381,7 @@ def slice_sections(report: dict, missing: str = DASH) -> list[Section]:
             note = f"the {fmt_int(shown)} largest of {fmt_int(values)} values"
         else:
             note = f"{fmt_int(len(rows_in))} value{'s' if len(rows_in) != 1 else ''}"
-        metrics = [(key, header) for key, header in SLICE_METRICS if shown(report, key)]
+        metrics = [(key, header) for key, header in SLICE_METRICS if is_shown(report, key)]
         rows = [[str(r.get("value")), fmt_int(r.get("n"), missing),
                  *(fmt_metric(r.get(key), missing) for key, _ in metrics)] for r in rows_in]
         sections.append(Section(
@@ -401,7 +401,7 @@ def noise_section(report: dict, missing: str = DASH) -> Section:
         return Section(title, intro=[Cell(f"too few rows for two batches of {b}", "dim")])
     rows = []
     for key, label in (("accuracy", "accuracy"), ("nll", "NLL")):
-        if not shown(report, key):
+        if not is_shown(report, key):
             continue
         part = floor.get(key) or {}
         rows.append([label, fmt_metric(part.get("std"), missing),
@@ -685,7 +685,7 @@ def compare_headline_metrics(report: dict) -> list[str]:
     primary = _primary(report)
     if primary in known:
         names = [primary] + [n for n in names if n != primary]
-    return [n for n in names if shown(report, n)]
+    return [n for n in names if is_shown(report, n)]
 
 
 def runs_grid(report: dict, missing: str = DASH) -> Grid:
@@ -843,7 +843,7 @@ def delta_grid(comparison: dict, report: dict, missing: str = DASH,
         names = ([primary] if primary in deltas else []) + [n for n in deltas if n != primary]
     else:
         names = [n for n in metrics if n in deltas]
-    names = [n for n in names if shown(report, n)]
+    names = [n for n in names if is_shown(report, n)]
     rows = []
     for name in names:
         d = deltas.get(name) or {}

@@ -1,7 +1,7 @@
 """``--metrics``: a document (``to_dict()``) narrowed to the metrics a user asked for.
 
 The same narrowed document goes to every format. Renderers show only the chosen metrics
-(``common.shown`` reads ``settings.metrics``); the JSON loses every unchosen metric the
+(``common.is_shown`` reads ``settings.metrics``); the JSON loses every unchosen metric the
 schema lets it lose. Keys the schema of version 1.1 requires stay: a report's ``metrics``
 (every base metric) and each compared run's ``n``, ``nll`` and ``accuracy``. The verdict is
 never narrowed: it is about the primary metric, whatever was chosen.
