@@ -547,6 +547,9 @@ def main() -> None:
     except Exception as error:
         if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
             raise  # not the option parser's: _run_guarded already reported ours
+        if type(error).__name__ == "NoArgsIsHelpError":  # `metricdiff` alone: the help
+            sys.stderr.write(error.format_message() + "\n")
+            sys.exit(EXIT_INPUT_ERROR)
         message = " ".join(error.format_message().split())
         if getattr(error, "exit_code", 2) == 0:  # --help with no arguments, say
             sys.exit(0)
