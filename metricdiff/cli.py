@@ -11,6 +11,7 @@ import os
 import re
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -358,14 +359,15 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+@dataclass
 class View:
     """How a document is shown: the format, the metrics chosen (None: all), the digits of a
     metric value, and (compare) the one-line-per-candidate summary instead of everything."""
 
-    def __init__(self, output_format: OutputFormat, metrics: list[str] | None = None,
-                 precision: int = 4, summary: bool = False):
-        self.format, self.metrics, self.precision, self.summary = (output_format, metrics,
-                                                                    precision, summary)
+    format: OutputFormat
+    metrics: list[str] | None = None
+    precision: int = 4
+    summary: bool = False
 
 
 def _emit(document: dict, view: View, output: str | None, html: str | None = None) -> None:

@@ -110,6 +110,24 @@ def test_a_tiny_columns_is_raised_to_the_minimum():
         del os.environ["COLUMNS"]
 
 
+def test_fit_cuts_text_and_drops_columns_but_never_numbers():
+    from metricdiff.render.common import Cell, Grid
+    from metricdiff.render.format import fit, grid_width
+
+    rows = [[Cell("a rather long class name number 1"), Cell("12,345"), Cell("0.123456"),
+             Cell("-0.5000"), Cell("a long explanation of the row")]]
+    grid = Grid(["class", "support", "value", "delta", "meaning"],
+                ["left", "right", "right", "right", "left"], rows, optional=("support",))
+    for width in (100, 70, 50, 40):
+        fitted = fit(grid, width, gap=2)
+        assert grid_width(fitted.grid, 2) <= width
+        kept = dict(zip(fitted.grid.columns, fitted.grid.rows[0]))
+        for header, text in (("value", "0.123456"), ("delta", "-0.5000")):
+            assert kept[header].text == text  # numbers whole
+    assert fit(grid, 100, 2).dropped == []
+    assert fit(grid, 50, 2).dropped[0] == "support"  # the optional column goes first
+
+
 # ----------------------------------------------------------------------------- --summary
 
 def test_summary_is_one_line_per_candidate():

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from .common import (DASH, TITLE_CALIBRATION, TITLE_WARNINGS, Cell, Grid, Section,
                      calibration_line, headline_grid, sections, title_line, warnings_of)
-from .format import Fitted, column_widths, fit, left_out_note
+from .format import column_widths, fit, left_out_note
 
 STYLES = {"bad": "red", "warn": "yellow", "good": "green", "dim": "dim", "strong": "bold"}
 INDENT = 2
@@ -43,12 +43,11 @@ def _escaped(grid: Grid) -> Grid:
     return replace(grid, rows=rows)
 
 
-def _table(grid: Grid, width: int | None = None) -> tuple[Table, list[str]]:
+def _table(grid: Grid, width: int) -> tuple[Table, list[str]]:
     """The grid as a table of at most ``width`` characters (``format.fit``: shorter headers
     and text, optional columns left out; numbers never cut) and the columns left out. Every
     column is exactly as wide as its widest cell, so rich never wraps or crops a row."""
-    fitted = fit(_escaped(grid), width, COLUMN_GAP) if width is not None \
-        else Fitted(_escaped(grid), [])
+    fitted = fit(_escaped(grid), width, COLUMN_GAP)
     grid = fitted.grid
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0),
                   header_style="bold")
