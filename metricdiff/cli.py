@@ -535,7 +535,7 @@ def main() -> None:
     """The console entry point: the parser's own usage errors become one line too."""
     _survive_any_encoding()
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="metricdiff")
     except SystemExit as stop:
         # typer ends with 1 when stdout closes under the help or version text (`-h | head
         # -1`); a reader that stopped early is not an error there either

@@ -707,7 +707,7 @@ def runs_grid(report: dict, missing: str = DASH) -> Grid:
                     + [Cell(fmt_metric(v, missing), "strong" if v == best else None)
                        for v in values])
     return Grid(["metric", "better", *headers], ["left", "left"] + ["right"] * len(runs),
-                rows)
+                rows, optional=("better",))
 
 
 def grouped(report: dict) -> bool:
@@ -736,7 +736,7 @@ def groups_grid(report: dict, missing: str = DASH) -> Grid:
             cells.append(Cell(text + (f" ± {fmt_metric(sd)}" if not is_missing(sd) else "")))
         rows.append([Cell(name), Cell(_direction_word(directions.get(name)), "dim"), *cells])
     return Grid(["metric", "better", *headers], ["left", "left"] + ["right"] * len(groups),
-                rows)
+                rows, optional=("better",))
 
 
 def noise_line(comparison: dict) -> Cell:
