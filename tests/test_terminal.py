@@ -182,6 +182,8 @@ def test_metrics_filter_the_terminal_report():
     after = result.stdout.split("Slices by source")[1].splitlines()
     header = next(line for line in after if line.strip().startswith("source"))
     assert "mean conf" not in header and "ECE" in header and "NLL" in header
+    markdown = run_cli("report", FEAT[2], "--metrics", CHOSEN, "-f", "markdown").stdout
+    assert "`ece`" in markdown and "`brier`" not in markdown and "`mce`" not in markdown
 
 
 def test_metrics_filter_the_terminal_and_markdown_comparison():
