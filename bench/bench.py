@@ -33,7 +33,8 @@ from spec import RunSpec  # bench/ is on sys.path when run as a script
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
-MEASUREMENTS = ("floor", "naive", "report", "compare3", "scaling", "wide", "long", "groups")
+MEASUREMENTS = ("floor", "naive", "report", "compare3", "scaling", "wide", "long", "groups",
+                "startup")
 
 # Targets from the issue.
 REPORT_MAX_FLOOR_RATIO = 1.3
@@ -43,6 +44,11 @@ PEAK_FLATNESS = 0.10  # the larger run's peak within 10% of the smaller one's
 COMPARE3_MAX_FLOOR_RATIO = 1.3
 LONG_COMPARE_MAX_FLOOR_RATIO = 2.0
 GROUP_COMPARE_MAX_FLOOR_RATIO = 1.2  # the target of the engine issue (#15); informative here
+# Start-up (the terminal issue): `--version` and `-h` answer at interpreter speed, i.e. they
+# import the command line (typer) and nothing numeric. Measured against `python -c pass`.
+STARTUP_MAX_BASELINE_RATIO = 5.0  # typer alone costs about 2x; numpy alone about 5x
+STARTUP_REPEAT = 15  # each start-up command is short: more runs for a stable median
+TINY_RUN = RunSpec(200, 10, seed=7)  # the tiny run of the start-up measurement
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -79,6 +85,7 @@ class Runs:
     wide: RunSpec
     long_pair: tuple[RunSpec, RunSpec]
     groups: tuple[RunSpec, ...]  # the baseline group's runs, then the candidate group's
+    tiny: RunSpec = TINY_RUN  # the same at every size: start-up is about imports, not data
 
     @classmethod
     def from_sizes(cls, s: Sizes) -> "Runs":
@@ -221,9 +228,10 @@ class Bench:
         progress(f"  wrote     {shown_path(path)} ({size_text(spec)}) in {child.wall:.1f} s, "
                  f"peak {child.peak_mib:,.0f} MiB")
 
-    def measure(self, *commands: Command) -> list[Measurement]:
+    def measure(self, *commands: Command, repeat: int | None = None) -> list[Measurement]:
         """Measure the commands in turns (a, b, a, b, ...), so that a command and its floor see
-        the same load on the machine; a command measured before is not run again."""
+        the same load on the machine; a command measured before is not run again. ``repeat``
+        overrides --repeat (short commands need more runs)."""
         results, pending = [], []
         for command in commands:
             key = tuple(command.argv)
@@ -231,7 +239,7 @@ class Bench:
                 self.measured[key] = Measurement(command=command.argv)
                 pending.append((command.label, self.measured[key]))
             results.append(self.measured[key])
-        for i in range(self.repeat):
+        for i in range(repeat or self.repeat):
             for label, m in pending:
                 if m.ok or not m.exit_codes:  # repeating a failure (say, out of memory) is futile
                     self.run_once(label, m, i)
@@ -271,6 +279,16 @@ class Bench:
                        [sys.executable, "-m", "metricdiff", "compare",
                         *(self.path(s) for s in specs), "--format", "json"])
 
+
+    def startup(self) -> list[Command]:
+        """The baseline (the interpreter starting and stopping), then `--version`, `-h` and
+        the table report of a tiny run, as a user's shell starts them (stdout to /dev/null)."""
+        metricdiff = [sys.executable, "-m", "metricdiff"]
+        return [Command("python -c pass", [sys.executable, "-c", "pass"]),
+                Command("metricdiff --version", metricdiff + ["--version"]),
+                Command("metricdiff -h", metricdiff + ["-h"]),
+                Command(f"report {size_text(self.runs.tiny)}",
+                        metricdiff + ["report", self.path(self.runs.tiny)])]
 
     def compare_groups(self, specs: list[RunSpec]) -> Command:
         """The first half of the runs as group `a`, the second as group `b`."""
@@ -417,6 +435,29 @@ def groups_row(b: Bench) -> Row:
                            GROUP_COMPARE_MAX_FLOOR_RATIO)
 
 
+def startup_rows(b: Bench) -> list[Row]:
+    """`python -c pass`, then each start-up command as a ratio to it."""
+    commands = b.startup()
+    baseline, *measured = b.measure(*commands, repeat=max(b.repeat, STARTUP_REPEAT))
+    rows = [measured_row("start-up: python -c pass", "—", baseline, "1.00 (the baseline)",
+                         result="" if baseline.ok else f"FAILED ({baseline.failure()})")]
+    for command, m in zip(commands[1:], measured):
+        value = ratio(m, baseline)
+        text = f"{value:.2f}× python -c pass" if value is not None else "—"
+        if command.argv[-1] in ("--version", "-h"):
+            rows.append(measured_row(f"start-up: `{command.label}`", "—", m, text,
+                                     target=f"≤ {STARTUP_MAX_BASELINE_RATIO:g}× python -c pass",
+                                     result=verdict(value is not None and
+                                                    value <= STARTUP_MAX_BASELINE_RATIO,
+                                                    m, baseline), value=value))
+        else:
+            rows.append(measured_row(f"start-up: `{command.label.split()[0]}` of a tiny run",
+                                     size_text(b.runs.tiny), m, text,
+                                     target="completes (exit 0)", result=verdict(True, m),
+                                     value=value))
+    return rows
+
+
 # Table rows in display order, and which rows each --only name asks for. A row measures what
 # it needs itself (the report row also runs the floor), and a row shared by several names is
 # shown once.
@@ -433,9 +474,10 @@ ROWS = {
     "long": long_row,
     "floor_groups": lambda b: floor_row(b, list(b.runs.groups)),
     "groups": groups_row,
+    "startup": startup_rows,
 }
 # naive measures the floor, report and naive in turns; report and scaling then reuse them.
-BUILD_ORDER = ["naive", "report", "scaling", "compare3", "wide", "long", "groups",
+BUILD_ORDER = ["startup", "naive", "report", "scaling", "compare3", "wide", "long", "groups",
                "floor_main", "floor_compare3", "floor_wide", "floor_long", "floor_groups"]
 ROWS_OF = {
     "floor": ["floor_main"],
@@ -446,6 +488,7 @@ ROWS_OF = {
     "wide": ["floor_wide", "wide"],
     "long": ["floor_long", "long"],
     "groups": ["floor_groups", "groups"],
+    "startup": ["startup"],
 }
 
 
@@ -604,7 +647,11 @@ def build_rows(bench: Bench, names: list[str]) -> list[Row]:
     ratios compare runs made at the same time."""
     order = [name for name in BUILD_ORDER if name in names]
     built = {name: ROWS[name](bench) for name in order}
-    return [built[name] for name in names]
+    rows: list[Row] = []
+    for name in names:  # the start-up measurement is several rows
+        row = built[name]
+        rows += row if isinstance(row, list) else [row]
+    return rows
 
 
 @dataclass
@@ -618,7 +665,8 @@ class Totals:
 
 
 def footnote(args: argparse.Namespace, totals: Totals) -> str:
-    text = (f"Each command ran {args.repeat} time(s), each in its own process. Total "
+    text = (f"Each command ran {args.repeat} time(s) (start-up commands "
+            f"{max(args.repeat, STARTUP_REPEAT)}), each in its own process. Total "
             f"{totals.seconds:.0f} s, of which {totals.generation_seconds:.0f} s writing input "
             f"runs. Load average (1 min) {totals.load_before:.2f} at the start, at most "
             f"{totals.load_max:.2f} after a command. Peak memory of the benchmark process "

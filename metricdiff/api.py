@@ -56,9 +56,9 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
     >>> result.to_pandas("slices")["value"].tolist()
     ['light', 'heavy']
     """
-    _check_options(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
-                   noise_batch=noise_batch, seed=seed, prob_tolerance=prob_tolerance,
-                   min_prob=min_prob)
+    check_options(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
+                  noise_batch=noise_batch, seed=seed, prob_tolerance=prob_tolerance,
+                  min_prob=min_prob)
     settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
                               noise_batch=noise_batch, seed=seed,
                               class_groups=_check_groups(class_groups))
@@ -92,10 +92,11 @@ OPTION_RANGES = {
     "top": ("--top", True, 0, 1_000_000),
     "prob_tolerance": ("--prob-tolerance", False, 0.0, 0.5),
     "min_prob": ("--min-prob", False, 1e-300, 0.1),  # and below 1/K: checked on reading
+    "precision": ("--precision", True, 1, 12),  # digits shown; the CLI checks it here too
 }
 
 
-def _check_options(**values) -> None:
+def check_options(**values) -> None:
     """Each numeric option is a number of the right kind, finite and within its range; named
     as the CLI spells it, since most people meet these messages there."""
     for key, value in values.items():
@@ -188,8 +189,8 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     """
     paths, names = _runs_and_names(baseline, candidates, names)
     groups, run_names = _groups(paths, names)
-    _check_options(top_k=top_k, ece_bins=ece_bins, seed=seed, resamples=resamples, top=top,
-                   prob_tolerance=prob_tolerance, min_prob=min_prob)
+    check_options(top_k=top_k, ece_bins=ece_bins, seed=seed, resamples=resamples, top=top,
+                  prob_tolerance=prob_tolerance, min_prob=min_prob)
     metric_settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, seed=seed,
                                      class_groups=_check_groups(class_groups))
     # a mistyped setting is reported before minutes of reading, not after

@@ -17,10 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
+COLUMNS = re.compile(r"^COLUMNS=(\d+) ")
+
+
 def console_commands() -> list[str]:
+    """Every `$ metricdiff ...` line of a console block, with its `COLUMNS=N ` prefix if any."""
     blocks = re.findall(r"```console\n(.*?)```", README, flags=re.S)
     return [line[2:] for block in blocks for line in block.splitlines()
-            if line.startswith("$ metricdiff ")]
+            if COLUMNS.sub("", line[2:]).startswith("metricdiff ")]
 
 
 def test_readme_names_the_two_setup_commands_and_the_makefile_has_them():
@@ -34,15 +38,31 @@ def test_readme_names_the_two_setup_commands_and_the_makefile_has_them():
 def test_the_demo_target_runs_a_readme_command():
     demo = re.search(r"^demo:.*\n\t(.*)$", (ROOT / "Makefile").read_text(), flags=re.M).group(1)
     command = demo.split("metricdiff ", 1)[1]
-    assert f"metricdiff {command}" in console_commands()
+    assert f"metricdiff {command}" in [COLUMNS.sub("", c) for c in console_commands()]
+
+
+def shown_output(command: str) -> list[str]:
+    """The ```text blocks between the console block of `command` and the next console block:
+    the output the README shows for it."""
+    after = README.split(f"$ {command}\n", 1)[1]
+    return re.findall(r"```text\n(.*?)```", after.split("```console", 1)[0], flags=re.S)
 
 
 @pytest.mark.parametrize("command", console_commands())
 def test_readme_command_runs(command, monkeypatch):
+    """Each command runs; with `COLUMNS=N` its output is shown as it really prints at that
+    width (each block shown is a part of it, line for line)."""
     monkeypatch.chdir(ROOT)
-    result = CliRunner().invoke(app, shlex.split(command)[1:])
+    width = COLUMNS.match(command)
+    env = {"COLUMNS": width.group(1)} if width else {}
+    result = CliRunner(env=env).invoke(app, shlex.split(COLUMNS.sub("", command))[1:])
     assert result.exit_code == 0, (command, result.stderr)
     assert result.stdout.strip()
+    if width:
+        blocks = shown_output(command)
+        assert blocks
+        for block in blocks:
+            assert block in result.stdout, (command, block[:200])
 
 
 class FakeTensor:

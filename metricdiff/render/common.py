@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .format import digits
+
 DASH = "—"  # the terminal's marker for an undefined value
 
 # ----------------------------------------------------------------------------- formatting
@@ -35,16 +37,18 @@ def number(value) -> float | None:
 
 
 def fmt_metric(value, missing: str = DASH) -> str:
-    """A metric value: 4 decimals (3.7887, 0.1290); tiny non-zero values keep 3 significant
-    digits (4.12e-05) instead of collapsing to 0.0000; integers stay integers."""
+    """A metric value with ``digits()`` decimals (4 by default, ``--precision``: 3.7887,
+    0.1290); tiny non-zero values keep 3 significant digits (4.12e-05) instead of collapsing
+    to 0.0000; integers stay integers."""
     if is_missing(value):
         return missing
     if isinstance(value, numbers.Integral):
         return fmt_int(value)
-    if value != 0 and abs(value) < 5e-5:
+    places = digits()
+    if value != 0 and abs(value) < 0.5 * 10 ** -places:
         return f"{value:.3g}"
-    text = f"{value:.4f}"
-    return "0.0000" if text == "-0.0000" else text
+    text = f"{value:.{places}f}"
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
 
 def fmt_pct(share, missing: str = DASH, digits: int = 1) -> str:
@@ -149,6 +153,7 @@ class Grid:
     align: list[str]  # "left" or "right" per column
     rows: list[list[Cell]] = field(default_factory=list)
     column_styles: list[str | None] | None = None
+    optional: tuple[str, ...] = ()  # headers a narrow console may leave out, first first
 
 
 @dataclass
@@ -172,14 +177,23 @@ def _get(mapping, *keys):
     return mapping
 
 
+def is_shown(report: dict, name: str) -> bool:
+    """True when metric ``name`` is to be shown: every metric, unless ``--metrics`` chose
+    some (``settings.metrics``); the count ``n`` always."""
+    chosen = _get(report, "settings", "metrics")
+    return not isinstance(chosen, list) or name in chosen or name == "n"
+
+
 def _cell(value) -> Cell:
     return value if isinstance(value, Cell) else Cell(str(value))
 
 
-def _grid(columns: list[str], rows: list[list], styles: list[str | None] | None = None) -> Grid:
-    """The first column is a label (left-aligned), the others are numbers (right-aligned)."""
+def _grid(columns: list[str], rows: list[list], styles: list[str | None] | None = None,
+          optional: tuple[str, ...] = ()) -> Grid:
+    """The first column is a label (left-aligned), the others are numbers (right-aligned);
+    ``optional`` columns may be left out on a narrow console, first first."""
     align = ["left"] + ["right"] * (len(columns) - 1)
-    return Grid(columns, align, [[_cell(v) for v in row] for row in rows], styles)
+    return Grid(columns, align, [[_cell(v) for v in row] for row in rows], styles, optional)
 
 
 def meaning(name: str) -> str:
@@ -219,7 +233,7 @@ def headline_grid(report: dict, missing: str = DASH) -> Grid:
     unavailable = report.get("unavailable") or {}
     rows = []
     for name, value in metrics.items():
-        if name == "n":
+        if name == "n" or not is_shown(report, name):
             continue
         better = _direction_word(directions.get(name))
         text = meaning(name)
@@ -231,8 +245,11 @@ def headline_grid(report: dict, missing: str = DASH) -> Grid:
                 [[_cell(v) for v in row] for row in rows], [None, "strong", "dim", "dim"])
 
 
-def calibration_line(report: dict, missing: str = DASH) -> Cell:
-    """The temperature-scaling verdict in one plain sentence."""
+def calibration_line(report: dict, missing: str = DASH) -> Cell | None:
+    """The temperature-scaling verdict in one plain sentence; None when ``--metrics`` left
+    out the temperature."""
+    if not is_shown(report, "temperature"):
+        return None
     metrics: dict[str, Any] = report.get("metrics") or {}
     t = number(metrics.get("temperature"))
     nll, nll_cal = number(metrics.get("nll")), number(metrics.get("nll_calibrated"))
@@ -306,7 +323,7 @@ def reliability_section(report: dict, missing: str = DASH) -> Section:
                   "(> 0: over-confident)", "dim")]
     return Section(TITLE_RELIABILITY, intro=intro,
                    grid=_grid(["confidence", "examples", "accuracy", "mean conf", "gap",
-                               "NLL share"], rows),
+                               "NLL share"], rows, optional=("NLL share", "mean conf")),
                    note=f"{len(rows)} non-empty of {len(bins)} bins", long=True)
 
 
@@ -325,7 +342,8 @@ def groups_section(report: dict, missing: str = DASH) -> Section:
              fmt_pct(g.get("nll_share"), missing)] for g in groups]
     return Section(TITLE_GROUPS, intro=intro,
                    grid=_grid(["group", "classes", "examples", "% examples", "% predicted",
-                               "accuracy", "mean NLL", "% errors", "% NLL"], rows))
+                               "accuracy", "mean NLL", "% errors", "% NLL"], rows,
+                              optional=("% errors", "% NLL", "classes", "% examples")))
 
 
 def _class_label(row: dict) -> str:
@@ -355,11 +373,15 @@ def classes_section(report: dict, missing: str = DASH) -> Section:
                      fmt_metric(r.get("nll"), missing)])
     return Section(TITLE_CLASSES,
                    grid=_grid(["class", "support", "predicted", "errors", "recall", "precision",
-                               "F1", "mean NLL"], rows),
+                               "F1", "mean NLL"], rows,
+                              optional=("precision", "F1", "predicted", "errors")),
                    note=f"{shown}, {order}" if order else shown, long=True)
 
 
 LONG_SLICE = 10  # markdown folds slice tables with more rows than this
+# The metrics of a slice table: key in the report, column header.
+SLICE_METRICS = (("accuracy", "accuracy"), ("nll", "NLL"), ("ece", "ECE"),
+                 ("mean_confidence", "mean conf"), ("overconfidence", "overconfidence"))
 
 
 def slice_sections(report: dict, missing: str = DASH) -> list[Section]:
@@ -372,14 +394,13 @@ def slice_sections(report: dict, missing: str = DASH) -> list[Section]:
             note = f"the {fmt_int(shown)} largest of {fmt_int(values)} values"
         else:
             note = f"{fmt_int(len(rows_in))} value{'s' if len(rows_in) != 1 else ''}"
+        metrics = [(key, header) for key, header in SLICE_METRICS if is_shown(report, key)]
         rows = [[str(r.get("value")), fmt_int(r.get("n"), missing),
-                 fmt_metric(r.get("accuracy"), missing), fmt_metric(r.get("nll"), missing),
-                 fmt_metric(r.get("ece"), missing), fmt_metric(r.get("mean_confidence"), missing),
-                 fmt_metric(r.get("overconfidence"), missing)] for r in rows_in]
+                 *(fmt_metric(r.get(key), missing) for key, _ in metrics)] for r in rows_in]
         sections.append(Section(
             TITLE_SLICES.format(column=column),
-            grid=_grid([str(column), "n", "accuracy", "NLL", "ECE", "mean conf",
-                        "overconfidence"], rows),
+            grid=_grid([str(column), "n", *(header for _, header in metrics)], rows,
+                       optional=("overconfidence", "mean conf")),
             note=note, long=len(rows) > LONG_SLICE))
     return sections
 
@@ -393,6 +414,8 @@ def noise_section(report: dict, missing: str = DASH) -> Section:
         return Section(title, intro=[Cell(f"too few rows for two batches of {b}", "dim")])
     rows = []
     for key, label in (("accuracy", "accuracy"), ("nll", "NLL")):
+        if not is_shown(report, key):
+            continue
         part = floor.get(key) or {}
         rows.append([label, fmt_metric(part.get("std"), missing),
                      fmt_metric(part.get("expected_std"), missing),
@@ -427,6 +450,7 @@ def warnings_of(report: dict) -> list[str]:
 # plain-text grids and sections; ``compare_table.py`` and ``compare_markdown.py`` lay them out.
 
 TITLE_RUNS = "Runs"
+TITLE_VERDICT = "Verdict"
 TITLE_GROUPS_RUNS = "Groups (mean ± seed-to-seed sd over each group's runs)"
 TITLE_SEED_NOISE = "Seed noise floor: how different two runs of {group} are"
 TITLE_DELTAS = "Metric changes"
@@ -457,7 +481,7 @@ def fmt_p(p, missing: str = DASH) -> str:
 def fmt_signed(value, missing: str = DASH) -> str:
     """A change of a metric, always signed: '+0.0486', '-0.1877', '0.0000'."""
     text = fmt_metric(value, missing)
-    if is_missing(value) or value <= 0 or text == "0.0000":
+    if is_missing(value) or value <= 0 or not text.strip("0."):
         return text
     return "+" + text
 
@@ -541,6 +565,51 @@ def verdict_grid(report: dict) -> Grid:
         if caveat is not None:
             rows.append([Cell(""), Cell(""), caveat])
     return Grid(["candidate", "decision", "reason"], ["left", "left", "left"], rows)
+
+
+# Short names of headline metrics where a line has little room (the --summary marks).
+SHORT_NAMES = {"accuracy": "acc", "nll_calibrated": "nll_cal", "balanced_accuracy": "bal_acc",
+               "mean_confidence": "conf", "ece_calibrated": "ece_cal"}
+MARK_BETTER, MARK_WORSE = "✓", "✗"
+
+
+def significant_marks(comparison: dict, report: dict) -> str:
+    """'✓brier ✓ece ✗acc ✗top5': the headline metrics (as --metrics chose them) other than the
+    primary whose change is significant, ✓ better and ✗ worse; '' when none."""
+    deltas = comparison.get("deltas") or {}
+    primary = _primary(report, comparison)
+    marks = []
+    for name in compare_headline_metrics(report):
+        d = deltas.get(name) or {}
+        if name != primary and d.get("significant") is True and d.get("change") in DECISION_STYLES:
+            mark = MARK_BETTER if d["change"] == "better" else MARK_WORSE
+            short = SHORT_NAMES.get(name) or (name.replace("_accuracy", "")
+                                              if _TOPK.fullmatch(name) else name)
+            marks.append(mark + short)
+    return " ".join(marks)
+
+
+def summary_grid(report: dict, missing: str = DASH) -> Grid:
+    """One line per candidate: verdict, the primary metric's change with its interval (p
+    Holm-adjusted when there are several candidates), the other headline metrics that changed
+    significantly. Read from the verdict, so the primary metric is there whatever --metrics
+    chose. (The noise sources, the same for every candidate, are one line under it.)"""
+    rows = []
+    for comparison in comparisons_of(report):
+        verdict = comparison.get("verdict") or {}
+        candidate = verdict.get("candidate") or comparison.get("candidate") or "candidate"
+        change = fmt_signed(verdict.get("delta"), missing)
+        interval = fmt_ci(verdict.get("ci_low"), verdict.get("ci_high"), missing)
+        p = verdict.get("p_value_adjusted", verdict.get("p_value"))
+        rows.append([Cell(str(candidate), "strong"), decision_cell(verdict.get("decision")),
+                     Cell(f"{change} {interval}" if interval != missing else change),
+                     Cell(fmt_p(p, missing)),
+                     Cell(significant_marks(comparison, report))])
+    level = _get(report, "settings", "ci_level")
+    ci = f"{level * 100:g}% CI" if not is_missing(level) else "CI"
+    return Grid(["candidate", "verdict", f"{_primary(report)} change [{ci}]", "p",
+                 "significant"], ["left", "left", "right", "right", "left"], rows,
+                optional=("p",))
 
 
 def comparison_title(report: dict) -> str:
@@ -629,7 +698,7 @@ def compare_headline_metrics(report: dict) -> list[str]:
     primary = _primary(report)
     if primary in known:
         names = [primary] + [n for n in names if n != primary]
-    return names
+    return [n for n in names if is_shown(report, n)]
 
 
 def runs_grid(report: dict, missing: str = DASH) -> Grid:
@@ -651,7 +720,7 @@ def runs_grid(report: dict, missing: str = DASH) -> Grid:
                     + [Cell(fmt_metric(v, missing), "strong" if v == best else None)
                        for v in values])
     return Grid(["metric", "better", *headers], ["left", "left"] + ["right"] * len(runs),
-                rows)
+                rows, optional=("better",))
 
 
 def grouped(report: dict) -> bool:
@@ -680,7 +749,7 @@ def groups_grid(report: dict, missing: str = DASH) -> Grid:
             cells.append(Cell(text + (f" ± {fmt_metric(sd)}" if not is_missing(sd) else "")))
         rows.append([Cell(name), Cell(_direction_word(directions.get(name)), "dim"), *cells])
     return Grid(["metric", "better", *headers], ["left", "left"] + ["right"] * len(groups),
-                rows)
+                rows, optional=("better",))
 
 
 def noise_line(comparison: dict) -> Cell:
@@ -769,7 +838,7 @@ def seed_noise_section(report: dict, missing: str = DASH) -> Section | None:
                           f"{test}.", "good" if row.get("significant") else "dim"))
     return Section(TITLE_SEED_NOISE.format(group=floor.get("group")), intro=intro,
                    grid=_grid(["metric", "mean |diff|", "max |diff|", "called different"],
-                              rows), outro=outro)
+                              rows, optional=("max |diff|",)), outro=outro)
 
 
 def ci_header(report: dict) -> str:
@@ -787,6 +856,7 @@ def delta_grid(comparison: dict, report: dict, missing: str = DASH,
         names = ([primary] if primary in deltas else []) + [n for n in deltas if n != primary]
     else:
         names = [n for n in metrics if n in deltas]
+    names = [n for n in names if is_shown(report, n)]
     rows = []
     for name in names:
         d = deltas.get(name) or {}
@@ -801,7 +871,8 @@ def delta_grid(comparison: dict, report: dict, missing: str = DASH,
     columns = ["metric", "baseline", "candidate", "delta", "rel.", ci_header(report), "p",
                "change"]
     return Grid(columns, ["left"] + ["right"] * 6 + ["left"],
-                [[_cell(v) for v in row] for row in rows])
+                [[_cell(v) for v in row] for row in rows],
+                optional=("rel.", "baseline", "candidate", "p"))
 
 
 def methods_note(comparison: dict, report: dict) -> Cell:
@@ -918,7 +989,8 @@ def flip_section(comparison: dict, report: dict, missing: str = DASH) -> Section
         intro.append(Cell(f"groups of runs: means over {fmt_int(pairs)} run pairs; sd = the "
                           "contribution's standard deviation over them", "dim"))
         columns.append("sd")
-    return Section(TITLE_FLIPS, intro=intro, grid=_grid(columns, rows))
+    return Section(TITLE_FLIPS, intro=intro, grid=_grid(
+        columns, rows, optional=("share", "sd", "baseline NLL", "candidate NLL")))
 
 
 def _q_cell(q, fdr, missing: str = DASH) -> Cell:
@@ -983,7 +1055,8 @@ def ranked_sections(comparison: dict, report: dict, missing: str = DASH,
         out.append(Section(TITLE_RANKED_CLASSES.format(metric=metric),
                            intro=[found] if found is not None else [],
                            grid=_grid(["class", "support", "contribution", "recall", "q",
-                                       "mean NLL", "q "], rows),
+                                       "mean NLL", "q "], rows,
+                                      optional=("support", "q ", "mean NLL")),
                            note=f"by |contribution| to the change of {metric}{cut}", long=True))
 
     for column, table in (ranked.get("slices") or {}).items():
@@ -1036,7 +1109,8 @@ def ranked_sections(comparison: dict, report: dict, missing: str = DASH,
         out.append(Section(TITLE_RANKED_EXAMPLES,
                            grid=Grid(["id", "label", "prediction", "NLL", "rise",
                                       "confidence"],
-                                     ["left", "left", "left", "right", "right", "right"], rows),
+                                     ["left", "left", "left", "right", "right", "right"], rows,
+                                     optional=("confidence", "label", "NLL")),
                            note=f"largest rise of per-example NLL first{cut}", long=True))
     return out
 

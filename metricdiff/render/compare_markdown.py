@@ -15,8 +15,8 @@ from .common import (TITLE_DELTAS, TITLE_GROUPS_RUNS, TITLE_RUNS, TITLE_WARNINGS
                      compare_headline_metrics, comparison_facts, comparison_title, comparisons_of,
                      delta_grid, detect_line, disagreement_line, fail_line, flip_section, grouped,
                      groups_grid, methods_note, noise_line, ranked_lengths, ranked_sections,
-                     reason_lines, runs_grid, seed_noise_section, verdict_caveat, verdict_parts,
-                     warnings_of, why_title)
+                     reason_lines, runs_grid, seed_noise_section, summary_grid, verdict_caveat,
+                     verdict_parts, warnings_of, why_title)
 from .markdown import MISSING, _metric_name, md_escape, pipe_table
 
 LIMIT = 60_000  # characters; GitHub's comment limit is 65,536
@@ -182,3 +182,12 @@ def render_comparison_markdown(report: dict, *, max_chars: int = LIMIT) -> str:
         else:
             high = limit - 1
     return fitting if fitting is not None else _cut(_render(report, 1, max_chars), max_chars)
+
+
+def render_summary_markdown(report: dict) -> str:
+    """``--summary``: the title and one table row per candidate."""
+    out = [f"## metricdiff: {md_escape(comparison_title(report), line_start=False)}", ""]
+    out += pipe_table(summary_grid(report, MISSING))
+    for comparison in comparisons_of(report)[:1]:  # the same sources for every candidate
+        out += ["", f"_{md_escape(noise_line(comparison).text)}_"]
+    return "\n".join(out) + "\n"

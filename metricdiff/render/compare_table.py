@@ -9,21 +9,19 @@ Colour is the caller's Console's choice.
 from __future__ import annotations
 
 from rich.console import Console
-from rich.measure import Measurement
 from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from .common import (DASH, TITLE_DELTAS, TITLE_GROUPS_RUNS, TITLE_RUNS, TITLE_WHERE, Cell, Grid,
+from .common import (DASH, TITLE_DELTAS, TITLE_GROUPS_RUNS, TITLE_RUNS, TITLE_VERDICT,
+                     TITLE_WHERE, Cell, Grid,
                      best_parts, candidate_heading, cluster_line, comparison_facts, comparisons_of,
                      decision_cell, delta_grid, detect_line, disagreement_line, fail_line,
                      flip_section, grouped, groups_grid, methods_note, noise_line, ranked_sections,
-                     reason_lines, runs_grid, seed_noise_section, verdict_grid, why_title)
-from .table import INDENT, _indent, _section, _table, _text, print_warnings
-
-# Columns of the delta table left out, in this order, when a console is too narrow for it.
-OPTIONAL_DELTA_COLUMNS = ("rel.", "baseline")
-
+                     reason_lines, runs_grid, seed_noise_section, summary_grid, verdict_grid,
+                     why_title)
+from .format import grid_width, keep_columns
+from .table import COLUMN_GAP, INDENT, _indent, _section, _text, print_table, print_warnings
 
 def _verdicts(grid: Grid) -> Table:
     """The verdict lines: candidate, decision, reason; no header, the reason folds."""
@@ -39,47 +37,22 @@ def _verdicts(grid: Grid) -> Table:
     return table
 
 
-def _fits(console: Console, table: Table) -> bool:
-    return Measurement.get(console, console.options, table).minimum <= console.width - INDENT
-
-
-def _columns(grid: Grid, keep: list[int]) -> Grid:
-    styles = grid.column_styles
-    return Grid([grid.columns[i] for i in keep], [grid.align[i] for i in keep],
-                [[row[i] for i in keep] for row in grid.rows],
-                [styles[i] for i in keep] if styles else None)
-
-
-def _fitted(console: Console, grid: Grid,
-            optional: tuple[str, ...]) -> tuple[Table, list[str]]:
-    """The grid's table, leaving out optional columns (in order) until it fits the console:
-    rich would otherwise crop the columns on the right, numbers included."""
-    dropped: list[str] = []
-    table = _table(grid)
-    for name in optional:
-        if _fits(console, table) or name not in grid.columns:
-            break
-        dropped.append(name)
-        table = _table(_columns(grid, [i for i, c in enumerate(grid.columns)
-                                       if c not in dropped]))
-    return table, dropped
-
-
-def _split(console: Console, grid: Grid, keep: int) -> list[Table]:
+def _split(console: Console, grid: Grid, keep: int) -> list[Grid]:
     """The grid as one table, or (too wide for the console) several, each repeating the first
     ``keep`` columns and holding as many of the others as fit."""
-    if _fits(console, _table(grid)):
-        return [_table(grid)]
+    room = console.width - INDENT
+    if grid_width(grid, COLUMN_GAP) <= room:
+        return [grid]
     rest = list(range(keep, len(grid.columns)))
-    tables = []
+    parts = []
     while rest:
         take = 1
-        while take < len(rest) and _fits(console, _table(_columns(
-                grid, list(range(keep)) + rest[:take + 1]))):
+        while take < len(rest) and grid_width(keep_columns(
+                grid, list(range(keep)) + rest[:take + 1]), COLUMN_GAP) <= room:
             take += 1
-        tables.append(_table(_columns(grid, list(range(keep)) + rest[:take])))
+        parts.append(keep_columns(grid, list(range(keep)) + rest[:take]))
         rest = rest[take:]
-    return tables
+    return parts
 
 
 def _bullets(console: Console, lines: list[str]) -> None:
@@ -99,19 +72,14 @@ def _candidate(console: Console, report: dict, comparison: dict) -> None:
                                      _text(Cell(decision.text, "strong"),
                                            decision.style)),
                        align="left", style="dim"))
-    table, dropped = _fitted(console, delta_grid(comparison, report, DASH),
-                             OPTIONAL_DELTA_COLUMNS)
     console.print()
     console.print(Text(TITLE_DELTAS, style="bold underline"))
-    console.print(_indent(table))
+    print_table(console, delta_grid(comparison, report, DASH))
     console.print(_indent(_text(methods_note(comparison, report))))
     for line in (noise_line(comparison), cluster_line(comparison),
                  detect_line(comparison, report)):
         if line is not None:
             console.print(_indent(_text(line)))
-    if dropped:
-        console.print(_indent(Text(f"({', '.join(dropped)} left out to fit {console.width} "
-                                   "columns)", style="dim")))
 
     console.print()
     console.print(Text(why_title(comparison, report), style="bold underline"))
@@ -129,11 +97,9 @@ def _candidate(console: Console, report: dict, comparison: dict) -> None:
             _section(console, section)
 
 
-def render_comparison(report: dict, console: Console) -> None:
-    """Print a comparison (the dict from ``ComparisonReport.to_dict()``) to ``console``."""
+def _verdict_block(console: Console, report: dict) -> None:
+    """The answer: a verdict per candidate, the best run, --fail-on, the noise covered."""
     verdicts = verdict_grid(report)
-    console.print(Text.assemble(("metricdiff compare", "bold"),
-                                ("  " + comparison_facts(report, DASH), "dim")))
     if verdicts.rows:
         console.print(_indent(_verdicts(verdicts)))
     console.print(_indent(Text.assemble(*(_text(cell) for cell in best_parts(report)))))
@@ -143,13 +109,22 @@ def render_comparison(report: dict, console: Console) -> None:
     for comparison in comparisons_of(report)[:1]:  # the same sources for every candidate
         console.print(_indent(_text(noise_line(comparison))))
 
+
+def render_comparison(report: dict, console: Console) -> None:
+    """Print a comparison (the dict from ``ComparisonReport.to_dict()``) to ``console``: the
+    verdicts first, everything else, and the verdicts again, so the last screen holds the
+    answer."""
+    console.print(Text.assemble(("metricdiff compare", "bold"),
+                                ("  " + comparison_facts(report, DASH), "dim")))
+    _verdict_block(console, report)
+
     runs = groups_grid(report, DASH) if grouped(report) else runs_grid(report, DASH)
     console.print()
     console.print(Text(TITLE_GROUPS_RUNS if grouped(report) else TITLE_RUNS,
                        style="bold underline"))
     if runs.rows:
-        for table in _split(console, runs, keep=2):
-            console.print(_indent(table))
+        for part in _split(console, runs, keep=2):
+            print_table(console, part)
     else:
         console.print(_indent(Text("(no metrics)", style="dim")))
     floor = seed_noise_section(report, DASH)
@@ -160,3 +135,14 @@ def render_comparison(report: dict, console: Console) -> None:
         _candidate(console, report, comparison)
 
     print_warnings(console, report)
+    console.print()
+    console.print(Rule(Text(TITLE_VERDICT, style="bold"), align="left", style="dim"))
+    _verdict_block(console, report)
+
+
+def render_summary(report: dict, console: Console) -> None:
+    """``--summary``: one line per candidate under a header line, fitted to the console, and
+    the noise sources the intervals cover."""
+    print_table(console, summary_grid(report, DASH), indent=0)
+    for comparison in comparisons_of(report)[:1]:  # the same sources for every candidate
+        console.print(_text(noise_line(comparison)))

@@ -505,8 +505,9 @@ def render_report_html(report: dict) -> str:
     body = [f"<h1>metricdiff report: {esc(name)}</h1>", f'<p class="facts">{esc(facts)}</p>']
     body.append(html_table(headline_grid(report, MISSING)))
     cal = calibration_line(report, MISSING)
-    body.append(f'<p><span class="strong">{esc(TITLE_CALIBRATION)}:</span> '
-                f'{_span(cal)}</p>')
+    if cal is not None:
+        body.append(f'<p><span class="strong">{esc(TITLE_CALIBRATION)}:</span> '
+                    f'{_span(cal)}</p>')
     runs = [(name, report.get("confidence_bins"))]
     body.append("<h2>Plots</h2>")
     body.append(reliability_plot(plotter, runs))

@@ -77,7 +77,9 @@ def render_report_markdown(report: dict) -> str:
     for row in headline.rows:
         row[0] = Cell(_metric_name(row[0].text))
     out += pipe_table(headline, escaped_first=True)
-    out += ["", f"**{TITLE_CALIBRATION}:** {md_escape(calibration_line(report, MISSING).text)}"]
+    calibration = calibration_line(report, MISSING)
+    if calibration is not None:
+        out += ["", f"**{TITLE_CALIBRATION}:** {md_escape(calibration.text)}"]
     for section in sections(report, MISSING):
         out += _section(section)
     warnings = warnings_of(report)
