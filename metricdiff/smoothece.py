@@ -36,33 +36,40 @@ class SmoothECE:
     def __init__(self, conf: np.ndarray, correct: np.ndarray):
         self.conf = np.asarray(conf, dtype=np.float64)
         self.residual = self.conf - correct
-        self._grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by grid size
-        self._spectra: dict[int, tuple[np.ndarray, int]] = {}
 
     def values(self, weights: np.ndarray) -> np.ndarray:
-        """smECE at its own fixed-point bandwidth, for each row of weights (rows, examples)."""
-        self._grids.clear()  # the grids of the previous block of weights
-        self._spectra.clear()
+        """smECE at its own fixed-point bandwidth, for each row of weights (rows, examples).
+        Safe to call from several threads: each call keeps its own grids."""
+        block = _Block(self.conf, self.residual, weights)
         rows = len(weights)
-        at_one = self._at(weights, np.ones(rows))
+        at_one = block.at(np.ones(rows))
         done = at_one > 1.0  # the fixed point is above 1: relplot returns sigma = 1
         high, low = np.ones(rows), np.zeros(rows)
         for _ in range(BISECTION_STEPS):
             mid = (high + low) / 2
-            below = (mid < MIN_SIGMA) | (mid < self._at(weights, mid))
+            below = (mid < MIN_SIGMA) | (mid < block.at(mid))
             low = np.where(below, mid, low)
             high = np.where(below, high, mid)
         sigma = np.where(done, 1.0, high)
-        return np.where(done, at_one, self._at(weights, sigma))
+        return np.where(done, at_one, block.at(sigma))
 
-    def _at(self, weights: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+
+class _Block:
+    """One block of weight rows, with the grids and spectra its bisection steps share."""
+
+    def __init__(self, conf: np.ndarray, residual: np.ndarray, weights: np.ndarray):
+        self.conf, self.residual, self.weights = conf, residual, weights
+        self._grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by grid size
+        self._spectra: dict[int, tuple[np.ndarray, int]] = {}
+
+    def at(self, sigmas: np.ndarray) -> np.ndarray:
         """smECE_sigma for each row at its own sigma; rows that share a grid and evaluation
         points (most of them: both are fixed for sigma above 0.05) are done in one batch."""
         out = np.empty(len(sigmas))
         shapes = np.array([(grid_size(s), evaluation_points(s)) for s in sigmas.tolist()])
         for size, points in np.unique(shapes, axis=0).tolist():
             rows = np.flatnonzero((shapes[:, 0] == size) & (shapes[:, 1] == points))
-            spectrum, fft_size = self._spectrum(weights, size)
+            spectrum, fft_size = self._spectrum(size)
             kernels, which = _kernel_spectra(sigmas[rows], size, fft_size)
             full = np.fft.irfft(spectrum[:, rows] * kernels[which][None], fft_size)
             # np.convolve(mirrored grid, kernel, "valid"), then relplot's middle part
@@ -74,24 +81,25 @@ class SmoothECE:
             out[rows] = np.abs(r).sum(axis=1) / density.sum(axis=1)
         return out
 
-    def _spectrum(self, weights: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    def _spectrum(self, size: int) -> tuple[np.ndarray, int]:
         """The FFT of the mirrored grids of residuals and of weights, (2, rows, bins): the
         same at every bandwidth, so computed once per grid size and block of weights."""
         if size not in self._spectra:
-            grids = np.stack(self._grid(weights, size))
+            grids = np.stack(self._grid(size))
             mirrored = np.concatenate([grids[..., ::-1][..., :-1], grids,
                                        grids[..., ::-1][..., 1:]], axis=-1)
             fft_size = 1 << (mirrored.shape[-1] + size - 2).bit_length()
             self._spectra[size] = (np.fft.rfft(mirrored, fft_size), fft_size)
         return self._spectra[size]
 
-    def _grid(self, weights: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _grid(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Weighted residuals and weights on a grid of `size` points, each example split
         linearly between its two neighbours (relplot's smooth_round_to_grid)."""
         if size not in self._grids:
             scaled = self.conf * (size - 1)
             left = np.clip(scaled.astype(np.int64), 0, size - 2)
             frac = scaled - left
+            weights = self.weights
             rows = len(weights)
             shift = size * np.arange(rows)[:, None]
             keys = np.concatenate([(left + shift).ravel(), (left + 1 + shift).ravel()])

@@ -118,3 +118,18 @@ def test_smooth_ece_of_one_model_is_rarely_called_different():
         result = paired_bootstrap(*runs, 4, {"smooth_ece"}, resamples=100, seed=trial)
         calls += result["smooth_ece"].p_value < 0.05
     assert 0.01 <= calls / trials <= 0.10
+
+
+def test_smooth_ece_blocks_from_two_threads_do_not_mix():
+    """resample_values fills blocks of one run's resamples from two threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(10)
+    conf = rng.uniform(0.3, 1, 500)
+    smooth = SmoothECE(conf, rng.random(500) < conf)
+    blocks = [rng.poisson(1.0, (rows, 500)).astype(np.float64) for rows in (7, 30, 11, 54)]
+    alone = [smooth.values(block) for block in blocks]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = list(pool.map(smooth.values, blocks * 3))
+    for got, expected in zip(together, alone * 3):
+        np.testing.assert_array_equal(got, expected)
