@@ -68,16 +68,22 @@ def test_it_removes_the_upward_bias_of_the_plug_in_estimate():
     assert np.mean(debiased) < 0.5 * np.mean(plug_in)
 
 
-def test_same_model_is_rarely_called_different():
-    rng = np.random.default_rng(6)
-    calls, trials, n = 0, 200, 800
+def false_call_rate(metric: str, trials: int, n: int, resamples: int, seed: int) -> float:
+    """Two runs of one model (the same right and wrong answers, independent confidence
+    noise): how often the paired bootstrap calls them different at alpha = 0.05."""
+    rng = np.random.default_rng(seed)
+    calls = 0
     for trial in range(trials):
         correct = rng.random(n) < 0.75
         runs = [per_example(correct, np.where(correct, rng.beta(4, 1, n), rng.beta(2, 1, n)),
                             rng.integers(0, 4, n)) for _ in range(2)]
-        result = paired_bootstrap(*runs, 4, {"rmsce_debiased"}, resamples=300, seed=trial)
-        calls += result["rmsce_debiased"].p_value < 0.05
-    assert 0.01 <= calls / trials <= 0.10
+        result = paired_bootstrap(*runs, 4, {metric}, resamples=resamples, seed=trial)
+        calls += result[metric].p_value < 0.05
+    return calls / trials
+
+
+def test_same_model_is_rarely_called_different():
+    assert 0.01 <= false_call_rate("rmsce_debiased", 200, 800, 300, seed=6) <= 0.10
 
 
 @pytest.mark.parametrize("n", [25, 400, 20_000])
@@ -107,17 +113,7 @@ def test_smooth_ece_weights_act_as_repeated_rows():
 
 
 def test_smooth_ece_of_one_model_is_rarely_called_different():
-    """Two runs of one model (the same right and wrong answers, independent confidence
-    noise): the paired bootstrap calls them different about 5% of the time."""
-    rng = np.random.default_rng(9)
-    calls, trials, n = 0, 120, 400
-    for trial in range(trials):
-        correct = rng.random(n) < 0.75
-        runs = [per_example(correct, np.where(correct, rng.beta(4, 1, n), rng.beta(2, 1, n)),
-                            rng.integers(0, 4, n)) for _ in range(2)]
-        result = paired_bootstrap(*runs, 4, {"smooth_ece"}, resamples=100, seed=trial)
-        calls += result["smooth_ece"].p_value < 0.05
-    assert 0.01 <= calls / trials <= 0.10
+    assert 0.01 <= false_call_rate("smooth_ece", 120, 400, 100, seed=9) <= 0.10
 
 
 def test_smooth_ece_blocks_from_two_threads_do_not_mix():

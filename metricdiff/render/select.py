@@ -46,6 +46,7 @@ def select_metrics(document: dict, names: list[str] | None) -> dict:
     doc.setdefault("settings", {})["metrics"] = list(names)
     primary = (doc.get("settings") or {}).get("primary")
     _narrow(doc.get("directions"), keep | {primary})  # the verdict says which way is better
+    _narrow(doc.get("better"), keep | {primary})
     _narrow(doc.get("unavailable"), keep)
     if doc.get("kind") == "report":
         return doc  # its `metrics` are all required by the schema; renderers filter them
