@@ -21,13 +21,15 @@ MIN_SIGMA = 0.001  # bisection stops treating smaller bandwidths as distinct
 BISECTION_STEPS = 10
 
 
-def grid_size(sigma: float) -> int:
-    """Points of the grid the kernel runs on: relplot's max(2000, 20 / sigma) halved."""
-    return max(2000, round(20 / sigma)) // 2 + 1
+def grid_sizes(sigmas: np.ndarray) -> np.ndarray:
+    """Points of the grid the kernel runs on: relplot's max(2000, round(20 / sigma)) halved
+    (numpy rounds half to even, as Python's round does)."""
+    return np.maximum(2000, np.round(20 / sigmas)).astype(np.int64) // 2 + 1
 
 
-def evaluation_points(sigma: float) -> int:
-    return max(round(10 / sigma), 200)
+def evaluation_counts(sigmas: np.ndarray) -> np.ndarray:
+    """Points the smoothed curves are summed over: max(round(10 / sigma), 200)."""
+    return np.maximum(np.round(10 / sigmas), 200).astype(np.int64)
 
 
 class SmoothECE:
@@ -66,15 +68,13 @@ class _Block:
         """smECE_sigma for each row at its own sigma; rows that share a grid and evaluation
         points (most of them: both are fixed for sigma above 0.05) are done in one batch."""
         out = np.empty(len(sigmas))
-        shapes = np.array([(grid_size(s), evaluation_points(s)) for s in sigmas.tolist()])
+        shapes = np.stack([grid_sizes(sigmas), evaluation_counts(sigmas)], axis=1)
         for size, points in np.unique(shapes, axis=0).tolist():
             rows = np.flatnonzero((shapes[:, 0] == size) & (shapes[:, 1] == points))
             spectrum, fft_size = self._spectrum(size)
             kernels, which = _kernel_spectra(sigmas[rows], size, fft_size)
             full = np.fft.irfft(spectrum[:, rows] * kernels[which][None], fft_size)
-            # np.convolve(mirrored grid, kernel, "valid"), then relplot's middle part
-            start = size - 1 + size // 2
-            smoothed = full[:, :, start:start + size]
+            smoothed = full[:, :, size - 1:2 * size - 1]  # see _spectrum
             t = np.linspace(0, 1, points)
             r = _interpolate(t, smoothed[0])
             density = _interpolate(t, smoothed[1]) + DENSITY_FLOOR
@@ -83,13 +83,19 @@ class _Block:
 
     def _spectrum(self, size: int) -> tuple[np.ndarray, int]:
         """The FFT of the mirrored grids of residuals and of weights, (2, rows, bins): the
-        same at every bandwidth, so computed once per grid size and block of weights."""
+        same at every bandwidth, so computed once per grid size and block of weights.
+
+        relplot keeps the middle `size` values of np.convolve(mirrored, kernel, "valid").
+        Those need only the mirrored values from size // 2 on, 2 size - 1 of them; in their
+        linear convolution with the kernel they are outputs size - 1 .. 2 size - 2, which a
+        circular convolution of length >= 2 size - 1 gives unaliased."""
         if size not in self._spectra:
             grids = np.stack(self._grid(size))
             mirrored = np.concatenate([grids[..., ::-1][..., :-1], grids,
                                        grids[..., ::-1][..., 1:]], axis=-1)
-            fft_size = 1 << (mirrored.shape[-1] + size - 2).bit_length()
-            self._spectra[size] = (np.fft.rfft(mirrored, fft_size), fft_size)
+            window = mirrored[..., size // 2:size // 2 + 2 * size - 1]
+            fft_size = 1 << (2 * size - 2).bit_length()
+            self._spectra[size] = (np.fft.rfft(window, fft_size), fft_size)
         return self._spectra[size]
 
     def _grid(self, size: int) -> tuple[np.ndarray, np.ndarray]:
