@@ -617,8 +617,13 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
                 if record_batch is None:
                     break
                 record_batch = record_batch.slice(0, wanted - taken)
-                yield _validate(layout, options, path, first_row + taken, record_batch,
-                                keys_only)
+                # every value is checked and a bad one reported by name: numpy's warnings on
+                # casting them (a signalling NaN raises "invalid") would only be stray lines,
+                # and errstate is per thread, so the CLI's own setting does not reach readers
+                with np.errstate(all="ignore"):
+                    batch = _validate(layout, options, path, first_row + taken, record_batch,
+                                      keys_only)
+                yield batch
                 taken += record_batch.num_rows
             if taken < wanted:  # a damaged file can decode fewer rows than its footer lists
                 raise InputError(f"row group {group} decoded {taken} rows, but the footer "

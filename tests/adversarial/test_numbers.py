@@ -60,3 +60,24 @@ def test_zero_probabilities_still_fit_a_finite_temperature():
     sample = TemperatureSample()
     sample.add(scores, np.array([0, 1, 0]))
     assert math.isfinite(fit_temperature(sample))
+
+
+def test_a_signalling_nan_is_refused_without_a_numpy_warning(tmp_path):
+    """Casting a signalling NaN raises numpy's 'invalid' flag: in a reader thread, where the
+    CLI's errstate does not reach, that used to print a RuntimeWarning before the error."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    snan = np.array([0x7F800001, 0x3F000000], dtype=np.uint32).view(np.float32)
+    path = tmp_path / "snan.parquet"
+    pq.write_table(pa.table({
+        "label": [0, 1], "topk_ids": [[0, 1], [1, 0]],
+        "topk_logprobs": pa.array([[-0.1, -2.5], [-0.2, -1.8]], type=pa.list_(pa.float32())),
+        "label_logprob": pa.array(snan, type=pa.float32())}), path)
+    result = subprocess.run([sys.executable, "-m", "metricdiff", "report", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Warning" not in result.stderr, result.stderr
