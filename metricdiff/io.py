@@ -749,20 +749,22 @@ def _wide_matrix(path: str, row_start: int, record_batch: pa.RecordBatch,
 
 
 def _check_logits(path: str, row_start: int, matrix: np.ndarray, prediction: Prediction) -> None:
-    """Finite logits, or -inf for a probability of exactly 0; a row needs one finite value."""
-    valid = np.isfinite(matrix) | np.isneginf(matrix)
+    """Finite logits, or -inf for a probability of exactly 0; a row needs one finite value.
+    One pass in the usual case: a row's maximum is NaN if it holds a NaN, +inf if it holds
+    +inf, -inf if it holds nothing else; only then is the culprit looked for."""
+    if np.isfinite(matrix.max(axis=1)).all():
+        return
+    valid = matrix < np.inf  # False for NaN and +inf, True for finite values and -inf
     if not valid.all():
         row, col = (int(i) for i in np.unravel_index(int(np.argmin(valid)), matrix.shape))
         raise InputError(f"{matrix[row, col]} at class {col}, expected finite logits (or -inf "
                          "for a probability of 0)", path=path,
                          column=_column_name(prediction, col), row=row_start + row)
-    possible = matrix.max(axis=1) > -np.inf
-    if not possible.all():
-        row = _first_true(~possible)
-        raise InputError("every logit of the row is -inf, expected at least one class with a "
-                         "positive probability", path=path,
-                         column=_column_name(prediction, 0) if not prediction.wide else None,
-                         row=row_start + row)
+    row = _first_true(~(matrix.max(axis=1) > -np.inf))
+    raise InputError("every logit of the row is -inf, expected at least one class with a "
+                     "positive probability", path=path,
+                     column=_column_name(prediction, 0) if not prediction.wide else None,
+                     row=row_start + row)
 
 
 # Probabilities above 1 are refused; this much above it is float rounding of a softmax.
