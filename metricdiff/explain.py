@@ -7,11 +7,9 @@ whole change. The sentences only restate those figures; the figures go to JSON a
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from .metrics import GROUP_NAMES
+from .metrics import GROUP_NAMES, ratio
 from .paired import Interval
 from .perexample import PerExample
 
@@ -25,10 +23,6 @@ def flip_groups(base: PerExample, cand: PerExample) -> dict[str, np.ndarray]:
     return {"both_correct": b & c, "both_wrong": ~b & ~c, "fixed": ~b & c, "broken": b & ~c}
 
 
-def _share(part: float, whole: float) -> float | None:
-    return float(part / whole) if whole and math.isfinite(whole) else None
-
-
 def nll_by_flip(base: PerExample, cand: PerExample) -> list[dict]:
     n = len(base)
     diff = cand.nll - base.nll
@@ -40,7 +34,7 @@ def nll_by_flip(base: PerExample, cand: PerExample) -> list[dict]:
             "group": name, "count": int(member.sum()),
             "baseline_nll": float(base.nll[member].mean()) if member.any() else None,
             "candidate_nll": float(cand.nll[member].mean()) if member.any() else None,
-            "contribution": contribution, "share": _share(contribution, total),
+            "contribution": contribution, "share": ratio(contribution, total),
         })
     return rows
 
@@ -70,9 +64,9 @@ def confident_wrong_view(base: PerExample, cand: PerExample, threshold: float) -
     contribution = float(diff[cand_cw].sum() / n)
     return {"threshold": threshold, "baseline_count": int(base_cw.sum()),
             "candidate_count": int(cand_cw.sum()),
-            "baseline_nll_share": _share(base.nll[base_cw].sum(), base.nll.sum()),
-            "candidate_nll_share": _share(cand.nll[cand_cw].sum(), cand.nll.sum()),
-            "contribution": contribution, "share": _share(contribution, total)}
+            "baseline_nll_share": ratio(base.nll[base_cw].sum(), base.nll.sum()),
+            "candidate_nll_share": ratio(cand.nll[cand_cw].sum(), cand.nll.sum()),
+            "contribution": contribution, "share": ratio(contribution, total)}
 
 
 def class_group_view(base: PerExample, cand: PerExample, groups: np.ndarray) -> list[dict]:
@@ -100,8 +94,8 @@ def class_group_view(base: PerExample, cand: PerExample, groups: np.ndarray) -> 
             "baseline_predicted_share": float(base_predicted[g]),
             "candidate_predicted_share": float(cand_predicted[g]),
             "accuracy_contribution": float(acc_parts[g]),
-            "accuracy_share": _share(acc_parts[g], total_acc),
-            "nll_contribution": float(nll_parts[g]), "nll_share": _share(nll_parts[g], total_nll),
+            "accuracy_share": ratio(acc_parts[g], total_acc),
+            "nll_contribution": float(nll_parts[g]), "nll_share": ratio(nll_parts[g], total_nll),
         })
     return rows
 

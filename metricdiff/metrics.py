@@ -83,7 +83,7 @@ def _mean(values: np.ndarray) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
 
-def _ratio(num: float, den: float) -> float | None:
+def ratio(num: float, den: float) -> float | None:
     """num / den; None where den is 0 or infinite (a share of an infinite NLL)."""
     return float(num / den) if den and math.isfinite(den) else None
 
@@ -234,10 +234,10 @@ def reliability_table(pe: PerExample, bins: int) -> list[dict]:
     for i in range(bins):
         rows.append({
             "lower": float(edges[i]), "upper": float(edges[i + 1]), "count": int(count[i]),
-            "accuracy": _ratio(hits[i], count[i]),
-            "mean_confidence": _ratio(conf_sum[i], count[i]),
-            "gap": _ratio(conf_sum[i] - hits[i], count[i]),
-            "nll_share": _ratio(nll_sum[i], nll_total),
+            "accuracy": ratio(hits[i], count[i]),
+            "mean_confidence": ratio(conf_sum[i], count[i]),
+            "gap": ratio(conf_sum[i] - hits[i], count[i]),
+            "nll_share": ratio(nll_sum[i], nll_total),
         })
     return rows
 
@@ -316,12 +316,12 @@ def class_group_table(pe: PerExample, counts: ClassCounts, cuts: tuple[float, fl
             "group": name,
             "classes": int((groups == g).sum()),
             "examples": int(member.sum()),
-            "example_share": _ratio(member.sum(), len(pe)),
-            "predicted_share": _ratio((predicted_group == g).sum(), len(pe)),
+            "example_share": ratio(member.sum(), len(pe)),
+            "predicted_share": ratio((predicted_group == g).sum(), len(pe)),
             "accuracy": _mean(pe.correct[member]),
             "nll": _mean(pe.nll[member]),
-            "error_share": _ratio((errors & member).sum(), total_errors),
-            "nll_share": _ratio(pe.nll[member].sum(), nll_total),
+            "error_share": ratio((errors & member).sum(), total_errors),
+            "nll_share": ratio(pe.nll[member].sum(), nll_total),
         })
     return rows
 
@@ -344,10 +344,10 @@ def per_class_table(counts: ClassCounts, class_names: tuple[str, ...] | None,
             "support": int(counts.support[c]),
             "predicted": int(counts.predicted[c]),
             "errors": int(errors[c]),
-            "recall": _ratio(counts.hits[c], counts.support[c]),
-            "precision": _ratio(counts.hits[c], counts.predicted[c]),
+            "recall": ratio(counts.hits[c], counts.support[c]),
+            "precision": ratio(counts.hits[c], counts.predicted[c]),
             "f1": float(f1[c]),
-            "nll": _ratio(counts.nll_sum[c], counts.support[c]),
+            "nll": ratio(counts.nll_sum[c], counts.support[c]),
         })
     return rows
 
@@ -364,19 +364,19 @@ def loss_anatomy(pe: PerExample, confident_wrong: float) -> dict:
 
     def worst_share(fraction: float) -> float | None:
         top = max(1, math.ceil(fraction * len(pe)))
-        return _ratio(sorted_desc[:top].sum(), nll_total)
+        return ratio(sorted_desc[:top].sum(), nll_total)
 
     return {
         "correct": {"count": int(correct.sum()), "mean_nll": _mean(pe.nll[correct]),
-                    "nll_share": _ratio(pe.nll[correct].sum(), nll_total)},
+                    "nll_share": ratio(pe.nll[correct].sum(), nll_total)},
         "wrong": {"count": int(wrong.sum()), "mean_nll": _mean(pe.nll[wrong]),
-                  "nll_share": _ratio(pe.nll[wrong].sum(), nll_total)},
+                  "nll_share": ratio(pe.nll[wrong].sum(), nll_total)},
         "worst_1pct_nll_share": worst_share(0.01),
         "worst_10pct_nll_share": worst_share(0.10),
         "confidently_wrong": {"threshold": confident_wrong, "count": int(confidently_wrong.sum()),
-                              "share": _ratio(confidently_wrong.sum(), len(pe)),
-                              "nll_share": _ratio(pe.nll[confidently_wrong].sum(), nll_total)},
-        "zero_probability": {"count": int(zero_prob.sum()), "share": _ratio(zero_prob.sum(),
+                              "share": ratio(confidently_wrong.sum(), len(pe)),
+                              "nll_share": ratio(pe.nll[confidently_wrong].sum(), nll_total)},
+        "zero_probability": {"count": int(zero_prob.sum()), "share": ratio(zero_prob.sum(),
                                                                             len(pe))},
     }
 
@@ -436,7 +436,7 @@ def noise_floor(pe: PerExample, batch_size: int, seed: int) -> dict:
         return result | {"nll": None, "disagree_rate": None}
     return result | {
         "nll": spread(nll) | {"expected_std": float(pe.nll.std(ddof=1) / math.sqrt(batch_size))},
-        "disagree_rate": _ratio(disagree.sum(), moved.sum()),
+        "disagree_rate": ratio(disagree.sum(), moved.sum()),
     }
 
 

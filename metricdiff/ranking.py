@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .metrics import ClassCounts, MetricSettings, bin_edges, equal_width_bin
+from .metrics import ClassCounts, MetricSettings, bin_edges, equal_width_bin, ratio
 from .paired import Interval, per_example_values
 from .perexample import PerExample
 
@@ -97,10 +97,10 @@ def rank_classes(attribution: Attribution, base: Examples, num_classes: int,
     b, c = attribution.base_counts, attribution.cand_counts
     rows = [{"class": int(k), "name": class_names[k] if class_names is not None else str(k),
              "support": int(b.support[k]), "contribution": float(contribution[k]),
-             "baseline_recall": _ratio(b.hits[k], b.support[k]),
-             "candidate_recall": _ratio(c.hits[k], c.support[k]),
-             "baseline_nll": _ratio(b.nll_sum[k], b.support[k]),
-             "candidate_nll": _ratio(c.nll_sum[k], c.support[k])} for k in order]
+             "baseline_recall": ratio(b.hits[k], b.support[k]),
+             "candidate_recall": ratio(c.hits[k], c.support[k]),
+             "baseline_nll": ratio(b.nll_sum[k], b.support[k]),
+             "candidate_nll": ratio(c.nll_sum[k], c.support[k])} for k in order]
     return {"metric": metric, "rows": rows}
 
 
@@ -152,7 +152,3 @@ def rank_examples(base: Examples, cand: Examples, ids: np.ndarray, class_names,
              "baseline_nll": float(base.nll[i]), "candidate_nll": float(cand.nll[i]),
              "nll_rise": float(rise[i]), "baseline_conf": float(base.conf[i]),
              "candidate_conf": float(cand.conf[i])} for i in order if rise[i] > 0]
-
-
-def _ratio(num, den) -> float | None:
-    return float(num / den) if den else None
