@@ -32,7 +32,6 @@ class RunData:
     temperature_rows: int  # rows the temperature was fitted on
     num_classes: int  # K, inferred from the data for top-k runs without class names
     clusters: np.ndarray | None = None  # each example's cluster key (text), with --cluster
-    zero_prob_rows: int = 0  # examples whose true class has probability 0 (infinite NLL)
     min_prob: float | None = None  # the --min-prob floor the probabilities were given
     looks_like_probs: bool = False  # "logits" whose sampled rows are all probability vectors
 
@@ -103,8 +102,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
         if reader is not None:
             reader.close()
     examples = PerExample.concat(parts)
-    zero_prob_rows = int(np.isposinf(examples.nll).sum())
-    if zero_prob_rows and temperature is not None:  # the NLL is infinite at every temperature
+    if temperature is not None and np.isposinf(examples.nll).any():
+        # a true class at probability 0: the NLL is infinite at every temperature
         temperature, temperature_rows = None, 0
         examples.nll_cal[:] = np.nan
         examples.conf_cal[:] = np.nan
@@ -117,8 +116,7 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                    temperature=temperature, temperature_rows=temperature_rows,
                    num_classes=num_classes,
                    clusters=np.concatenate(clusters) if clusters else None,
-                   zero_prob_rows=zero_prob_rows, min_prob=min_prob,
-                   looks_like_probs=looks_like_probs)
+                   min_prob=min_prob, looks_like_probs=looks_like_probs)
 
 
 @dataclass
