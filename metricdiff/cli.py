@@ -452,7 +452,8 @@ def terminal_text(document: dict, summary: bool = False, to_stdout: bool = True)
     console = Console(file=buffer, width=output_width(to_stdout and sys.stdout.isatty()),
                       force_terminal=colour, no_color=probe.no_color, highlight=False,
                       emoji=False,
-                      color_system=probe.color_system if colour else None)  # type: ignore[arg-type]
+                      # "auto" detects from the same environment the probe read
+                      color_system="auto" if colour else None)
     if document["kind"] == "comparison":
         from .render import compare_table
         render = compare_table.render_summary if summary else compare_table.render_comparison

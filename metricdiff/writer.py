@@ -816,7 +816,8 @@ def _topk(logits: np.ndarray, labels: np.ndarray, k: int
              for start in range(0, len(labels), step)]
     if len(parts) == 1:
         return parts[0]
-    return tuple(np.concatenate(columns) for columns in zip(*parts))  # type: ignore[return-value]
+    ids, logprobs, label_logprob = (np.concatenate(columns) for columns in zip(*parts))
+    return ids, logprobs, label_logprob
 
 
 def _topk_chunk(logits: np.ndarray, labels: np.ndarray, k: int
