@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import os
@@ -14,7 +15,8 @@ from .align import align_runs
 from .errors import UsageError
 from .io import ReadOptions, find_run_folders, inspect_run, is_run_folder_pattern
 from .metrics import MetricSettings, metric_directions
-from .pipeline import DEFAULT_TEMPERATURE_VALUES, Progress, load_keys, load_run
+from .pipeline import (DEFAULT_TEMPERATURE_VALUES, Progress, fit_run_temperature, load_keys,
+                       load_run)
 from .results import ComparisonReport, RunReport, build_report
 from .verdict import check_primary, check_resamples, check_settings
 
@@ -27,7 +29,9 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
            worst_classes: int = 10, noise_batch: int = 32, seed: int = 0,
            class_groups: tuple[float, float] = (0.5, 0.8),
            temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
-           batch_values: int | None = None, progress: Progress | None = None) -> RunReport:
+           batch_values: int | None = None, progress: Progress | None = None,
+           temperature: float | None = None,
+           temperature_from: str | os.PathLike | None = None) -> RunReport:
     """Measure one run: headline metrics, calibration, loss anatomy and breakdowns.
 
     Parameters
@@ -41,6 +45,10 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
         See ``metricdiff report --help``.
     progress : callable, optional
         Called as ``progress(run_name, rows_done, rows_total)`` after each batch read.
+    temperature : float, optional
+        Apply this T for ``nll_calibrated`` and ``ece_calibrated`` instead of fitting one.
+    temperature_from : str or os.PathLike, optional
+        Fit T on that run (a validation split, say; its ids may differ) and apply it here.
 
     Returns
     -------
@@ -62,11 +70,24 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
     settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
                               noise_batch=noise_batch, seed=seed,
                               class_groups=_check_groups(class_groups))
+    if temperature is not None and temperature_from is not None:
+        raise UsageError("give --temperature or --temperature-from, not both")
+    check_options(temperature=temperature)
     run = os.fspath(run)
     read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
                          prob_tolerance, batch_values, min_prob=min_prob)
+    source = None
+    if temperature is not None:
+        source = "given with --temperature"
+    elif temperature_from is not None:
+        other = os.fspath(temperature_from)
+        # the other run is read for its predictions only: its ids and metadata may differ
+        temperature, rows = fit_run_temperature(
+            other, dataclasses.replace(read, slice_cols=(), id_col=None), temperature_values)
+        source = f"fitted on {other} ({rows:,} rows) with --temperature-from"
     data = load_run(run, name=name or default_name(run), options=read,
-                    temperature_values=temperature_values, progress=progress)
+                    temperature_values=temperature_values, progress=progress,
+                    given_temperature=temperature, temperature_source=source)
     return build_report(data, settings)
 
 
@@ -92,7 +113,8 @@ OPTION_RANGES = {
     "top": ("--top", True, 0, 1_000_000),
     "prob_tolerance": ("--prob-tolerance", False, 0.0, 0.5),
     "min_prob": ("--min-prob", False, 1e-300, 0.1),  # and below 1/K: checked on reading
-    "precision": ("--precision", True, 1, 12),  # digits shown; the CLI checks it here too
+    "precision": ("--precision", True, 1, 12),
+    "temperature": ("--temperature", False, 1e-3, 1e3),  # digits shown; the CLI checks it here too
 }
 
 

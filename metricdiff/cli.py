@@ -187,6 +187,12 @@ def report(
     class_groups: ClassGroupsOpt = "0.5,0.8",
     prob_tolerance: ProbToleranceOpt = 1e-3,
     min_prob: MinProbOpt = None,
+    temperature: Annotated[Optional[float], typer.Option(
+        metavar="T", help="Apply this temperature for nll_calibrated and ece_calibrated "
+        "instead of fitting one on this run.")] = None,
+    temperature_from: Annotated[Optional[str], typer.Option(
+        metavar="RUN", help="Fit the temperature on RUN (a validation split: its ids may "
+        "differ) and apply it to this run.")] = None,
     html: HtmlOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -207,7 +213,8 @@ def report(
                                 ece_bins=bins, worst_classes=worst, noise_batch=batch_size,
                                 seed=seed, class_groups=_parse_groups(class_groups),
                                 prob_tolerance=prob_tolerance, min_prob=min_prob,
-                                progress=progress)
+                                progress=progress, temperature=temperature,
+                                temperature_from=temperature_from)
         _emit(result.to_dict(), View(output_format, chosen, precision), output, html)
         return 0
 

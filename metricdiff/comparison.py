@@ -497,7 +497,7 @@ def _warnings(runs: list[RunData], alignment: Alignment) -> list[str]:
                             "run (--allow-partial)")
     for run in runs:
         warnings += [f"{run.name}: {warning}" for warning in reading_warnings(run)]
-        if run.temperature is not None and run.temperature_rows < len(run.examples):
+        if run.temperature is not None and 0 < run.temperature_rows < len(run.examples):
             warnings.append(f"{run.name}: temperature fitted on a sample of "
                             f"{run.temperature_rows} of {len(run.examples)} rows")
     return warnings

@@ -34,6 +34,7 @@ class RunData:
     clusters: np.ndarray | None = None  # each example's cluster key (text), with --cluster
     min_prob: float | None = None  # the --min-prob floor the probabilities were given
     looks_like_probs: bool = False  # "logits" whose sampled rows are all probability vectors
+    temperature_source: str = "fitted on this run"  # or given, or fitted on another run
 
     @property
     def labels(self) -> np.ndarray:
@@ -53,9 +54,11 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
              temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
              progress: Progress | None = None,
              stop: threading.Event | None = None,
-             layout: RunLayout | None = None) -> RunData:
+             layout: RunLayout | None = None, given_temperature: float | None = None,
+             temperature_source: str | None = None) -> RunData:
     """Read one run; `stop`, when set by another thread, ends the read at the next batch.
-    `layout`: the run's footers, when they were already checked."""
+    `layout`: the run's footers, when they were already checked. `given_temperature`: apply
+    this T instead of fitting one here, `temperature_source` saying where it came from."""
     layout = layout or inspect_run(path, options)
     min_prob = options.min_prob  # the opt-in floor on every probability; else 0 stays 0
     if min_prob is not None and layout.prediction.kind == "topk":
@@ -77,7 +80,9 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
     # the main pass starts reading now, while the temperature is fitted on this core
     reader = None if whole_run else Prefetch(iter_batches(layout, options), FIT_LOOKAHEAD)
     try:
-        if sample_batches:
+        if given_temperature is not None and layout.prediction.kind != "topk":
+            temperature = given_temperature
+        elif sample_batches:
             temperature, temperature_rows = _fit(sample_batches)
         batches: Iterable[Batch] = (sample_batches if reader is None  # read once
                                     else (_floored(b, min_prob) for b in reader))
@@ -116,7 +121,21 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                    temperature=temperature, temperature_rows=temperature_rows,
                    num_classes=num_classes,
                    clusters=np.concatenate(clusters) if clusters else None,
-                   min_prob=min_prob, looks_like_probs=looks_like_probs)
+                   min_prob=min_prob, looks_like_probs=looks_like_probs,
+                   temperature_source=temperature_source or "fitted on this run")
+
+
+def fit_run_temperature(path: str, options: ReadOptions = ReadOptions(),
+                        temperature_values: int = DEFAULT_TEMPERATURE_VALUES
+                        ) -> tuple[float, int]:
+    """The temperature a run's own report would fit (same sample, same search), and the rows
+    it was fitted on: for applying it to another run (--temperature-from)."""
+    layout = inspect_run(path, options)
+    if layout.prediction.kind == "topk":
+        raise InputError("--temperature-from needs the whole predicted distribution to fit a "
+                         "temperature, but this is a top-k run", path=layout.path)
+    plan, _ = sample_plan(layout, temperature_values)
+    return _fit([_floored(b, options.min_prob) for b in iter_batches(layout, options, plan)])
 
 
 @dataclass

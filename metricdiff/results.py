@@ -192,6 +192,7 @@ def describe_run(run: RunData) -> dict:
                        "topk": layout.topk},
         "temperature_fit_rows": run.temperature_rows,
         "min_prob": run.min_prob,
+        "temperature_source": run.temperature_source,
     }
 
 
@@ -203,7 +204,7 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
     if run.temperature is not None and run.temperature in (T_MIN, T_MAX):
         warnings.append(f"the NLL-minimising temperature lies at the search limit "
                         f"{run.temperature:g}: the true optimum is further out")
-    if run.temperature is not None and run.temperature_rows < len(pe):
+    if run.temperature is not None and 0 < run.temperature_rows < len(pe):
         warnings.append(f"temperature fitted on a sample of {run.temperature_rows} of {len(pe)} "
                         "rows (row groups spread over the run); nll_calibrated and "
                         "ece_calibrated use every row")

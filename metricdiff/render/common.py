@@ -259,6 +259,9 @@ def calibration_line(report: dict, missing: str = DASH) -> Cell | None:
         return Cell(f"no temperature fit{': ' + reason if reason else ''}", "dim")
     change = (f"NLL {fmt_change(nll, nll_cal, missing)} and ECE {fmt_metric(ece, missing)} → "
               f"{fmt_metric(ece_cal, missing)}")
+    source = (report.get("run") or {}).get("temperature_source") or "fitted on this run"
+    if source != "fitted on this run":  # a T from elsewhere: say so, and judge nothing by it
+        return Cell(f"T={fmt_temperature(t)}, {source}, moves {change}")
     if 0.95 <= t <= 1.05:
         return Cell(f"well calibrated — T={fmt_temperature(t)}; temperature scaling moves "
                     f"{change}", "good")
