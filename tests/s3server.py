@@ -10,8 +10,10 @@ import sys
 import time
 
 import pytest
+from typer.testing import CliRunner
 
 from metricdiff import storage
+from metricdiff.cli import app
 
 BUCKET = "runs"
 KEY, SECRET = "metricdiff-test", "metricdiff-test-secret"
@@ -73,3 +75,24 @@ def set_store_env(monkeypatch, endpoint: str, key: str = KEY, secret: str = SECR
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     storage._connections.clear()  # a client per endpoint: none kept from another test
+
+
+def store_pointed_at(monkeypatch, endpoint: str):
+    """The body of an `s3` fixture: the environment set for `endpoint`, clients dropped after."""
+    set_store_env(monkeypatch, endpoint)
+    yield endpoint
+    storage._connections.clear()
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def one_line_error(result, *fragments: str) -> str:
+    """Exit 2 and one line on stderr holding every fragment; no traceback."""
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in result.output, result.output
+    for fragment in fragments:
+        assert fragment in err, err
+    return err

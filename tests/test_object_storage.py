@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from conftest import random_logits, write_run
 from metricdiff import storage
-from metricdiff.cli import app
-from s3server import BUCKET, KEY, SECRET, client, free_port, set_store_env, start_moto, stop
+from s3server import (BUCKET, KEY, SECRET, client, free_port, one_line_error, run_cli,
+                      set_store_env, start_moto, stop, store_pointed_at)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_runs"
@@ -63,13 +62,7 @@ def s3_server(local_runs):
 
 @pytest.fixture
 def s3(monkeypatch, s3_server):
-    set_store_env(monkeypatch, s3_server)
-    yield s3_server
-    storage._connections.clear()
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(app, list(args))
+    yield from store_pointed_at(monkeypatch, s3_server)
 
 
 def as_json(result) -> dict:
@@ -81,15 +74,6 @@ def same_numbers(remote: dict, local: dict, local_runs: Path) -> None:
     """Equal documents once the remote paths are written as the local ones."""
     text = json.dumps(remote).replace(f"s3://{BUCKET}/data", str(local_runs))
     assert json.loads(text) == local
-
-
-def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
 
 
 # ----------------------------------------------------------------------------- same numbers

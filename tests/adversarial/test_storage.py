@@ -10,25 +10,11 @@ import time
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from conftest import random_logits, write_run
 from metricdiff import storage
-from metricdiff.cli import app
-from s3server import BUCKET, client, free_port, set_store_env, start_moto, stop
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
+from s3server import (BUCKET, client, free_port, one_line_error, run_cli, set_store_env, start_moto,
+                      stop, store_pointed_at)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +37,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def s3(monkeypatch, server):
-    set_store_env(monkeypatch, server)
-    yield server
-    storage._connections.clear()
+    yield from store_pointed_at(monkeypatch, server)
 
 
 def test_an_unreachable_endpoint_is_one_line_within_seconds(monkeypatch):
