@@ -66,13 +66,12 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
     """
     check_options(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
                   noise_batch=noise_batch, seed=seed, prob_tolerance=prob_tolerance,
-                  min_prob=min_prob)
+                  min_prob=min_prob, temperature=temperature)
     settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, worst_classes=worst_classes,
                               noise_batch=noise_batch, seed=seed,
                               class_groups=_check_groups(class_groups))
     if temperature is not None and temperature_from is not None:
         raise UsageError("give --temperature or --temperature-from, not both")
-    check_options(temperature=temperature)
     run = os.fspath(run)
     read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
                          prob_tolerance, batch_values, min_prob=min_prob)

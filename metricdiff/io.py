@@ -748,19 +748,29 @@ def _wide_matrix(path: str, row_start: int, record_batch: pa.RecordBatch,
     return matrix
 
 
-def _check_logits(path: str, row_start: int, matrix: np.ndarray, prediction: Prediction) -> None:
-    """Finite logits, or -inf for a probability of exactly 0; a row needs one finite value.
-    One pass in the usual case: a row's maximum is NaN if it holds a NaN, +inf if it holds
-    +inf, -inf if it holds nothing else; only then is the culprit looked for."""
-    if np.isfinite(matrix.max(axis=1)).all():
-        return
+def bad_logit(matrix: np.ndarray) -> tuple[int, int | None] | None:
+    """Where logits break the rule, else None: (row, class) of a NaN or +inf, or (row, None)
+    for a row whose logits are all -inf. -inf alone is a probability of exactly 0. One pass
+    in the usual case: a row's maximum is NaN if it holds a NaN, +inf if it holds +inf, -inf
+    if it holds nothing else; only then is the culprit looked for."""
+    if matrix.size == 0 or np.isfinite(matrix.max(axis=1)).all():
+        return None
     valid = matrix < np.inf  # False for NaN and +inf, True for finite values and -inf
     if not valid.all():
         row, col = (int(i) for i in np.unravel_index(int(np.argmin(valid)), matrix.shape))
+        return row, col
+    return _first_true(~(matrix.max(axis=1) > -np.inf)), None
+
+
+def _check_logits(path: str, row_start: int, matrix: np.ndarray, prediction: Prediction) -> None:
+    bad = bad_logit(matrix)
+    if bad is None:
+        return
+    row, col = bad
+    if col is not None:
         raise InputError(f"{matrix[row, col]} at class {col}, expected finite logits (or -inf "
                          "for a probability of 0)", path=path,
                          column=_column_name(prediction, col), row=row_start + row)
-    row = _first_true(~(matrix.max(axis=1) > -np.inf))
     raise InputError("every logit of the row is -inf, expected at least one class with a "
                      "positive probability", path=path,
                      column=_column_name(prediction, 0) if not prediction.wide else None,

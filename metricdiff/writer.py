@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import UsageError
-from .io import CLASSES_METADATA_KEY, PROB_ROUNDING, TOPK_COLUMNS
+from .io import CLASSES_METADATA_KEY, PROB_ROUNDING, TOPK_COLUMNS, bad_logit
 
 __all__ = ["PredictionWriter", "save_predictions"]
 
@@ -701,17 +701,17 @@ def _label_indices(value: Any, n: int, width: int, class_names: tuple[str, ...] 
 
 
 def _check_logits(matrix: np.ndarray, where) -> None:
-    """Finite logits, or -inf for a probability of 0; each row needs one finite value."""
-    valid = np.isfinite(matrix) | np.isneginf(matrix)
-    if not valid.all():
-        row, col = (int(i) for i in np.unravel_index(int(np.argmin(valid)), matrix.shape))
-        raise UsageError(f"logits: {matrix[row, col]} at {where(int(row))}, class {col}; "
+    """The reader's rule (io.bad_logit): finite, or -inf for a probability of 0; each row
+    needs one finite value."""
+    bad = bad_logit(matrix)
+    if bad is None:
+        return
+    row, col = bad
+    if col is not None:
+        raise UsageError(f"logits: {matrix[row, col]} at {where(row)}, class {col}; "
                          "expected finite numbers (or -inf for a probability of 0)")
-    impossible = ~(matrix.max(axis=1) > -np.inf) if matrix.size else np.zeros(0, dtype=bool)
-    if impossible.any():
-        row = int(np.argmax(impossible))
-        raise UsageError(f"logits: every logit is -inf at {where(row)}; expected at least one "
-                         "class with a positive probability")
+    raise UsageError(f"logits: every logit is -inf at {where(row)}; expected at least one "
+                     "class with a positive probability")
 
 
 def _check_probs(matrix: np.ndarray, where) -> None:
