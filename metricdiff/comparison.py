@@ -16,6 +16,7 @@ from .explain import (calibration_view, class_group_view, confident_wrong_view, 
 from .metrics import (RESAMPLED, ClassCounts, MetricSettings, class_groups, headline,
                       metric_directions, reliability_table)
 from .classtests import class_changes
+from .curves import run_curves
 from .detect import detectable
 from .errors import InputError, UsageError
 from .groups import (GroupExamples, average_over_pairs, group_summaries, noise_floor_table,
@@ -26,8 +27,8 @@ from .paired import (METHOD_NONE, BootstrapPlan, Interval, bootstrap,
 from .seeds import mean_metric_delta, resampled_metric_delta
 from .perexample import PerExample
 from .pipeline import RunData
-from .ranking import (Attribution, change_word, rank_classes, rank_confidence_bins,
-                      rank_examples, rank_metrics, rank_slices)
+from .ranking import (Attribution, add_contribution_intervals, change_word, rank_classes,
+                      rank_confidence_bins, rank_examples, rank_metrics, rank_slices)
 from .results import ComparisonReport, describe_run, reading_warnings
 from .verdict import (Verdict, best_run, check_primary, check_settings, decide, holm,
                       should_fail)
@@ -123,6 +124,9 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
                                                   metric_settings)
         _add_class_changes(comparison, class_changes(bases, cands, num_classes, settings.fdr,
                                                      settings.paired_seeds, plan.clusters))
+        if not grouped:  # for groups, an interval over examples alone would leave out seeds
+            add_contribution_intervals(comparison, bases[0], cands[0], plan.clusters,
+                                       settings.alpha, metric_settings)
         comparisons.append(comparison)
     floor = None
     if len(base_idx) > 1:
@@ -270,7 +274,8 @@ def _summary(run: RunData, pe: PerExample, counts: ClassCounts,
              metric_settings: MetricSettings) -> dict:
     values, unavailable = headline(pe, counts, run.rank_depth, metric_settings, run.temperature)
     return {**describe_run(run), "n": len(pe), "metrics": values, "unavailable": unavailable,
-            "confidence_bins": reliability_table(pe, metric_settings.ece_bins)}
+            "confidence_bins": reliability_table(pe, metric_settings.ece_bins),
+            "curves": run_curves(pe.conf, pe.correct, metric_settings.seed)}
 
 
 def _lined_up(examples: PerExample, rows: np.ndarray) -> PerExample:

@@ -222,6 +222,22 @@ def adaptive_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int)
     return ece / n
 
 
+Z95 = 1.959963984540054  # the normal distribution's 97.5% point: two-sided 95%
+
+
+def wilson_interval(hits: float, count: float, z: float = Z95
+                    ) -> tuple[float | None, float | None]:
+    """Wilson's score interval of a proportion, hits of count (95% by default): unlike the
+    normal one it stays in [0, 1] and keeps its width at 0 or all hits; None, None for no
+    trials."""
+    if count <= 0:
+        return None, None
+    p, z2 = hits / count, z * z / count
+    centre = (p + z2 / 2) / (1 + z2)
+    half = z * math.sqrt(p * (1 - p) / count + z2 / (4 * count)) / (1 + z2)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def reliability_table(pe: PerExample, bins: int) -> list[dict]:
     which = equal_width_bin(pe.conf, bins)
     edges = bin_edges(bins)
@@ -232,9 +248,11 @@ def reliability_table(pe: PerExample, bins: int) -> list[dict]:
     nll_total = float(pe.nll.sum())
     rows = []
     for i in range(bins):
+        low, high = wilson_interval(float(hits[i]), float(count[i]))
         rows.append({
             "lower": float(edges[i]), "upper": float(edges[i + 1]), "count": int(count[i]),
             "accuracy": ratio(hits[i], count[i]),
+            "accuracy_low": low, "accuracy_high": high,  # Wilson 95%
             "mean_confidence": ratio(conf_sum[i], count[i]),
             "gap": ratio(conf_sum[i] - hits[i], count[i]),
             "nll_share": ratio(nll_sum[i], nll_total),

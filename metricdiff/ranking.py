@@ -7,8 +7,9 @@ from typing import Protocol
 
 import numpy as np
 
+from .explain import flip_groups
 from .metrics import ClassCounts, MetricSettings, bin_edges, equal_width_bin, ratio
-from .paired import Interval, per_example_values
+from .paired import Interval, per_example_values, t_test
 from .perexample import PerExample
 
 
@@ -152,3 +153,71 @@ def rank_examples(base: Examples, cand: Examples, ids: np.ndarray, class_names,
              "baseline_nll": float(base.nll[i]), "candidate_nll": float(cand.nll[i]),
              "nll_rise": float(rise[i]), "baseline_conf": float(base.conf[i]),
              "candidate_conf": float(cand.conf[i])} for i in order if rise[i] > 0]
+
+
+def contribution_intervals(diff: np.ndarray, keys: np.ndarray, size: int, alpha: float,
+                           clusters: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """The t interval of each group's contribution sum_{i in k} diff_i / n (keys in
+    [0, size)): the mean over all n examples of diff_i [key_i = k], so its sampling variance
+    is that of a mean, s^2 / n on n - 1 df, or with clusters (an index per example) the
+    cluster-robust CR1 of paired.sampling_variance, on C - 1 df."""
+    n = len(diff)
+    contribution = np.bincount(keys, weights=diff, minlength=size) / n
+    if clusters is None:
+        squares = np.bincount(keys, weights=diff * diff, minlength=size)
+        with np.errstate(invalid="ignore"):  # an infinite change of NLL: no interval
+            variance = (squares - n * contribution ** 2) / (n - 1) / n if n > 1 else \
+                np.full(size, np.nan)
+        df = n - 1
+    else:
+        # sum over clusters c of (S_kc - m_c contribution_k)^2, S_kc the sum of diff over the
+        # examples of group k in cluster c and m_c the size of cluster c
+        count = int(clusters.max()) + 1
+        sizes = np.bincount(clusters, minlength=count).astype(np.float64)
+        cells, cell = np.unique(keys.astype(np.int64) * count + clusters, return_inverse=True)
+        sums = np.bincount(cell, weights=diff)
+        owner, member = cells // count, cells % count
+        squares = np.bincount(owner, weights=sums * sums, minlength=size)
+        cross = np.bincount(owner, weights=sums * sizes[member], minlength=size)
+        with np.errstate(invalid="ignore"):
+            spread = squares - 2 * contribution * cross + contribution ** 2 * (sizes ** 2).sum()
+            variance = count / (count - 1) * spread / n ** 2 if count > 1 else \
+                np.full(size, np.nan)
+        df = count - 1
+    low, high, _ = t_test(contribution, np.sqrt(np.maximum(variance, 0.0)), df, alpha)
+    return low, high
+
+
+def add_contribution_intervals(comparison: dict, base: PerExample, cand: PerExample,
+                               clusters: np.ndarray | None, alpha: float,
+                               settings: MetricSettings) -> None:
+    """ci_low and ci_high on the plotted contributions of one pair of runs: the NLL change by
+    example group, and the ranked classes (where the class contribution is a sum over its
+    examples: not for macro F1, whose per-class F1 is not)."""
+    diff = cand.nll - base.nll
+    groups = flip_groups(base, cand)
+    keys = np.zeros(len(diff), dtype=np.int64)
+    for index, member in enumerate(groups.values()):
+        keys[member] = index
+    low, high = contribution_intervals(diff, keys, len(groups), alpha, clusters)
+    where = dict(zip(groups, range(len(groups))))
+    for row in comparison["explanation"]["nll_by_flip"]:
+        row["ci_low"], row["ci_high"] = low[where[row["group"]]], high[where[row["group"]]]
+    ranked = comparison["ranked"]["classes"]
+    metric = ranked["metric"]
+    values = per_example_values(settings)
+    if metric == "balanced_accuracy":  # (recall change) / classes = sum over the class of
+        support = np.bincount(base.label)  # (cand - base correctness) / (support x classes)
+        present = int((support > 0).sum())
+        diff = (len(diff) * (cand.correct.astype(np.float64) - base.correct)
+                / (support[base.label] * present))
+    elif metric in values:
+        diff = values[metric](cand) - values[metric](base)
+    else:
+        return
+    size = max(int(base.label.max()) + 1, max((row["class"] + 1 for row in ranked["rows"]),
+                                              default=0))
+    low, high = contribution_intervals(diff, base.label, size, alpha, clusters)
+    for row in ranked["rows"]:
+        row["ci_low"], row["ci_high"] = low[row["class"]], high[row["class"]]

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import __version__
+from .curves import run_curves
 from .metrics import (ClassCounts, MetricSettings, class_group_table, headline, loss_anatomy,
                       metric_directions, noise_floor, per_class_table, reliability_table,
                       slice_table)
@@ -15,7 +16,7 @@ from .errors import UsageError
 from .pipeline import RunData
 from .temperature import T_MAX, T_MIN
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 
 
 REPORT_TABLES = ("metrics", "classes", "class_groups", "confidence_bins", "slices")
@@ -37,6 +38,7 @@ class RunReport:
     slices: dict
     noise_floor: dict
     warnings: list = field(default_factory=list)
+    curves: dict | None = None  # curves.run_curves: the smoothed reliability and risk curves
 
     def to_dict(self) -> dict:
         return plain({"schema_version": SCHEMA_VERSION, "kind": "report",
@@ -234,4 +236,5 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
         slices=slices,
         noise_floor=floor,
         warnings=warnings,
+        curves=run_curves(pe.conf, pe.correct, settings.seed),
     )

@@ -42,6 +42,10 @@ class SmoothECE:
     def values(self, weights: np.ndarray) -> np.ndarray:
         """smECE at its own fixed-point bandwidth, for each row of weights (rows, examples).
         Safe to call from several threads: each call keeps its own grids."""
+        return self.fit(weights)[0]
+
+    def fit(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(smECE, its fixed-point bandwidth) for each row of weights."""
         block = _Block(self.conf, self.residual, weights)
         rows = len(weights)
         at_one = block.at(np.ones(rows))
@@ -53,14 +57,16 @@ class SmoothECE:
             low = np.where(below, mid, low)
             high = np.where(below, high, mid)
         sigma = np.where(done, 1.0, high)
-        return np.where(done, at_one, block.at(sigma))
+        return np.where(done, at_one, block.at(sigma)), sigma
 
 
 class _Block:
-    """One block of weight rows, with the grids and spectra its bisection steps share."""
+    """One block of weight rows, with the grids and spectra its bisection steps share. The
+    values smoothed are the residuals conf - correct for smECE, the correctness for the
+    reliability curve."""
 
-    def __init__(self, conf: np.ndarray, residual: np.ndarray, weights: np.ndarray):
-        self.conf, self.residual, self.weights = conf, residual, weights
+    def __init__(self, conf: np.ndarray, values: np.ndarray, weights: np.ndarray):
+        self.conf, self.values, self.weights = conf, values, weights
         self._grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by grid size
         self._spectra: dict[int, tuple[np.ndarray, int]] = {}
 
@@ -71,18 +77,23 @@ class _Block:
         shapes = np.stack([grid_sizes(sigmas), evaluation_counts(sigmas)], axis=1)
         for size, points in np.unique(shapes, axis=0).tolist():
             rows = np.flatnonzero((shapes[:, 0] == size) & (shapes[:, 1] == points))
-            spectrum, fft_size = self._spectrum(size)
-            kernels, which = _kernel_spectra(sigmas[rows], size, fft_size)
-            full = np.fft.irfft(spectrum[:, rows] * kernels[which][None], fft_size)
-            smoothed = full[:, :, size - 1:2 * size - 1]  # see _spectrum
+            smoothed = self.smoothed(rows, sigmas[rows], size)
             t = np.linspace(0, 1, points)
             r = _interpolate(t, smoothed[0])
             density = _interpolate(t, smoothed[1]) + DENSITY_FLOOR
             out[rows] = np.abs(r).sum(axis=1) / density.sum(axis=1)
         return out
 
+    def smoothed(self, rows: np.ndarray, sigmas: np.ndarray, size: int) -> np.ndarray:
+        """The kernel-smoothed grids of weighted values and of weights, (2, rows, size), of
+        the given rows at their sigmas (all on grids of `size` points)."""
+        spectrum, fft_size = self._spectrum(size)
+        kernels, which = _kernel_spectra(sigmas, size, fft_size)
+        full = np.fft.irfft(spectrum[:, rows] * kernels[which][None], fft_size)
+        return full[:, :, size - 1:2 * size - 1]  # see _spectrum
+
     def _spectrum(self, size: int) -> tuple[np.ndarray, int]:
-        """The FFT of the mirrored grids of residuals and of weights, (2, rows, bins): the
+        """The FFT of the mirrored grids of values and of weights, (2, rows, bins): the
         same at every bandwidth, so computed once per grid size and block of weights.
 
         relplot keeps the middle `size` values of np.convolve(mirrored, kernel, "valid").
@@ -99,7 +110,7 @@ class _Block:
         return self._spectra[size]
 
     def _grid(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Weighted residuals and weights on a grid of `size` points, each example split
+        """Weighted values and weights on a grid of `size` points, each example split
         linearly between its two neighbours (relplot's smooth_round_to_grid)."""
         if size not in self._grids:
             scaled = self.conf * (size - 1)
@@ -115,7 +126,7 @@ class _Block:
                 return np.bincount(keys, weights=parts, minlength=rows * size).reshape(rows,
                                                                                        size)
 
-            self._grids[size] = (spread(weights * self.residual), spread(weights))
+            self._grids[size] = (spread(weights * self.values), spread(weights))
         return self._grids[size]
 
 
@@ -136,6 +147,26 @@ def _interpolate(t: np.ndarray, grid: np.ndarray) -> np.ndarray:
     index = np.clip((t * (size - 1)).astype(np.int64), 0, size - 2)
     residual = (t - index / (size - 1)) * (size - 1)
     return grid[:, index] * (1 - residual) + grid[:, index + 1] * residual
+
+
+def reliability_curve(conf: np.ndarray, correct: np.ndarray, sigma: float, t: np.ndarray,
+                      weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """relplot's smoothed reliability curve at the points t for bandwidth sigma, and the
+    density of confidences there, for each row of example weights (default: one row of
+    ones); each (rows, len(t)).
+
+    The curve is the kernel-smoothed correctness over the smoothed weight (plus relplot's
+    floor, on the scale of example counts): relplot's KernelSmoother with the reflected
+    kernel, not re-centred. The density is the smoothed weight over the total weight, as
+    relplot's kde (its area over [0, 1] is about 1)."""
+    conf = np.asarray(conf, dtype=np.float64)
+    weights = np.ones((1, len(conf))) if weights is None else weights
+    rows = len(weights)
+    block = _Block(conf, np.asarray(correct, dtype=np.float64), weights)
+    size = int(grid_sizes(np.array([sigma]))[0])
+    smoothed = block.smoothed(np.arange(rows), np.full(rows, float(sigma)), size)
+    hits, mass = _interpolate(t, smoothed[0]), _interpolate(t, smoothed[1])
+    return hits / (mass + DENSITY_FLOOR), mass / weights.sum(axis=1, keepdims=True)
 
 
 def smooth_ece(conf: np.ndarray, correct: np.ndarray) -> float:
