@@ -73,10 +73,11 @@ def grid_cells(conf: np.ndarray, correct: np.ndarray, sigma: float
     leaves out is where within a cell (a tenth of a bandwidth at most) each drawn example
     lies."""
     size = int(grid_sizes(np.array([sigma]))[0])
-    left = np.clip((conf * (size - 1)).astype(np.int64), 0, size - 2)
-    cells, cell = np.unique(left * 2 + correct, return_inverse=True)
-    count = np.bincount(cell).astype(np.float64)
-    return np.bincount(cell, weights=conf) / count, (cells % 2).astype(bool), count
+    key = np.clip((conf * (size - 1)).astype(np.int64), 0, size - 2) * 2 + correct
+    count = np.bincount(key, minlength=2 * size).astype(np.float64)
+    cells = np.flatnonzero(count)
+    conf_sum = np.bincount(key, weights=conf, minlength=2 * size)[cells]
+    return conf_sum / count[cells], (cells % 2).astype(bool), count[cells]
 
 
 def smoothed_reliability(conf: np.ndarray, correct: np.ndarray, seed: int = 0) -> dict:
@@ -132,7 +133,7 @@ def _cells(before: np.ndarray) -> np.ndarray:
     steps = before * RISK_CELL_SHARE
     position = np.where(steps < 1, steps, 1 + np.log(np.maximum(steps, 1)))
     cells = np.floor(position / RISK_CELL_SHARE).astype(np.int64)
-    return np.unique(cells, return_inverse=True)[1]  # numbered without gaps
+    return np.cumsum(np.diff(cells, prepend=cells[0]) > 0)  # ascending: numbered without gaps
 
 
 def risk_coverage_steps(conf: np.ndarray, correct: np.ndarray
@@ -156,7 +157,8 @@ def risk_coverage(conf: np.ndarray, correct: np.ndarray, seed: int = 0) -> dict:
     count = np.bincount(group, minlength=groups).astype(np.float64)
     errors = np.bincount(group, weights=wrong, minlength=groups)
     risk, cut = risk_at(count[None, :], errors[None, :], coverages)
-    thresholds = -np.unique(-conf)  # the confidence of each group
+    thresholds = np.empty(groups)
+    thresholds[group] = conf  # the confidence of each group
     # The resamples draw from cells of whole groups next to each other in confidence: the
     # sums of each cell are drawn exactly (multinomial counts of its right and wrong
     # examples); only the order within the cell at a cut is averaged over, as within a group
@@ -164,8 +166,9 @@ def risk_coverage(conf: np.ndarray, correct: np.ndarray, seed: int = 0) -> dict:
     # the averaged part of a cut stays a small share of the examples it keeps.
     cell = _cells(np.cumsum(count) - count)[group]
     cells = int(cell.max()) + 1
-    kinds, kind = np.unique(cell * 2 + wrong, return_inverse=True)
-    share = np.bincount(kind) / n
+    sizes = np.bincount(cell * 2 + wrong, minlength=2 * cells)
+    kinds = np.flatnonzero(sizes)  # (cell, right or wrong) holding examples
+    share = sizes[kinds] / n
     rng = np.random.default_rng([seed, STREAM, 1])
     samples = []
     for rows in _blocks(2 * cells):

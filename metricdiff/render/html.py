@@ -363,6 +363,17 @@ def _nan(value) -> float:
     return math.nan if found is None else found
 
 
+def _share(level) -> str:
+    """An interval's level in words: 0.95 -> '95%'."""
+    level = number(level)
+    return f"{level:.0%}" if level is not None and 0 < level < 1 else "95%"
+
+
+def _level(report: dict) -> str:
+    """The comparison's interval level (1 - --alpha) in words."""
+    return _share((report.get("settings") or {}).get("ci_level"))
+
+
 def _examples(count) -> str:
     return f"{fmt_int(count)} example" + ("" if number(count) == 1 else "s")
 
@@ -465,9 +476,11 @@ def smooth_reliability_plot(plotter: _Plotter, runs: list[tuple[str, Any]]) -> s
         "densities of confidence, for " + ", ".join(n for _, n, _, _ in series),
         "Accuracy as a smooth function of confidence: a Gaussian kernel (reflected at 0 and 1) "
         "with the bandwidth the smooth ECE chooses as its fixed point (Blasiok and Nakkiran "
-        "2023); the smooth ECE is the curve's mean distance from the diagonal, weighted by "
-        f"the density below. Shaded: 95% pointwise bootstrap band ({first.get('resamples')} "
-        f"resamples of the examples, seed {first.get('seed')}) at that bandwidth; left out "
+        "2023); the smooth ECE is the curve's mean distance, weighted by the density below, "
+        "from the confidence smoothed the same way (the diagonal, where the bandwidth is "
+        f"small). Shaded: {_share(first.get('level'))} pointwise bootstrap band "
+        f"({first.get('resamples')} resamples of the examples, seed {first.get('seed')}) at "
+        "that bandwidth; left out "
         f"where fewer than {first.get('min_examples_near')} examples lie within one "
         "bandwidth. Below: each run's density of confidences, scaled to its peak. Hover for "
         "the values.")
@@ -504,7 +517,8 @@ def risk_coverage_plot(plotter: _Plotter, runs: list[tuple[str, Any, Any]]) -> s
                 ax.plot(*zip(*marks), linestyle="none", marker="o", markersize=6, color=colour,
                         markeredgecolor="white", zorder=4)
             handles.append(line)
-            labels.append(f"{name}: AURC {fmt_metric(metrics.get('aurc'))}")
+            aurc = number(metrics.get("aurc"))  # left out of a page narrowed by --metrics
+            labels.append(name if aurc is None else f"{name}: AURC {fmt_metric(aurc)}")
         handles.append(Line2D([], [], linestyle="none", marker="o", color="#57606a"))
         labels.append("risk at 80, 90, 95% coverage")
 
@@ -533,9 +547,10 @@ def risk_coverage_plot(plotter: _Plotter, runs: list[tuple[str, Any, Any]]) -> s
         "The error rate among the most confident examples, as more are kept (Geifman and "
         "El-Yaniv 2017); examples of equal confidence are kept together, the group at a cut in "
         "proportion. Lower is better at every coverage; AURC is the area under the curve, and "
-        "the dots are risk_at_80, 90 and 95. Shaded: 95% pointwise bootstrap band "
-        f"({first.get('resamples')} resamples of the examples, seed {first.get('seed')}). "
-        "Hover for the values and the confidence threshold of each coverage.")
+        f"the dots are risk_at_80, 90 and 95. Shaded: {_share(first.get('level'))} pointwise "
+        f"bootstrap band ({first.get('resamples')} resamples of the examples, seed "
+        f"{first.get('seed')}). Hover for the values and the confidence threshold of each "
+        "coverage.")
 
 
 def reliability_plot(plotter: _Plotter, runs: list[tuple[str, Any]]) -> str:
@@ -716,7 +731,8 @@ def nll_flip_plot(plotter: _Plotter, report: dict, colours: dict[str, str]) -> s
                 group = "all examples" if k == "total" else FLIP_GROUPS.get(k, k)
                 count = "" if k == "total" else f", {_examples(counts.get(k))}"
                 plotter.tip(patch, f"{candidate} − {baseline}, {group}: "
-                            + _band_text(v, *intervals.get(k, (None, None)), "95% CI")
+                            + _band_text(v, *intervals.get(k, (None, None)),
+                                         f"{_level(report)} CI")
                             + count)
             handles.append(handle)
             labels.append(f"{candidate} − {baseline}")
@@ -731,11 +747,11 @@ def nll_flip_plot(plotter: _Plotter, report: dict, colours: dict[str, str]) -> s
     has_ci = any(number(lo) is not None for *_, intervals, _ in series
                  for k, (lo, _) in intervals.items() if k != "total")
     return _figure("nll-by-flip", svg, "Bar chart: contribution of each example group to the "
-                   "change of mean NLL, per candidate, with 95% intervals",
+                   f"change of mean NLL, per candidate, with {_level(report)} intervals",
                    "Each bar is the group's part of the change of mean NLL (candidate minus "
                    f"baseline {baseline}); the groups add up to the hatched total. Below zero: "
-                   "the candidate's loss is lower there. Lines: 95% intervals, the total's "
-                   "from the metric table"
+                   f"the candidate's loss is lower there. Lines: {_level(report)} intervals, "
+                   "the total's from the metric table"
                    + ("; a group's the t interval of its contribution (a mean over all "
                       "examples)" if has_ci else "; none on the groups (groups of runs: an "
                       "interval over examples alone would leave out the seeds)")
@@ -775,7 +791,7 @@ def class_plot(plotter: _Plotter, report: dict, comparison: dict) -> str:
         for patch, row in zip(bars.patches, rows):
             plotter.tip(patch, f"{_class_label(row)}: contribution "
                         + _band_text(row["contribution"], row.get("ci_low"), row.get("ci_high"),
-                                     "95% CI")
+                                     f"{_level(report)} CI")
                         + f"; recall {fmt_metric(row.get('baseline_recall'))} → "
                         f"{fmt_metric(row.get('candidate_recall'))}, mean NLL "
                         f"{fmt_metric(row.get('baseline_nll'))} → "
@@ -803,13 +819,13 @@ def class_plot(plotter: _Plotter, report: dict, comparison: dict) -> str:
             labels.append(f"{candidate} − {baseline}")
         _legend(fig, handles, labels)
         svg = plotter.svg(fig)
-    intervals = ("lines: the 95% t interval of each class's contribution (a mean over all "
-                 "examples)" if errors is not None else
+    intervals = (f"lines: the {_level(report)} t interval of each class's contribution (a "
+                 "mean over all examples)" if errors is not None else
                  "no intervals (none for macro F1, whose classes' F1 are not sums over "
                  "examples, nor for groups of runs)")
     return _figure(f"classes-{candidate}", svg,
                    f"Horizontal bars: per-class contribution to the change of {metric}, "
-                   f"{candidate} against {baseline}, with 95% intervals",
+                   f"{candidate} against {baseline}, with {_level(report)} intervals",
                    f"{shown} by |contribution|; {intervals}. The table below lists them with "
                    "recall and mean NLL; hover for the values.")
 
