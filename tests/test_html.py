@@ -541,3 +541,19 @@ def test_new_json_fields_validate_and_are_what_the_page_draws(comparison, single
     broken["curves"]["reliability"]["points"][0]["confidence"] = 2.0
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, load_schema("report"))
+
+
+def test_curves_do_not_depend_on_row_order():
+    """Resamples are drawn over cells of confidence, never over row positions: shuffled rows
+    (another shard split, another writer) give the same curves and bands, to the rounding of
+    sums taken in another order."""
+    conf, correct = _with_ties(3000, seed=8)
+    order = np.random.default_rng(9).permutation(len(conf))
+    shuffled = curves.run_curves(conf[order], correct[order], seed=4)
+    for kind, curve in curves.run_curves(conf, correct, seed=4).items():
+        assert curve["points"] and len(curve["points"]) == len(shuffled[kind]["points"])
+        for point, other in zip(curve["points"], shuffled[kind]["points"]):
+            for key, value in point.items():
+                assert value == (None if other[key] is None
+                                 else pytest.approx(other[key], rel=1e-12, abs=1e-15))
+        assert curve.get("bandwidth") == shuffled[kind].get("bandwidth")

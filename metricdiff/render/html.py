@@ -101,6 +101,7 @@ table.verdicts td { border: none; padding: 3px 12px 3px 0; }
    phone; each keeps its aspect ratio at the width it gets */
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 560px), 1fr));
          gap: 10px 28px; align-items: start; }
+.plots > p { grid-column: 1 / -1; }
 figure.plot { margin: 10px 0 18px; min-width: 0; }
 figure.plot svg { display: block; width: 100%; height: auto; border: 1px solid #e4e8ec; }
 figure.plot figcaption { color: #57606a; font-size: 0.9em; margin-top: 4px; }
