@@ -82,27 +82,45 @@ class ClasswiseSums:
         self.cell_hits: np.ndarray = np.empty(0)
 
     def add(self, exp_shifted: np.ndarray, total: np.ndarray, labels: np.ndarray,
-            brier: np.ndarray, block: np.ndarray) -> None:
-        """One chunk: exp(logit - row max) (rows, K), its row sums, the labels, each row's
-        Brier score and block, the rows sorted by block."""
-        inverse = 1.0 / total
+            pred: np.ndarray, brier: np.ndarray, block: np.ndarray) -> None:
+        """One chunk: exp(logit - row max) (rows, K), its row sums, the labels, the top
+        classes, each row's Brier score and block, the rows sorted by block."""
+        inverse = 1.0 / total  # also the top class's p: its exp is 1
         edges = np.flatnonzero(np.diff(block)) + 1
         for part in np.split(np.arange(len(block)), edges):  # one block at a time
             g = block[part[0]]
-            self.column[g] += inverse[part] @ exp_shifted[part]  # BLAS: p summed over rows
+            self.column[g] += inverse[part] @ exp_shifted[part]  # p summed over rows, float64
         self.size += np.bincount(block, minlength=self.blocks)
         self.brier += np.bincount(block, weights=brier, minlength=self.blocks)
-        # entries: every p_j above 1/B, and the true class wherever its p is
-        row, cls = np.nonzero(exp_shifted > (total / self.bins)[:, None])
-        hit = cls == labels[row]
+        # entries: every p_j above 1/B, and the true class wherever its p is. No p of a row
+        # exceeds its top one, and the others share 1 - top: only rows where both exceed
+        # 1/B are searched, in the chunk's own float type (a float64 threshold would make
+        # numpy convert the chunk first) and a little below the threshold; every candidate
+        # is then binned on its float64 p, and those of bin 0 are dropped.
+        slack = 0.99 / self.bins
         rows = np.arange(len(labels))
+        top = rows[inverse > slack]
+        search = top[1.0 - inverse[top] > slack]
+        cut = np.minimum(total[search] * slack,  # beyond float16's range no p exceeds 1/B
+                         np.finfo(exp_shifted.dtype).max).astype(exp_shifted.dtype)
+        searched = exp_shifted if len(search) == len(rows) else exp_shifted[search]
+        found, cls = np.divmod(np.flatnonzero(searched > cut[:, None]), exp_shifted.shape[1])
+        found = search[found]
+        others = cls != pred[found]
+        row = np.concatenate([top, found[others]])
+        cls = np.concatenate([pred[top], cls[others]])
+        prob = exp_shifted[row, cls] * inverse[row]
+        which = equal_width_bin(prob, self.bins)
+        upper = which > 0
+        row, cls, prob, which = row[upper], cls[upper], prob[upper], which[upper]
+        hit = cls == labels[row]
         true_p = exp_shifted[rows, labels] * inverse
         low = equal_width_bin(true_p, self.bins) == 0  # true classes not among the entries
         row = np.concatenate([row, rows[low]])
         cls = np.concatenate([cls, labels[low]])
         hit = np.concatenate([hit, np.ones(int(low.sum()), dtype=bool)])
-        prob = exp_shifted[row, cls] * inverse[row]
-        which = equal_width_bin(prob, self.bins)
+        prob = np.concatenate([prob, true_p[low]])
+        which = np.concatenate([which, np.zeros(int(low.sum()), dtype=which.dtype)])
         self._keys.append((block[row] * self.num_classes + cls) * self.bins + which)
         self._probs.append(prob)
         self._hits.append(hit)

@@ -162,7 +162,7 @@ def _chunk(scores, labels, temperature, shifted, exp_shifted, out, pred, rank,
         kept = blocks >= 0  # sorted: rows left out come first
         first = int(np.argmax(kept)) if kept.any() else len(kept)
         if first < len(kept):
-            classwise.add(exp_shifted[first:], total[first:], labels[first:],
+            classwise.add(exp_shifted[first:], total[first:], labels[first:], pred[first:],
                           out["brier"][first:], blocks[first:])
 
     if temperature is None:
