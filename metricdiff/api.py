@@ -11,7 +11,10 @@ from collections.abc import Mapping, Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from .align import align_runs
+from .classwise import BLOCKS, ClasswisePlan
 from .errors import UsageError
 from .io import ReadOptions, find_run_folders, inspect_run, is_run_folder_pattern
 from .metrics import MetricSettings, metric_directions
@@ -31,7 +34,8 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
            temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
            batch_values: int | None = None, progress: Progress | None = None,
            temperature: float | None = None,
-           temperature_from: str | os.PathLike | None = None) -> RunReport:
+           temperature_from: str | os.PathLike | None = None,
+           cross_fit: bool = False) -> RunReport:
     """Measure one run: headline metrics, calibration, loss anatomy and breakdowns.
 
     Parameters
@@ -49,6 +53,9 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
         Apply this T for ``nll_calibrated`` and ``ece_calibrated`` instead of fitting one.
     temperature_from : str or os.PathLike, optional
         Fit T on that run (a validation split, say; its ids may differ) and apply it here.
+    cross_fit : bool
+        Fit T on each half of the examples (split by id) and score the other half with it,
+        so ``nll_calibrated`` and ``ece_calibrated`` are out of sample.
 
     Returns
     -------
@@ -72,6 +79,9 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
                               class_groups=_check_groups(class_groups))
     if temperature is not None and temperature_from is not None:
         raise UsageError("give --temperature or --temperature-from, not both")
+    if cross_fit and (temperature is not None or temperature_from is not None):
+        raise UsageError("--cross-fit fits the temperature on this run; it does not go with "
+                         "--temperature or --temperature-from")
     run = os.fspath(run)
     read = _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file,
                          prob_tolerance, batch_values, min_prob=min_prob)
@@ -86,7 +96,8 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
         source = f"fitted on {other} ({rows:,} rows) with --temperature-from"
     data = load_run(run, name=name or default_name(run), options=read,
                     temperature_values=temperature_values, progress=progress,
-                    given_temperature=temperature, temperature_source=source)
+                    given_temperature=temperature, temperature_source=source,
+                    classwise=ClasswisePlan(ece_bins), cross_fit=cross_fit)
     return build_report(data, settings)
 
 
@@ -152,11 +163,11 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
             pred_kind: str | None = None, id_col: str | None = None,
             by: tuple[str, ...] | list[str] = (), classes_file: str | os.PathLike | None = None,
             prob_tolerance: float = 1e-3, min_prob: float | None = None, top_k: int = 5,
-           ece_bins: int = 15,
+            ece_bins: int = 15,
             class_groups: tuple[float, float] = (0.5, 0.8),
             temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
-            batch_values: int | None = None, progress: Progress | None = None
-            ) -> ComparisonReport:
+            batch_values: int | None = None, progress: Progress | None = None,
+            cross_fit: bool = False) -> ComparisonReport:
     """Compare each candidate run, or group of runs, with the baseline, example by example.
 
     Parameters
@@ -192,6 +203,9 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
         Which verdicts set ``failed`` (the CLI's exit code 1).
     progress : callable, optional
         Called as ``progress(run_name, rows_done, rows_total)`` after each batch read.
+    cross_fit : bool
+        Each run's ``nll_calibrated`` and ``ece_calibrated`` score each half of the examples
+        (split by id, the same halves in every run) with the temperature of the other half.
 
     Returns
     -------
@@ -232,11 +246,14 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
         # that disagree on a label, are reported before their predictions are read
         keys = list(pool.map(lambda job: load_keys(job[0], job[1], read),
                              zip(layouts, run_names)))
-        align_runs(keys, allow_partial)
+        alignment = align_runs(keys, allow_partial)
+        plans = [ClasswisePlan(ece_bins, BLOCKS, _kept_rows(rows, len(key.labels)))
+                 for rows, key in zip(alignment.rows, keys)]
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,
-                               stop=stop, layout=layout)
-                   for path, name, layout in zip(paths, run_names, layouts)]
+                               stop=stop, layout=layout, classwise=plan,
+                               cross_fit=cross_fit)
+                   for path, name, layout, plan in zip(paths, run_names, layouts, plans)]
         # imported here, not at the top (report() does not need it), and while the runs are
         # read: its imports (scipy.special, 0.2 s) overlap the reading
         from .comparison import CompareSettings, build_comparison
@@ -251,6 +268,15 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
                                allow_partial=allow_partial, paired_seeds=paired_seeds,
                                cluster=cluster, fdr=fdr)
     return build_comparison(runs, settings, metric_settings, groups)
+
+
+def _kept_rows(rows: np.ndarray, count: int) -> np.ndarray | None:
+    """Which of a run's rows are common to every run; None when all of them are."""
+    if len(rows) == count:
+        return None
+    keep = np.zeros(count, dtype=bool)
+    keep[rows] = True
+    return keep
 
 
 def _runs_and_names(baseline, candidates, names) -> tuple[list[str], list[str | None]]:

@@ -131,6 +131,9 @@ ProbToleranceOpt = Annotated[float, typer.Option(metavar="TOL",
 MinProbOpt = Annotated[Optional[float], typer.Option(
     metavar="EPS", help="Floor every probability at EPS and renormalise (e.g. 1e-15), so a true "
     "class of probability 0 costs a finite NLL; off by default, and labelled in the output.")]
+CrossFitOpt = Annotated[bool, typer.Option(
+    "--cross-fit", help="Score each half of the examples (split by id) with the temperature "
+    "fitted on the other half, so nll_calibrated and ece_calibrated are not in-sample.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 HtmlOpt = Annotated[Optional[str], typer.Option(
     metavar="FILE",
@@ -193,6 +196,7 @@ def report(
     temperature_from: Annotated[Optional[str], typer.Option(
         metavar="RUN", help="Fit the temperature on RUN (a validation split: its ids may "
         "differ) and apply it to this run.")] = None,
+    cross_fit: CrossFitOpt = False,
     html: HtmlOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -214,7 +218,7 @@ def report(
                                 seed=seed, class_groups=_parse_groups(class_groups),
                                 prob_tolerance=prob_tolerance, min_prob=min_prob,
                                 progress=progress, temperature=temperature,
-                                temperature_from=temperature_from)
+                                temperature_from=temperature_from, cross_fit=cross_fit)
         _emit(result.to_dict(), View(output_format, chosen, precision), output, html)
         return 0
 
@@ -293,6 +297,7 @@ def compare(
     class_groups: ClassGroupsOpt = "0.5,0.8",
     prob_tolerance: ProbToleranceOpt = 1e-3,
     min_prob: MinProbOpt = None,
+    cross_fit: CrossFitOpt = False,
     html: HtmlOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -324,7 +329,7 @@ def compare(
                                  top_k=top_k, ece_bins=bins,
                                  class_groups=_parse_groups(class_groups),
                                  prob_tolerance=prob_tolerance, min_prob=min_prob,
-                                 progress=progress)
+                                 cross_fit=cross_fit, progress=progress)
         _emit(result.to_dict(), View(output_format, chosen, precision, summary), output, html)
         return EXIT_FAIL_ON if result.failed else 0
 

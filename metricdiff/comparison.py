@@ -13,9 +13,10 @@ import numpy as np
 from .align import Alignment, align_runs
 from .explain import (calibration_view, class_group_view, confident_wrong_view, disagreements,
                       nll_by_flip, reasons)
-from .metrics import (RESAMPLED, ClassCounts, MetricSettings, class_groups, headline,
-                      metric_directions, reliability_table)
+from .metrics import (BLOCK_RESAMPLED, RESAMPLED, ClassCounts, MetricSettings, class_groups,
+                      headline, metric_directions, reliability_table)
 from .classtests import class_changes
+from .classwise import BlockPlan, ClasswiseSums, classwise_metrics, classwise_values
 from .curves import run_curves
 from .detect import detectable
 from .errors import InputError, UsageError
@@ -82,13 +83,23 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
                      for summary in summaries]
         draws = [*resample_values(aligned, num_classes, metric_settings.ece_bins, available,
                                   plan)]
+    block_plan = _block_plan(runs, settings, plan)
+    if block_plan is not None:
+        weights = block_plan.weights()
+        with ThreadPoolExecutor(max_workers=2) as pool:  # numpy's work, without the GIL
+            block_draws = list(pool.map(lambda run: None if run.classwise is None
+                                        else _block_draws(run.classwise, weights), runs))
+        for run_draws, extra in zip(draws, block_draws):
+            if run_draws is not None and extra is not None:
+                run_draws.update(extra)
     group_values = group_summaries(members, summaries, runs)
     if grouped:
         pairs = [_group_deltas(base_idx, members[name], summaries, aligned, draws, plan,
-                               settings, metric_settings) for name in names[1:]]
+                               block_plan, settings, metric_settings) for name in names[1:]]
     else:
         pairs = [_deltas(summaries[0]["metrics"], summaries[i]["metrics"], aligned[0],
-                         aligned[i], plan, draws[0], draws[i], settings, metric_settings)
+                         aligned[i], plan, block_plan, draws[0], draws[i], settings,
+                         metric_settings)
                  for i in range(1, len(runs))]
 
     primary_p = [pair[settings.primary].p_value if settings.primary in pair else None
@@ -238,8 +249,8 @@ def _cluster_summary(bases: list[PerExample], cands: list[PerExample], plan: Boo
 
 def _group_deltas(base_idx: list[int], cand_idx: list[int], summaries: list[dict],
                   aligned: list[PerExample], draws: list, plan: BootstrapPlan,
-                  settings: CompareSettings, metric_settings: MetricSettings
-                  ) -> dict[str, Interval]:
+                  block_plan: BlockPlan | None, settings: CompareSettings,
+                  metric_settings: MetricSettings) -> dict[str, Interval]:
     """Every metric all runs of both groups have: the difference of group means with an
     interval over seeds and examples (seeds.py)."""
     members = base_idx + cand_idx
@@ -263,6 +274,13 @@ def _group_deltas(base_idx: list[int], cand_idx: list[int], summaries: list[dict
                 run_values(base_idx, name), run_values(cand_idx, name),
                 [draws[i][name] for i in base_idx], [draws[i][name] for i in cand_idx],
                 settings.alpha, settings.paired_seeds, plan.units - 1, plan.noise[0])
+    for name in BLOCK_RESAMPLED:
+        if name in both and block_plan is not None and draws[0] is not None:
+            deltas[name] = resampled_metric_delta(
+                run_values(base_idx, name), run_values(cand_idx, name),
+                [draws[i][name] for i in base_idx], [draws[i][name] for i in cand_idx],
+                settings.alpha, settings.paired_seeds, block_plan.units - 1,
+                block_plan.noise[0])
     if "temperature" in both:
         delta = run_values(cand_idx, "temperature").mean() - run_values(base_idx,
                                                                         "temperature").mean()
@@ -270,9 +288,30 @@ def _group_deltas(base_idx: list[int], cand_idx: list[int], summaries: list[dict
     return {name: deltas[name] for name in order if name in deltas}
 
 
+def _block_plan(runs: list[RunData], settings: CompareSettings,
+                plan: BootstrapPlan) -> BlockPlan | None:
+    """The block bootstrap of the classwise metrics, over the blocks that hold examples (the
+    same in every run: blocks follow the example's id, or its cluster)."""
+    sums = runs[0].classwise
+    if settings.resamples == 0 or sums is None:
+        return None
+    return BlockPlan(int((sums.size > 0).sum()), settings.resamples, settings.seed, plan.noise)
+
+
+def _block_draws(sums: ClasswiseSums, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Each BLOCK_RESAMPLED metric on the sample (column 0) and on every resample, as
+    (1, 1 + resamples) arrays, the layout of the example bootstrap's draws; the weights of
+    the plan's blocks spread over all blocks, empty ones weighing nothing."""
+    full = np.zeros((len(weights), sums.blocks))
+    full[:, sums.size > 0] = weights
+    values = classwise_values(sums, full)
+    return {name: values[name][None, :] for name in BLOCK_RESAMPLED}
+
+
 def _summary(run: RunData, pe: PerExample, counts: ClassCounts,
              metric_settings: MetricSettings) -> dict:
-    values, unavailable = headline(pe, counts, run.rank_depth, metric_settings, run.temperature)
+    values, unavailable = headline(pe, counts, run.rank_depth, metric_settings, run.temperature,
+                                   classwise_metrics(run.classwise))
     return {**describe_run(run), "n": len(pe), "metrics": values, "unavailable": unavailable,
             "confidence_bins": reliability_table(pe, metric_settings.ece_bins),
             "curves": run_curves(pe.conf, pe.correct, metric_settings.seed)}
@@ -286,7 +325,8 @@ def _lined_up(examples: PerExample, rows: np.ndarray) -> PerExample:
 
 
 def _deltas(base_values: dict, cand_values: dict, base, cand, plan: BootstrapPlan,
-            base_draws: dict | None, cand_draws: dict | None, settings: CompareSettings,
+            block_plan: BlockPlan | None, base_draws: dict | None, cand_draws: dict | None,
+            settings: CompareSettings,
             metric_settings: MetricSettings) -> dict[str, Interval]:
     """Every metric both runs have: paired t for per-example means, McNemar's exact test for
     accuracy, a paired bootstrap for the rest; the temperature gets its delta only."""
@@ -311,6 +351,11 @@ def _deltas(base_values: dict, cand_values: dict, base, cand, plan: BootstrapPla
     if wanted and base_draws is not None and cand_draws is not None:
         observed = {name: cand_values[name] - base_values[name] for name in wanted}
         deltas.update(bootstrap(observed, base_draws, cand_draws, plan, settings.alpha))
+    by_blocks = {name for name in BLOCK_RESAMPLED if name in both}
+    if by_blocks and block_plan is not None and base_draws is not None \
+            and cand_draws is not None:
+        observed = {name: cand_values[name] - base_values[name] for name in by_blocks}
+        deltas.update(bootstrap(observed, base_draws, cand_draws, block_plan, settings.alpha))
     if "temperature" in both:
         deltas["temperature"] = Interval(cand_values["temperature"] - base_values["temperature"],
                                          None, None, None, METHOD_NONE)
@@ -471,7 +516,8 @@ def _seed_noise_floor(base_name: str, base_idx: list[int], runs: list[RunData],
     whether each candidate's change of the primary metric is larger than that."""
     pairs = list(itertools.combinations(base_idx, 2))
     pair_deltas = [_deltas(summaries[i]["metrics"], summaries[j]["metrics"], aligned[i],
-                           aligned[j], plan, draws[i], draws[j], settings, metric_settings)
+                           aligned[j], plan, None, draws[i], draws[j], settings,
+                           metric_settings)
                    for i, j in pairs]
     table = noise_floor_table(pair_deltas, settings.alpha)
     primary = table.get(settings.primary)

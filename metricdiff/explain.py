@@ -175,6 +175,9 @@ def _sharpness_reasons(calibration: dict | None, confident: dict, groups: list[d
     nll = deltas.get("nll")
     if calibration is not None and nll is not None:
         said.append(_calibration_sentence(calibration, nll, deltas.get("nll_calibrated"), alpha))
+    brier = _brier_sentence(deltas, alpha)
+    if brier:
+        said.append(brier)
     if confident["share"] is not None and abs(confident["share"]) >= SIGNIFICANT_SHARE:
         said.append(f"Confidently wrong examples (confidence >= {confident['threshold']:g}): "
                     f"{_count(confident['baseline_count'])} -> "
@@ -196,6 +199,31 @@ def _sharpness_reasons(calibration: dict | None, confident: dict, groups: list[d
             said.append(f"The candidate predicts {row['group']} classes for "
                         f"{_pct(row['candidate_predicted_share'])} of examples (baseline "
                         f"{_pct(row['baseline_predicted_share'])}).")
+    return said
+
+
+def _brier_sentence(deltas: dict[str, Interval], alpha: float) -> str | None:
+    """The Brier change split as Murphy's decomposition splits it; the uncertainty term is
+    the same for runs on one validation set, so the rest is the within-bin term. A part is
+    named the main one only when it and the Brier change are beyond noise."""
+    brier, reliability, resolution = (deltas.get(name) for name in
+                                      ("brier", "brier_reliability", "brier_resolution"))
+    if brier is None or reliability is None or resolution is None:
+        return None
+    within = brier.delta - reliability.delta + resolution.delta
+    said = (f"Brier {_moved(brier.delta)}{_noise(brier, alpha)}: reliability (calibration) "
+            f"{reliability.delta:+.4f}{_noise(reliability, alpha)}, resolution (sharpness, "
+            f"which lowers the score) {resolution.delta:+.4f}{_noise(resolution, alpha)}, "
+            f"within-bin rest {within:+.4f}.")
+    if not _significant(brier, alpha) or not brier.delta:
+        return said
+    if (_significant(reliability, alpha) and np.sign(reliability.delta) == np.sign(brier.delta)
+            and abs(reliability.delta) >= 0.5 * abs(brier.delta)):
+        return said + " Most of the Brier change is calibration."
+    if (_significant(resolution, alpha) and np.sign(-resolution.delta) == np.sign(brier.delta)
+            and abs(resolution.delta) >= 0.5 * abs(brier.delta)):
+        return said + (" Most of the Brier change is sharpness: how well the runs tell classes "
+                       "apart.")
     return said
 
 

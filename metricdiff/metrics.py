@@ -47,6 +47,16 @@ def metric_registry(top_k: int = 5) -> dict[str, MetricInfo]:
          "(Blasiok and Nakkiran 2023)"),
         ("rmsce_debiased", False, "root-mean-square calibration error, debiased, equal-mass "
          "bins (Kumar et al. 2019)"),
+        ("classwise_ece", False, "classwise ECE: calibration of every class probability, "
+         "1/K sum over classes of the binned gap (Kull et al. 2019)"),
+        ("brier_reliability", False, "Brier reliability: the calibration part of the Brier "
+         "score, binned, summed over classes (Murphy 1973)"),
+        ("brier_resolution", True, "Brier resolution: how far the binned forecasts set the "
+         "examples apart from the class base rates (Murphy 1973)"),
+        ("brier_uncertainty", None, "Brier uncertainty: 1 - sum of squared class shares of "
+         "the labels; the same for every run of one validation set"),
+        ("brier_within", None, "the rest of the Brier score, from forecasts spread within "
+         "their bins: brier - reliability + resolution - uncertainty"),
         ("auroc", True, "AUROC of top-1 confidence for telling right answers from wrong ones"),
         ("aurc", False, "area under the risk-coverage curve (Geifman and El-Yaniv 2017)"),
         *((f"risk_at_{c}", False, f"error rate of the {c}% most confident examples")
@@ -60,6 +70,12 @@ def metric_registry(top_k: int = 5) -> dict[str, MetricInfo]:
 RESAMPLED = ("ece", "ece_adaptive", "mce", "balanced_accuracy", "macro_f1", "ece_calibrated",
              "smooth_ece", "rmsce_debiased", "auroc", "aurc", "risk_at_80", "risk_at_90",
              "risk_at_95")
+
+
+# Metrics from the per-(class, bin) sums of classwise.py: resampled by blocks of examples.
+CLASSWISE = ("classwise_ece", "brier_reliability", "brier_resolution", "brier_uncertainty",
+             "brier_within")
+BLOCK_RESAMPLED = ("classwise_ece", "brier_reliability", "brier_resolution")
 
 
 def metric_directions(top_k: int = 5) -> dict[str, bool | None]:
@@ -461,8 +477,10 @@ def noise_floor(pe: PerExample, batch_size: int, seed: int) -> dict:
 # ----------------------------------------------------------------------------- headline
 
 def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
-             settings: MetricSettings, temperature: float | None) -> tuple[dict, dict[str, str]]:
-    """All single-run metrics, and the reasons for those that are unavailable."""
+             settings: MetricSettings, temperature: float | None,
+             classwise: dict[str, float] | None = None) -> tuple[dict, dict[str, str]]:
+    """All single-run metrics, and the reasons for those that are unavailable. `classwise`:
+    the CLASSWISE metrics, from the run's per-(class, bin) sums."""
     correct = pe.correct
     ece, mce = calibration_error(pe.conf, correct, settings.ece_bins)
     accuracy = float(correct.mean())
@@ -487,9 +505,13 @@ def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
         "ece_calibrated": calibration_error(pe.conf_cal, correct, settings.ece_bins)[0],
         "smooth_ece": smooth_ece(pe.conf, correct),
         "rmsce_debiased": debiased_rms_calibration_error(pe.conf, correct, settings.ece_bins),
+        **(classwise or dict.fromkeys(CLASSWISE)),
         **selective_prediction(pe.conf, correct),
     }
     unavailable: dict[str, str] = {}
+    if classwise is None:
+        for name in CLASSWISE:
+            unavailable[name] = "needs the whole predicted distribution (top-k run)"
     if rank_depth is not None and settings.top_k > rank_depth:
         unavailable[topk_name] = f"the run lists only the top {rank_depth} classes"
     for name in ("brier", "mean_entropy"):

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .io import Batch
+
+if TYPE_CHECKING:
+    from .classwise import ClasswiseSums
 
 
 @dataclass
@@ -46,9 +50,13 @@ class PerExample:
                              for f in fields(PerExample)})
 
 
-def from_batch(batch: Batch, temperature: float | None) -> PerExample:
+def from_batch(batch: Batch, temperature: float | np.ndarray | None,
+               classwise: "ClasswiseSums | None" = None,
+               blocks: np.ndarray | None = None) -> PerExample:
+    """`classwise`, with each row's block (`blocks`; -1 leaves a row out of it): the sums of
+    classwise calibration, gathered in the same pass."""
     if batch.scores is not None:
-        return from_scores(batch.scores, batch.labels, temperature)
+        return from_scores(batch.scores, batch.labels, temperature, classwise, blocks)
     assert batch.topk_ids is not None and batch.topk_logprobs is not None \
         and batch.label_logprob is not None  # a batch holds scores or all three top-k columns
     return from_topk(batch.topk_ids, batch.topk_logprobs, batch.label_logprob, batch.labels)
@@ -68,12 +76,19 @@ def floor_probabilities(scores: np.ndarray, min_prob: float) -> np.ndarray:
 CHUNK_VALUES = 1 << 18
 
 
-def from_scores(scores: np.ndarray, labels: np.ndarray, temperature: float | None) -> PerExample:
+def from_scores(scores: np.ndarray, labels: np.ndarray,
+                temperature: float | np.ndarray | None,
+                classwise: "ClasswiseSums | None" = None,
+                blocks: np.ndarray | None = None) -> PerExample:
     """Per-example statistics from logits (or log-probabilities, which are logits too).
 
     Elementwise work stays in the input's float precision; the normaliser (sum of exp over
     classes) is accumulated in float64, the two other sums over classes by BLAS dot products,
     so results agree with a float64 reference to about 1e-7 relative.
+
+    `temperature` may be one per row (cross-fitting). With `classwise`, rows go through in the
+    order of their blocks, so that each chunk adds its probabilities to one or two blocks'
+    class sums.
     """
     n, k = scores.shape
     columns = {name: np.empty(n) for name in ("conf", "nll", "brier", "entropy", "nll_cal",
@@ -83,16 +98,37 @@ def from_scores(scores: np.ndarray, labels: np.ndarray, temperature: float | Non
     step = max(1, CHUNK_VALUES // k)
     shifted = np.empty((min(step, n), k), dtype=scores.dtype)  # reused by every chunk
     exp_shifted = np.empty_like(shifted)
+    order = None
+    if classwise is not None:
+        assert blocks is not None  # given together
+        if classwise.blocks > 1 or (blocks < 0).any():
+            order = np.argsort(blocks, kind="stable")
     for start in range(0, n, step):
         stop = min(start + step, n)
-        rows = slice(start, stop)
-        _chunk(scores[rows], labels[rows], temperature, shifted[:stop - start],
-               exp_shifted[:stop - start], {name: col[rows] for name, col in columns.items()},
-               pred[rows], rank[rows])
+        rows = slice(start, stop) if order is None else order[start:stop]
+        if order is None:  # views: the chunk writes its outputs in place
+            out = {name: col[rows] for name, col in columns.items()}
+            _chunk(scores[rows], labels[rows], _rows_of(temperature, rows),
+                   shifted[:stop - start], exp_shifted[:stop - start], out, pred[rows],
+                   rank[rows], classwise, None if blocks is None else blocks[rows])
+            continue
+        assert blocks is not None  # an order is made only from blocks
+        out = {name: np.empty(stop - start) for name in columns}
+        chunk_pred, chunk_rank = np.empty(stop - start, np.int64), np.empty(stop - start, np.int64)
+        _chunk(scores[rows], labels[rows], _rows_of(temperature, rows), shifted[:stop - start],
+               exp_shifted[:stop - start], out, chunk_pred, chunk_rank, classwise, blocks[rows])
+        for name, col in columns.items():
+            col[rows] = out[name]
+        pred[rows], rank[rows] = chunk_pred, chunk_rank
     return PerExample(label=labels.astype(np.int64), pred=pred, rank=rank, **columns)
 
 
-def _chunk(scores, labels, temperature, shifted, exp_shifted, out, pred, rank) -> None:
+def _rows_of(temperature, rows):
+    return temperature[rows] if isinstance(temperature, np.ndarray) else temperature
+
+
+def _chunk(scores, labels, temperature, shifted, exp_shifted, out, pred, rank,
+           classwise=None, blocks=None) -> None:
     """Fill the per-example outputs of one chunk of rows, in place."""
     rows = np.arange(len(labels))
     pred[:] = scores.argmax(axis=1)
@@ -122,12 +158,20 @@ def _chunk(scores, labels, temperature, shifted, exp_shifted, out, pred, rank) -
         e, s = exp_shifted[zero_prob_rows], shifted[zero_prob_rows]
         weighted[zero_prob_rows] = np.where(e > 0, e * np.where(e > 0, s, 0), 0).sum(axis=1)
     out["entropy"][:] = np.maximum(log_total - weighted / total, 0.0)
+    if classwise is not None:
+        kept = blocks >= 0  # sorted: rows left out come first
+        first = int(np.argmax(kept)) if kept.any() else len(kept)
+        if first < len(kept):
+            classwise.add(exp_shifted[first:], total[first:], labels[first:], pred[first:],
+                          out["brier"][first:], blocks[first:])
 
     if temperature is None:
         out["nll_cal"][:] = np.nan
         out["conf_cal"][:] = np.nan
         return
-    np.multiply(shifted, 1.0 / temperature, out=exp_shifted)
+    inverse_t = (1.0 / temperature if not isinstance(temperature, np.ndarray)
+                 else (1.0 / temperature)[:, None].astype(shifted.dtype))
+    np.multiply(shifted, inverse_t, out=exp_shifted)
     np.exp(exp_shifted, out=exp_shifted)
     scaled_total = exp_shifted.sum(axis=1, dtype=np.float64)
     out["nll_cal"][:] = np.log(scaled_total) - true_shifted / temperature

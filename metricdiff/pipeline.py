@@ -9,6 +9,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
+from .classwise import ClasswisePlan, ClasswiseSums, example_blocks
 from .errors import InputError
 from .io import Batch, ReadOptions, RunLayout, inspect_run, iter_batches, sample_plan
 from .perexample import PerExample, floor_probabilities, from_batch
@@ -35,6 +36,7 @@ class RunData:
     min_prob: float | None = None  # the --min-prob floor the probabilities were given
     looks_like_probs: bool = False  # "logits" whose sampled rows are all probability vectors
     temperature_source: str = "fitted on this run"  # or given, or fitted on another run
+    classwise: ClasswiseSums | None = None  # per-(class, bin) sums; None for top-k runs
 
     @property
     def labels(self) -> np.ndarray:
@@ -55,10 +57,14 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
              progress: Progress | None = None,
              stop: threading.Event | None = None,
              layout: RunLayout | None = None, given_temperature: float | None = None,
-             temperature_source: str | None = None) -> RunData:
+             temperature_source: str | None = None,
+             classwise: ClasswisePlan | None = None, cross_fit: bool = False) -> RunData:
     """Read one run; `stop`, when set by another thread, ends the read at the next batch.
     `layout`: the run's footers, when they were already checked. `given_temperature`: apply
-    this T instead of fitting one here, `temperature_source` saying where it came from."""
+    this T instead of fitting one here, `temperature_source` saying where it came from.
+    `classwise`: gather the sums of classwise calibration as planned (not for top-k runs).
+    `cross_fit`: nll_calibrated and ece_calibrated of each half of the examples use the
+    temperature fitted on the other half (halves by id, or cluster, as the blocks are)."""
     layout = layout or inspect_run(path, options)
     min_prob = options.min_prob  # the opt-in floor on every probability; else 0 stays 0
     if min_prob is not None and layout.prediction.kind == "topk":
@@ -80,20 +86,36 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
     # the main pass starts reading now, while the temperature is fitted on this core
     reader = None if whole_run else Prefetch(iter_batches(layout, options), FIT_LOOKAHEAD)
     try:
+        halves = None  # with cross_fit: the temperatures fitted on each half
         if given_temperature is not None and layout.prediction.kind != "topk":
             temperature = given_temperature
         elif sample_batches:
             temperature, temperature_rows = _fit(sample_batches)
+            if cross_fit:
+                halves = _fit_halves(sample_batches, layout)
+                temperature_source = (f"cross-fitted on two halves of the examples "
+                                      f"(T={halves[0]:.4g} and {halves[1]:.4g}, each scoring "
+                                      "the other half)")
         batches: Iterable[Batch] = (sample_batches if reader is None  # read once
                                     else (_floored(b, min_prob) for b in reader))
         sample_batches = []  # freed as the main pass goes, when it holds them
         parts, ids, clusters = [], [], []
         slices: dict[str, list[np.ndarray]] = {col: [] for col in layout.slice_cols}
         rows_done = 0
+        sums = None
+        if classwise is not None and layout.prediction.kind != "topk" and layout.num_classes:
+            sums = ClasswiseSums(layout.num_classes, classwise.bins, classwise.blocks)
         for batch in batches:
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt
-            parts.append(from_batch(batch, temperature))
+            blocks = None
+            if sums is not None and classwise is not None:
+                blocks = _blocks(batch, classwise)
+            applied: float | np.ndarray | None = temperature
+            if halves is not None:  # each row scored by the other half's temperature
+                applied = np.where(example_blocks(row_keys(batch), 2) == 0, halves[1],
+                                   halves[0])
+            parts.append(from_batch(batch, applied, sums, blocks))
             rows_done += len(batch)
             if progress is not None:
                 progress(name, rows_done, layout.n_rows)
@@ -122,7 +144,41 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                    num_classes=num_classes,
                    clusters=np.concatenate(clusters) if clusters else None,
                    min_prob=min_prob, looks_like_probs=looks_like_probs,
-                   temperature_source=temperature_source or "fitted on this run")
+                   temperature_source=temperature_source or "fitted on this run",
+                   classwise=None if sums is None else sums.finish())
+
+
+def row_keys(batch: Batch) -> np.ndarray:
+    """What identifies each row's example across runs and reads: its cluster where clusters
+    are read (examples of one cluster stay together), else its id, else its row number."""
+    if batch.clusters is not None:
+        return batch.clusters
+    if batch.ids is not None:
+        return batch.ids
+    return np.arange(batch.row_start, batch.row_start + len(batch))
+
+
+def _blocks(batch: Batch, plan: ClasswisePlan) -> np.ndarray:
+    """Each row's block; -1 for rows the plan leaves out."""
+    blocks = example_blocks(row_keys(batch), plan.blocks)
+    if plan.keep is not None:
+        blocks[~plan.keep[batch.row_start:batch.row_start + len(batch)]] = -1
+    return blocks
+
+
+def _fit_halves(batches: list[Batch], layout: RunLayout) -> tuple[float, float]:
+    """The temperatures fitted on each half of the sampled rows."""
+    samples = (TemperatureSample(), TemperatureSample())
+    for batch in batches:
+        assert batch.scores is not None  # top-k runs have no temperature sample
+        half = example_blocks(row_keys(batch), 2)
+        for h, sample in enumerate(samples):
+            if (half == h).any():
+                sample.add(batch.scores[half == h], batch.labels[half == h])
+    if not all(len(sample) for sample in samples):
+        raise InputError("--cross-fit needs examples in both halves to fit a temperature on "
+                         "each; this run has too few", path=layout.path)
+    return fit_temperature(samples[0]), fit_temperature(samples[1])
 
 
 def fit_run_temperature(path: str, options: ReadOptions = ReadOptions(),

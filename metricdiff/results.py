@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import __version__
+from .classwise import classwise_metrics
 from .curves import run_curves
 from .metrics import (ClassCounts, MetricSettings, class_group_table, headline, loss_anatomy,
                       metric_directions, noise_floor, per_class_table, reliability_table,
@@ -201,7 +202,8 @@ def describe_run(run: RunData) -> dict:
 def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> RunReport:
     pe = run.examples
     counts = ClassCounts.of(pe, run.num_classes)
-    values, unavailable = headline(pe, counts, run.rank_depth, settings, run.temperature)
+    values, unavailable = headline(pe, counts, run.rank_depth, settings, run.temperature,
+                                   classwise_metrics(run.classwise))
     warnings = reading_warnings(run)
     if run.temperature is not None and run.temperature in (T_MIN, T_MAX):
         warnings.append(f"the NLL-minimising temperature lies at the search limit "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
-from .metrics import RESAMPLED
+from .metrics import BLOCK_RESAMPLED, RESAMPLED
 
 if TYPE_CHECKING:  # a type only: importing paired would pull scipy into every start-up
     from .paired import Interval
@@ -58,7 +58,7 @@ def min_resamples(alpha: float) -> int:
 
 
 def check_resamples(primary: str, resamples: int, alpha: float) -> None:
-    if primary in RESAMPLED and resamples < min_resamples(alpha):
+    if primary in (*RESAMPLED, *BLOCK_RESAMPLED) and resamples < min_resamples(alpha):
         raise UsageError(f"--primary {primary} is tested by the bootstrap: --resamples must be "
                          f"at least {min_resamples(alpha)} at --alpha {alpha:g}, got {resamples}")
 

@@ -88,6 +88,19 @@ def small_run(tmp_path):
     return path, logits, labels, source
 
 
+def classwise_rounded(document: dict) -> dict:
+    """A report document with its classwise metrics kept to 11 significant digits: they sum
+    probabilities chunk by chunk in float64, so another batching or row-group split moves
+    their last bits, where every other number stays the same bit for bit."""
+    from metricdiff.metrics import CLASSWISE
+
+    metrics = dict(document["metrics"])
+    for name in CLASSWISE:
+        if metrics.get(name) is not None:
+            metrics[name] = float(f"{metrics[name]:.11g}")
+    return {**document, "metrics": metrics}
+
+
 def pipe_count(line: str) -> int:
     """Column separators of a pipe-table line: '|' not escaped by a backslash."""
     return len(re.findall(r"(?<!\\)\|", line))

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import metricdiff
-from conftest import probs_of, random_logits, write_run
+from conftest import classwise_rounded, probs_of, random_logits, write_run
 
 EXACT_FROM_TOPK = ["n", "nll", "accuracy", "top5_accuracy", "ece", "ece_adaptive", "mce",
                    "mean_confidence", "overconfidence", "balanced_accuracy", "macro_f1"]
@@ -23,7 +23,7 @@ def metrics_of(path, **kwargs) -> dict:
 
 def sections(path, **kwargs) -> dict:
     """Everything a report measured, without the parts that name files."""
-    document = metricdiff.report(str(path), **kwargs).to_dict()
+    document = classwise_rounded(metricdiff.report(str(path), **kwargs).to_dict())
     return {key: value for key, value in document.items() if key not in ("run",)}
 
 
@@ -137,7 +137,8 @@ def test_topk_run_is_exact_where_it_can_be_and_unavailable_elsewhere(tmp_path, p
                                                 5))).to_dict()
     for name in EXACT_FROM_TOPK:
         assert document["metrics"][name] == pytest.approx(full[name], rel=1e-9, abs=1e-12), name
-    for name in ("brier", "mean_entropy", "temperature", "nll_calibrated", "ece_calibrated"):
+    for name in ("brier", "mean_entropy", "temperature", "nll_calibrated", "ece_calibrated",
+                 "classwise_ece", "brier_reliability", "brier_resolution"):
         assert document["metrics"][name] is None
         assert name in document["unavailable"]
     wider = metricdiff.report(str(tmp_path / "topk.parquet"), top_k=10).to_dict()

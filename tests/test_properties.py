@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy.special import log_softmax
 
 import metricdiff
-from conftest import write_run
+from conftest import classwise_rounded, write_run
 from metricdiff.metrics import SELECTIVE
 from test_reference import naive_ece
 
@@ -38,7 +38,7 @@ def report(path, **kwargs) -> dict:
 
 
 def without_run(document: dict) -> dict:
-    return {key: value for key, value in document.items() if key != "run"}
+    return {key: value for key, value in classwise_rounded(document).items() if key != "run"}
 
 
 @SETTINGS

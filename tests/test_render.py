@@ -69,7 +69,7 @@ def table_text(report: dict, width: int = 120) -> str:
 def row_of(text: str, first: str) -> str:
     """The line of a terminal table whose first cell is `first`."""
     rows = [line for line in text.splitlines()
-            if line.split() and line.split()[0] == first and re.search(r"\s[\d—]", line)]
+            if line.split() and line.split()[0] == first and re.search(r"\s-?[\d—]", line)]
     assert rows, f"no row starting with {first!r}"
     return rows[0]
 

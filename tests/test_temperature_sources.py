@@ -80,3 +80,33 @@ def test_a_top_k_run_cannot_give_a_temperature(tmp_path, splits):
                              "label_logprob": [-0.1, -0.2]}), topk)
     with pytest.raises(metricdiff.InputError, match="top-k"):
         metricdiff.report(test, temperature_from=str(topk))
+
+
+@pytest.mark.parametrize("model", ["gnb", "mlp"])
+def test_the_readme_reproduction_of_the_committed_split(model):
+    """The committed validation/test pairs: metricdiff's --temperature-from numbers are the
+    ones generate_split.py --check computes with its own code (the README's table)."""
+    import sys
+    from pathlib import Path
+
+    samples = Path(__file__).resolve().parent.parent / "sample_runs"
+    sys.path.insert(0, str(samples))
+    try:
+        import generate_split
+    finally:
+        sys.path.remove(str(samples))
+    split = samples / "split"
+    val, test = (generate_split.load_run(split / f"{model}_{part}.parquet")
+                 for part in ("val", "test"))
+    t = generate_split.fitted_temperature(val.scores, val.labels)
+    raw = generate_split.measures(test.scores, test.labels)
+    scaled = generate_split.measures(test.scores / t, test.labels)
+    metrics = metricdiff.report(split / f"{model}_test.parquet",
+                                temperature_from=split / f"{model}_val.parquet").metrics
+    assert metrics["temperature"] == pytest.approx(t, rel=1e-5)
+    assert metrics["nll"] == pytest.approx(raw["nll"], rel=1e-9)
+    assert metrics["ece"] == pytest.approx(raw["ece"], rel=1e-9)
+    assert metrics["classwise_ece"] == pytest.approx(raw["classwise_ece"], rel=1e-9)
+    assert metrics["accuracy"] == pytest.approx(raw["accuracy"], rel=1e-12)
+    assert metrics["nll_calibrated"] == pytest.approx(scaled["nll"], rel=1e-5)
+    assert metrics["ece_calibrated"] == pytest.approx(scaled["ece"], abs=1e-4)

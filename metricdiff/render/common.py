@@ -38,15 +38,16 @@ def number(value) -> float | None:
 
 def fmt_metric(value, missing: str = DASH) -> str:
     """A metric value with ``digits()`` decimals (4 by default, ``--precision``: 3.7887,
-    0.1290); tiny non-zero values keep 3 significant digits (4.12e-05) instead of collapsing
-    to 0.0000; integers stay integers."""
+    0.1290); small non-zero values keep 2 significant digits (0.00014, 4.1e-05) instead of
+    collapsing to 0.0001 or 0.0000 (a classwise ECE over 3,000 classes is that small);
+    integers stay integers."""
     if is_missing(value):
         return missing
     if isinstance(value, numbers.Integral):
         return fmt_int(value)
     places = digits()
-    if value != 0 and abs(value) < 0.5 * 10 ** -places:
-        return f"{value:.3g}"
+    if value != 0 and abs(value) < 10 ** (1 - places):
+        return f"{value:.2g}"
     text = f"{value:.{places}f}"
     return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
@@ -117,6 +118,11 @@ MEANINGS = {
     "ece_calibrated": "ECE after dividing logits by T",
     "smooth_ece": "calibration error without bins (kernel-smoothed)",
     "rmsce_debiased": "RMS calibration error, sampling bias removed",
+    "classwise_ece": "ECE of every class's probability, mean over classes",
+    "brier_reliability": "Brier part from miscalibration (binned)",
+    "brier_resolution": "Brier part from telling classes apart",
+    "brier_uncertainty": "Brier of the label shares: fixed by the data",
+    "brier_within": "Brier part from spread within bins",
     "auroc": "confidence ranks right answers above wrong ones",
     "aurc": "mean error rate over every confidence cut-off",
     "risk_at_80": "error rate of the 80% most confident",

@@ -101,3 +101,31 @@ def test_a_bootstrapped_primary_needs_enough_resamples(pair):
     # the other bootstrapped metrics get no interval rather than one from too few resamples
     doc = json.loads(run_cli("compare", a, b, "--resamples", "10", "-f", "json").stdout)
     assert doc["comparisons"][0]["deltas"]["ece"]["p_value"] is None
+
+
+def test_cross_fit_with_too_few_examples_for_two_halves_names_the_file(tmp_path):
+    logits, labels = random_logits(1, 4, seed=3)
+    path = write_run(tmp_path / "one.parquet", labels, logits=logits, ids=np.arange(1))
+    result = run_cli("report", path, "--cross-fit")
+    assert result.exit_code == 2, result.output
+    assert "--cross-fit" in result.stderr and "one.parquet" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("other", [("--temperature", "1.5"), ("--temperature-from", "a")])
+def test_cross_fit_does_not_go_with_a_given_temperature(pair, other):
+    a, _ = pair
+    value = str(a) if other[1] == "a" else other[1]
+    result = run_cli("report", a, "--cross-fit", other[0], value)
+    assert result.exit_code == 2 and "--cross-fit" in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_classwise_metrics_as_the_primary_need_enough_resamples(pair):
+    result = run_cli("compare", *pair, "--primary", "classwise_ece", "--resamples", "10")
+    assert result.exit_code == 2 and "--resamples" in result.stderr, result.output
+    ok = run_cli("compare", *pair, "--primary", "brier_reliability", "--resamples", "100",
+                 "--format", "json")
+    assert ok.exit_code == 0, ok.output
+    verdict = json.loads(ok.stdout)["comparisons"][0]["verdict"]
+    assert verdict["metric"] == "brier_reliability" and verdict["method"].startswith("block")
