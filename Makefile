@@ -26,6 +26,7 @@ lint: $(STAMP)
 samples: $(STAMP)
 	$(BIN)/python sample_runs/generate.py
 	$(BIN)/python sample_runs/generate_seeds.py
+	$(BIN)/python sample_runs/generate_series.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

@@ -398,7 +398,7 @@ def series(*runs: str | os.PathLike | Mapping[str, Any], names: list[str | None]
         keys = [load_keys(layout, default_name(layout.path), read)
                 for found in layouts.values() for layout in found]
         align_runs(keys, allow_partial)
-    from .series import Checkpoints, SeriesSettings, build_series  # scipy: only when needed
+    from .checkpoints import Checkpoints, SeriesSettings, build_series  # scipy: only when needed
 
     chosen = []
     for name, found in layouts.items():

@@ -485,12 +485,13 @@ def _emit(document: dict, view: View, output: str | None, html: str | None = Non
     comparison = document["kind"] == "comparison"
     files = []
     with metric_digits(view.precision):
-        if html is not None:
+        if html is not None and document["kind"] == "series":
+            from .render.series_html import render_series_html
+            files.append((html, render_series_html(document)))
+        elif html is not None:
             from .render import html as html_page
             render = (html_page.render_comparison_html if comparison
                       else html_page.render_report_html)
-            if document["kind"] == "series":
-                from .render.series_html import render_series_html as render
             files.append((html, render(document)))
         if view.format is OutputFormat.json:
             from .render.jsonout import render_json

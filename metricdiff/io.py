@@ -237,6 +237,10 @@ def find_checkpoints(path: str) -> list[str]:
     if is_run_folder_pattern(path):
         return find_run_folders(path)
     if any(ch in path for ch in "*?[") and (storage.is_remote(path) or not os.path.exists(path)):
+        if not storage.is_remote(path) and not any(os.path.isfile(f) for f in glob.glob(path)) \
+                and any(os.path.isdir(f) for f in glob.glob(path)):
+            raise InputError("the pattern matches folders only; end it with '/' to take each "
+                             "folder as one checkpoint", path=path)
         return sorted(find_files(path), key=_natural_key)
     return [path]
 

@@ -20,8 +20,9 @@ def _answer(console: Console, document: dict) -> None:
         console.print(_indent(_text(line)))
 
 
-def render_series(document: dict, console: Console) -> None:
+def render_series(report: dict, console: Console) -> None:
     """Print a series (the dict from ``SeriesReport.to_dict()``) to ``console``."""
+    document = report
     console.print(Text.assemble(("metricdiff series", "bold"),
                                 ("  " + facts_line(document, DASH), "dim")))
     _answer(console, document)

@@ -44,8 +44,9 @@ def facts_line(document: dict, missing: str = DASH) -> str:
 
 
 def answer_lines(document: dict) -> list[Cell]:
-    """The answer, first and last: per series where NLL and accuracy are best and the
-    diagnosis of the gap; for two series the tally of the verdicts, and --fail-on."""
+    """The answer, first and last: per series where NLL and accuracy are best, the diagnosis
+    of the gap and what changed from the lowest NLL to the last checkpoint; for two series
+    the tally of the verdicts, and --fail-on."""
     lines = []
     comparison = document.get("comparison")
     if isinstance(comparison, dict):
@@ -59,6 +60,9 @@ def answer_lines(document: dict) -> list[Cell]:
         if diagnosis.get("sentence"):
             lines.append(Cell(f"{prefix}diagnosis: {diagnosis['sentence']}",
                               DIAGNOSIS_STYLES.get(str(diagnosis.get("kind")))))
+        for span in entry.get("spans") or []:  # what training did after the lowest NLL
+            if isinstance(span, dict) and span.get("kind") == "after_lowest_nll":
+                lines.append(Cell(f"{prefix}after the lowest NLL: {span.get('sentence')}"))
     if document.get("failed") is True:
         fail_on = _get(document, "settings", "fail_on")
         lines.append(Cell(f"--fail-on {fail_on} triggered: exit code 1", "bad"))
@@ -78,7 +82,7 @@ def tally_line(comparison: dict, document: dict) -> str:
             f"over {comparison.get('holm_over')} checkpoints)")
 
 
-def _best_marks(entry: dict, index: int) -> str:
+def _best_marks(entry: dict, index) -> str:
     best = entry.get("best") or {}
     marks = [label for key, label in (("nll", "nll"), ("accuracy", "acc"))
              if _get(best, key, "index") == index]

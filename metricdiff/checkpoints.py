@@ -191,8 +191,8 @@ def _named(checkpoints: list[dict], index: int | None, metric: str | None) -> di
     if index is None:
         return None
     found = checkpoints[index]
-    return {"index": index, "name": found["name"], "step": found["step"],
-            "value": found["metrics"][metric] if metric else None}
+    named = {"index": index, "name": found["name"], "step": found["step"]}
+    return named | ({"value": found["metrics"][metric]} if metric else {})
 
 
 def checkpoint_intervals(run: RunData, alpha: float) -> dict:
@@ -374,7 +374,8 @@ def diagnose(checkpoints: list[dict], best_nll: int | None, best_accuracy: int |
             f"{second}; from {first} to {second} {change_phrase('nll', nll, alpha)} and "
             f"{change_phrase('accuracy', changes.get('accuracy'), alpha)}.")
     rise = (f"from {first} (lowest NLL) to {second} (highest accuracy) "
-            f"{change_phrase('nll', nll, alpha)}")
+            f"{change_phrase('nll', nll, alpha)} and "
+            f"{change_phrase('accuracy', changes.get('accuracy'), alpha)}")
     calibrated = changes.get("nll_calibrated")
     temperature = gap["temperature"]
     if calibrated is None or temperature is None:
@@ -442,7 +443,8 @@ def _two_series(base: Checkpoints, cand: Checkpoints, settings: SeriesSettings,
     counts = {word: sum(v.decision == word for v in verdicts)
               for word in ("better", "worse", "inconclusive")}
     return {"baseline": base.name, "candidate": cand.name, "primary": primary,
-            "holm_over": tested, "decisions": counts, "checkpoints": checkpoints,
+            "holm_over": tested, "resamples": resamples, "decisions": counts,
+            "checkpoints": checkpoints,
             "failed": should_fail(verdicts, settings.fail_on)}
 
 
