@@ -410,8 +410,7 @@ def series(*runs: str | os.PathLike | Mapping[str, Any], names: list[str | None]
                                  "or one run with a step column: --step-col NAME)")
             runs_of, steps = load_steps(found[0].path, column, read, temperature_values,
                                         progress, layout=found[0])
-            chosen.append(Checkpoints(name, runs_of, [float(s) for s in steps],
-                                      f"column {column}"))
+            chosen.append(Checkpoints(name, runs_of, steps, f"column {column}"))
         else:
             labels = _distinct([default_name(layout.path) for layout in found])
             runs_of = _load_all(found, labels, read, temperature_values, progress)
@@ -468,15 +467,15 @@ def _series_name(paths: list[str]) -> str:
     return "series"
 
 
-def checkpoint_steps(names: list[str]) -> tuple[list[float], str]:
+def checkpoint_steps(names: list[str]) -> tuple[list[int | float], str]:
     """The step of each checkpoint: the last number in its name when every name has one and
     they increase (epoch01, epoch02 ... -> 1, 2 ...), else its position from 1."""
     numbers_found = [re.findall(r"\d+", name) for name in names]
     if all(numbers_found):
-        steps = [float(found[-1]) for found in numbers_found]
+        steps: list[int | float] = [int(found[-1]) for found in numbers_found]
         if all(a < b for a, b in zip(steps, steps[1:])):
             return steps, "names"
-    return [float(i) for i in range(1, len(names) + 1)], "positions"
+    return list(range(1, len(names) + 1)), "positions"
 
 
 def _load_all(layouts, labels: list[str], read: ReadOptions, temperature_values: int,

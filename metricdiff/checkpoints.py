@@ -73,7 +73,7 @@ class Checkpoints:
 
     name: str
     runs: list[RunData]
-    steps: list[float]
+    steps: list[int | float]
     step_source: str
 
 
@@ -98,7 +98,7 @@ def build_series(series: list[Checkpoints], settings: SeriesSettings = SeriesSet
                          "to compare them checkpoint by checkpoint")
     alignment = align_runs([run for one in series for run in one.runs], settings.allow_partial)
     found = list(warnings or [])
-    entries = [_one_series(one, settings, metric_settings, directions) for one in series]
+    entries = [_one_series(one, settings, metric_settings) for one in series]
     for entry in entries:
         found += [f"{entry['name']}/{c['name']}: {w}" for c in entry["checkpoints"]
                   for w in c["warnings"]]
@@ -127,8 +127,8 @@ def build_series(series: list[Checkpoints], settings: SeriesSettings = SeriesSet
 
 # ----------------------------------------------------------------------------- one series
 
-def _one_series(one: Checkpoints, settings: SeriesSettings, metric_settings: MetricSettings,
-                directions: dict) -> dict:
+def _one_series(one: Checkpoints, settings: SeriesSettings,
+                metric_settings: MetricSettings) -> dict:
     checkpoints: list[dict] = []
     for index, (run, step) in enumerate(zip(one.runs, one.steps)):
         report = build_report(run, metric_settings)  # exactly what `report` says of it

@@ -365,7 +365,8 @@ def series(
         metavar="DELTA",
         help="Two series: smallest change of the primary metric that counts.")] = 0.0,
     resamples: Annotated[int, typer.Option(
-        metavar="N", help="Two series: paired bootstrap resamples per checkpoint.")] = 1000,
+        metavar="N", help="Two series with a --primary metric the bootstrap tests (ece, ...): "
+                          "paired bootstrap resamples per checkpoint.")] = 1000,
     seed: Annotated[int, typer.Option(metavar="SEED", help="Seed of the bootstrap.")] = 0,
     fail_on: Annotated[FailOn, typer.Option(
         metavar="WHEN",

@@ -180,6 +180,8 @@ def load_steps(path: str, step_col: str, options: ReadOptions = ReadOptions(),
                 samples.setdefault(step, []).append(part)
                 if taken + len(rows) == wanted[step]:  # complete: fit, and free the sample
                     temperatures[step], fitted_rows[step] = _fit(samples.pop(step))
+            if all(t is not None for t in temperatures):
+                break  # every step fitted: the rest of the run is for the second pass
     parts: list[list] = [[] for _ in values]
     ids: list[list] = [[] for _ in values]
     slices: list[dict[str, list]] = [{col: [] for col in layout.slice_cols} for _ in values]

@@ -275,6 +275,23 @@ def test_a_step_column_splits_one_run_like_separate_files(tmp_path):
         [c["metrics"] for c in entry["checkpoints"]]
 
 
+def test_a_step_larger_than_the_temperature_sample_is_fitted_on_its_first_rows(tmp_path):
+    rng, mu, labels = problem(seed=5, n=300)
+    logits = [mu * s + rng.normal(0, 0.3, mu.shape) for s in (0.7, 1.4)]
+    matrix = np.concatenate(logits).astype(np.float32)
+    table = pa.table({"id": np.tile(np.arange(300), 2), "label": np.tile(labels, 2),
+                      "logits": list_array(matrix), "step": np.repeat([1, 2], 300)})
+    pq.write_table(table, tmp_path / "steps.parquet", row_group_size=64)
+    result = metricdiff.series(str(tmp_path / "steps.parquet"), temperature_values=K * 50)
+    checkpoints = result.to_dict()["series"][0]["checkpoints"]
+    for step, checkpoint in enumerate(checkpoints):
+        assert any("sample of 50 of 300 rows" in w for w in checkpoint["warnings"])
+        head = write_run(tmp_path / f"head{step}.parquet", labels[:50],
+                         logits=logits[step][:50].astype(np.float32), ids=np.arange(50))
+        assert checkpoint["metrics"]["temperature"] == \
+            metricdiff.report(str(head)).metrics["temperature"]
+
+
 def test_a_glob_is_taken_in_natural_order_and_a_given_order_is_kept(tmp_path):
     _, mu, labels = problem(n=200)
     folder = tmp_path / "run"
