@@ -325,8 +325,19 @@ def span_sentence(span: dict, checkpoints: list[dict], alpha: float) -> str:
     best_nll, best_accuracy = best_index(nll, False), best_index(accuracy, True)
     ends = (f"{_role(span['from'], checkpoints, best_nll, best_accuracy)} → "
             f"{_role(span['to'], checkpoints, best_nll, best_accuracy)}")
-    parts = [change_phrase(name, span["changes"].get(name), alpha) for name in TESTED]
+    parts = [change_phrase(name, span["changes"][name], alpha) if name in span["changes"]
+             else _unavailable(name, [checkpoints[span["from"]], checkpoints[span["to"]]])
+             for name in TESTED]
     return f"{ends}: " + "; ".join(parts + [_temperature_phrase(span)]) + "."
+
+
+def _unavailable(name: str, ends: list[dict]) -> str:
+    """'NLL: no test, unavailable at epoch2 (infinite: ...)': the first end's own reason."""
+    for end in ends:
+        why = end["unavailable"].get(name)
+        if why:
+            return f"{LABELS.get(name, name)}: no test, unavailable at {end['name']} ({why})"
+    return change_phrase(name, None, 0.05)
 
 
 def best_sentence(checkpoints: list[dict], best_nll: int | None,
@@ -364,7 +375,10 @@ def diagnose(checkpoints: list[dict], best_nll: int | None, best_accuracy: int |
     changes = gap["changes"]
     nll = changes.get("nll")
     first, second = checkpoints[gap["from"]]["name"], checkpoints[gap["to"]]["name"]
-    if nll is None or not nll["significant"]:
+    if nll is None:
+        return UNDETERMINED, (f"NLL cannot be compared between {first} and {second}: it is "
+                              "unavailable at one of them (see the checkpoints' warnings).")
+    if not nll["significant"]:
         return NO_GAP, (f"no gap beyond noise: lowest NLL at {checkpoints[best_nll]['name']}, "
                         f"highest accuracy at {checkpoints[best_accuracy]['name']}, but between "
                         f"them {change_phrase('nll', nll, alpha)}.")

@@ -230,6 +230,27 @@ def test_choosing_among_many_checkpoints_is_paid_for(tmp_path):
     assert raw >= 3 * max(1, adjusted)  # what choosing without paying for it would claim
 
 
+def test_an_infinite_nll_is_said_and_not_diagnosed(tmp_path):
+    """The more accurate checkpoint gives one true class probability 0: its NLL is infinite
+    (unavailable), so there is no test of the gap and no diagnosis to make."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    early = rng.dirichlet([1, 1, 1], 200)
+    late = early.copy()
+    late[np.arange(200), labels] += 2.0
+    late /= late.sum(axis=1, keepdims=True)
+    late[0] = 0.0
+    late[0, (labels[0] + 1) % 3] = 1.0
+    for epoch, probs in ((1, early), (2, late)):
+        write_run(tmp_path / f"epoch{epoch}.parquet", labels, probs=probs, ids=np.arange(200))
+    entry = metricdiff.series(str(tmp_path / "epoch*.parquet")).to_dict()["series"][0]
+    assert entry["checkpoints"][1]["metrics"]["nll"] is None
+    assert (entry["best"]["nll"]["index"], entry["best"]["accuracy"]["index"]) == (0, 1)
+    assert entry["diagnosis"]["kind"] == "undetermined"
+    assert "NLL: no test, unavailable at epoch2 (infinite: 1 of 200" in entry["spans"][0][
+        "sentence"]
+
+
 def test_best_checkpoints_and_their_ties():
     from metricdiff.checkpoints import best_index
 
