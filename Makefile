@@ -27,6 +27,7 @@ samples: $(STAMP)
 	$(BIN)/python sample_runs/generate.py
 	$(BIN)/python sample_runs/generate_seeds.py
 	$(BIN)/python sample_runs/generate_split.py
+	$(BIN)/python sample_runs/generate_series.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

@@ -46,7 +46,7 @@ COMPARE_OPTIONS = {**{k: v for k, v in REPORT_OPTIONS.items()
                    "--primary": WORDS, "--alpha": NUMBERS, "--min-effect": NUMBERS,
                    "--resamples": NUMBERS, "--fail-on": WORDS, "--top": NUMBERS,
                    "--cluster": WORDS, "--fdr": NUMBERS}
-FLAGS = {"report": [], "compare": ["--paired-seeds", "--allow-partial"]}
+FLAGS = {"report": ["--cross-fit"], "compare": ["--paired-seeds", "--allow-partial", "--cross-fit"]}
 
 
 def build_world(root: Path) -> dict[str, list[str]]:

@@ -17,10 +17,10 @@ __version__ = "0.1.0"
 # not pay for pyarrow and numpy before they are needed.
 _EXPORTS = {"compare": "api", "report": "api", "InputError": "errors",
             "MetricdiffError": "errors", "UsageError": "errors", "PredictionWriter": "writer",
-            "save_predictions": "writer"}
+            "save_predictions": "writer", "series": "api"}
 
 __all__ = ["InputError", "MetricdiffError", "PredictionWriter", "UsageError", "__version__",
-           "compare", "report", "save_predictions"]
+           "compare", "report", "save_predictions", "series"]
 
 
 def __getattr__(name: str):

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import numbers
 import os
+import re
 import threading
 from collections.abc import Mapping, Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
@@ -16,12 +17,13 @@ import numpy as np
 from .align import align_runs
 from .classwise import BLOCKS, ClasswisePlan
 from .errors import UsageError
-from .io import ReadOptions, find_run_folders, inspect_run, is_run_folder_pattern
+from .io import (ReadOptions, find_checkpoints, find_run_folders, has_column, inspect_run,
+                 is_run_folder_pattern, natural_order)
 from .metrics import MetricSettings, metric_directions
 from .pipeline import (DEFAULT_TEMPERATURE_VALUES, Progress, fit_run_temperature, load_keys,
-                       load_run)
-from .results import ComparisonReport, RunReport, build_report
-from .verdict import check_primary, check_resamples, check_settings
+                       load_run, load_steps)
+from .results import ComparisonReport, RunReport, SeriesReport, build_report
+from .verdict import FAIL_ON, check_primary, check_resamples, check_settings
 
 
 def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = "label",
@@ -331,3 +333,190 @@ def default_name(path: str) -> str:
     """A run's file or folder name without the .parquet ending: short enough for a table."""
     base = os.path.basename(os.path.normpath(path)) or path
     return base[: -len(".parquet")] if base.endswith(".parquet") and base != ".parquet" else base
+
+
+def series(*runs: str | os.PathLike | Mapping[str, Any], names: list[str | None] | None = None,
+           step_col: str | None = None, primary: str = "nll", alpha: float = 0.05,
+           min_effect: float = 0.0, resamples: int = 1000, seed: int = 0,
+           fail_on: str = "never", allow_partial: bool = False, label_col: str = "label",
+           pred_col: str | None = None, pred_kind: str | None = None, id_col: str | None = None,
+           classes_file: str | os.PathLike | None = None, prob_tolerance: float = 1e-3,
+           min_prob: float | None = None, top_k: int = 5, ece_bins: int = 15,
+           temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
+           batch_values: int | None = None, progress: Progress | None = None) -> SeriesReport:
+    """Checkpoints of a training run: NLL, accuracy, ECE, temperature and calibrated NLL at
+    each, where NLL is lowest and accuracy highest, and why they part; with two series, the
+    paired comparison of ``compare`` at every checkpoint.
+
+    Parameters
+    ----------
+    *runs : str or os.PathLike
+        The checkpoints, in training order: runs (file or folder of shards, local or in
+        object storage), or globs, each expanded into one checkpoint per match in natural
+        order (``"a/epoch*.parquet"``: epoch9 before epoch10; a pattern ending in ``/``: one
+        per folder). A series given as ONE run is split by its step column.
+        Instead, a mapping ``{series name: path, glob or list of paths}``.
+    names : list of str or None, optional
+        One name per path: paths of one name form one series (``NAME=PATH`` on the command
+        line). Two names: two series, compared checkpoint by checkpoint, the first the
+        baseline. None: one series.
+    step_col : str, optional
+        The column whose values split a series given as one run into checkpoints (numbers;
+        default ``step`` when the run has it).
+    primary, alpha, min_effect, resamples, seed, fail_on, allow_partial
+        As for :func:`compare`; ``primary``, ``min_effect``, ``resamples`` and ``fail_on``
+        concern the verdicts of two series. ``alpha`` is also the level of every interval
+        and test of one series.
+    progress : callable, optional
+        Called as ``progress(checkpoint name, rows_done, rows_total)`` after each batch read.
+
+    Returns
+    -------
+    SeriesReport
+        Plain data; ``to_dict()`` gives the JSON document the CLI prints.
+
+    Examples
+    --------
+    >>> import metricdiff
+    >>> result = metricdiff.series("sample_runs/series/wide/epoch*.parquet")
+    >>> result.series[0]["diagnosis"]["kind"]
+    'over-confidence growing'
+    """
+    check_options(top_k=top_k, ece_bins=ece_bins, seed=seed, resamples=resamples,
+                  prob_tolerance=prob_tolerance, min_prob=min_prob)
+    check_primary(primary, metric_directions(top_k))
+    check_settings(alpha, min_effect, fail_on)
+    metric_settings = MetricSettings(top_k=top_k, ece_bins=ece_bins, seed=seed)
+    given = _series_arguments(runs, names)
+    if len(given) > 2:
+        raise UsageError(f"series compares two series at most, got {len(given)}: "
+                         f"{', '.join(given)}")
+    if len(given) == 2:
+        check_resamples(primary, resamples, alpha)
+    elif fail_on != FAIL_ON[0]:
+        raise UsageError("--fail-on judges the verdicts of two series; give two (NAME=RUN "
+                         "for the checkpoints of each)")
+    read = _read_options(label_col, pred_col, pred_kind, id_col, (), classes_file,
+                         prob_tolerance, batch_values, min_prob=min_prob)
+    warnings = []
+    expanded: dict[str, list[str]] = {}
+    for name, paths in given.items():
+        expanded[name] = [found for path in paths for found in find_checkpoints(path)]
+        if step_col is not None and len(expanded[name]) > 1:
+            raise UsageError(f"--step-col splits a series given as one run, but {name} has "
+                             f"{len(expanded[name])} runs (each file is a checkpoint)")
+        stems = [default_name(path) for path in paths]
+        if len(paths) > 1 and stems != natural_order(stems):
+            warnings.append(f"{name}: checkpoints are taken in the order given, which is not "
+                            f"the natural order of their names ({', '.join(stems[:3])}...); a "
+                            "shell sorts an unquoted glob alphabetically (epoch10 before "
+                            "epoch9): quote the pattern to have it sorted naturally")
+    layouts = {name: [inspect_run(path, read) for path in paths]
+               for name, paths in expanded.items()}
+    split = {name: len(found) == 1 for name, found in layouts.items()}
+    if not any(split.values()):  # ids and labels first: a mismatch is found before reading
+        counts = {name: len(found) for name, found in layouts.items()}
+        if len(set(counts.values())) > 1:
+            raise UsageError("series " + " and ".join(f"{n} has {c} checkpoints"
+                                                      for n, c in counts.items())
+                             + "; expected the same number to compare them checkpoint by "
+                             "checkpoint")
+        keys = [load_keys(layout, default_name(layout.path), read)
+                for found in layouts.values() for layout in found]
+        align_runs(keys, allow_partial)
+    from .checkpoints import Checkpoints, SeriesSettings, build_series  # scipy: only when needed
+
+    chosen = []
+    for name, found in layouts.items():
+        if split[name]:
+            column = step_col or ("step" if has_column(found[0], "step") else None)
+            if column is None:
+                raise UsageError(f"{found[0].path}: one checkpoint; a series needs two or more "
+                                 "(several runs, a quoted glob such as 'run/epoch*.parquet', "
+                                 "or one run with a step column: --step-col NAME)")
+            runs_of, steps = load_steps(found[0].path, column, read, temperature_values,
+                                        progress, layout=found[0])
+            chosen.append(Checkpoints(name, runs_of, steps, f"column {column}"))
+        else:
+            labels = _distinct([default_name(layout.path) for layout in found])
+            runs_of = _load_all(found, labels, read, temperature_values, progress)
+            steps, source = checkpoint_steps(labels)
+            chosen.append(Checkpoints(name, runs_of, steps, source))
+    settings = SeriesSettings(primary=primary, alpha=alpha, min_effect=min_effect,
+                              resamples=resamples, seed=seed, fail_on=fail_on,
+                              allow_partial=allow_partial,
+                              step_col=next((c.step_source[len("column "):] for c in chosen
+                                             if c.step_source.startswith("column ")), None))
+    return build_series(chosen, settings, metric_settings, warnings)
+
+
+def _series_arguments(runs, names) -> dict[str, list[str]]:
+    """{series name: its paths as given}, series in the order they first appear."""
+    if len(runs) == 1 and isinstance(runs[0], Mapping):
+        if names is not None:
+            raise UsageError("give the series as one mapping, or runs and names, not both")
+        entries: list[tuple[str, str | None]] = [
+            (os.fspath(path), str(name)) for name, paths in runs[0].items()
+            for path in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    else:
+        paths = [os.fspath(path) for path in runs]
+        given = list(names) if names is not None else [None] * len(paths)
+        if len(given) != len(paths):
+            raise UsageError(f"{len(given)} names for {len(paths)} runs")
+        entries = list(zip(paths, given))
+    if not entries:
+        raise UsageError("series needs checkpoints: runs, a glob, or one run with a step column")
+    named = [name is not None for _, name in entries]
+    if any(named) and not all(named):
+        raise UsageError("name every checkpoint's series (NAME=RUN) or none: "
+                         + ", ".join(path for path, name in entries if name is None)
+                         + " has no NAME=")
+    if not any(named):
+        paths = [path for path, _ in entries]
+        return {_series_name(paths): paths}
+    series: dict[str, list[str]] = {}
+    for path, name in entries:
+        series.setdefault(str(name), []).append(path)
+    return series
+
+
+def _series_name(paths: list[str]) -> str:
+    """An unnamed series is named after the folder its checkpoints share (series/wide/epoch01
+    ... -> wide), or after its one run; else 'series'."""
+    if len(paths) == 1 and not any(ch in paths[0] for ch in "*?["):
+        return default_name(paths[0])
+    parents = {os.path.dirname(os.path.normpath(path)) for path in paths}
+    if len(parents) == 1:
+        parent = parents.pop()
+        if parent and not any(ch in parent for ch in "*?["):
+            return default_name(parent)
+    return "series"
+
+
+def checkpoint_steps(names: list[str]) -> tuple[list[int | float], str]:
+    """The step of each checkpoint: the last number in its name when every name has one and
+    they increase (epoch01, epoch02 ... -> 1, 2 ...), else its position from 1."""
+    numbers_found = [re.findall(r"\d+", name) for name in names]
+    if all(numbers_found):
+        steps: list[int | float] = [int(found[-1]) for found in numbers_found]
+        if all(a < b for a, b in zip(steps, steps[1:])):
+            return steps, "names"
+    return list(range(1, len(names) + 1)), "positions"
+
+
+def _load_all(layouts, labels: list[str], read: ReadOptions, temperature_values: int,
+              progress: Progress | None) -> list:
+    """Every checkpoint read, two at a time as compare reads its runs."""
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        futures = [pool.submit(load_run, layout.path, name=label, options=read,
+                               temperature_values=temperature_values, progress=progress,
+                               stop=stop, layout=layout)
+                   for layout, label in zip(layouts, labels)]
+        return [future.result() for future in futures]
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

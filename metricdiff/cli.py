@@ -336,6 +336,96 @@ def compare(
     _run_guarded(work, debug)
 
 
+@app.command(cls=_Command,
+             short_help="Checkpoints over training: where NLL and accuracy part, and why.",
+             epilog="\b\nCheckpoints are taken in the order given; a quoted glob expands in\n"
+                    "natural order (epoch9 before epoch10), one checkpoint per file (or per\n"
+                    "folder, for a pattern ending in /). One run with a step column is split\n"
+                    "by its values. NAME=RUN gives two series, compared checkpoint by\n"
+                    "checkpoint: the first is the baseline.\n\n"
+                    "\b\nExit codes: 0 done and --fail-on did not trigger; 1 it triggered (two\n"
+                    "series: a verdict at any checkpoint); 2 usage or input error; 3 internal\n"
+                    "error.\n\n"
+                    "\b\nExamples:\n"
+                    "  metricdiff series 'sample_runs/series/wide/epoch*.parquet'\n"
+                    "  metricdiff series run/epoch1.parquet run/epoch2.parquet run/epoch3.parquet\n"
+                    "  metricdiff series val_all_steps.parquet --step-col global_step\n"
+                    "  metricdiff series 'wide=sample_runs/series/wide/epoch*.parquet' \\\n"
+                    "      'narrow=sample_runs/series/narrow/epoch*.parquet' --html series.html")
+def series(
+    runs: Annotated[list[str], typer.Argument(
+        metavar="RUN...",
+        help="Checkpoints in training order: runs (file or folder of shards, local or in "
+             "object storage), quoted globs, or one run with a step column; NAME=RUN names "
+             "the series a checkpoint belongs to (two names: two series).")],
+    step_col: Annotated[Optional[str], typer.Option(
+        metavar="COLUMN",
+        help="Column splitting a series given as one run into checkpoints, by its numbers "
+             "(default: 'step' when the run has it).")] = None,
+    primary: Annotated[str, typer.Option(
+        metavar="METRIC", help="Two series: the metric of the per-checkpoint verdicts.")] = "nll",
+    alpha: Annotated[float, typer.Option(
+        metavar="ALPHA", help="Significance level; intervals are at 1 - alpha.")] = 0.05,
+    min_effect: Annotated[float, typer.Option(
+        metavar="DELTA",
+        help="Two series: smallest change of the primary metric that counts.")] = 0.0,
+    resamples: Annotated[int, typer.Option(
+        metavar="N", help="Two series with a --primary metric the bootstrap tests (ece, ...): "
+                          "paired bootstrap resamples per checkpoint.")] = 1000,
+    seed: Annotated[int, typer.Option(metavar="SEED", help="Seed of the bootstrap.")] = 0,
+    fail_on: Annotated[FailOn, typer.Option(
+        metavar="WHEN",
+        help="Two series: exit 1 when the second is worse, or is not better, at any "
+             "checkpoint (Holm-adjusted): never, worse or not-better.")] = FailOn.never,
+    allow_partial: Annotated[bool, typer.Option(
+        "--allow-partial",
+        help="Compare the examples common to all checkpoints when ids differ.")] = False,
+    output_format: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+    precision: PrecisionOpt = 4,
+    label_col: LabelColOpt = "label",
+    pred_col: PredColOpt = None,
+    pred_kind: PredKindOpt = None,
+    id_col: IdColOpt = None,
+    classes: ClassesOpt = None,
+    top_k: TopKOpt = 5,
+    bins: BinsOpt = 15,
+    prob_tolerance: ProbToleranceOpt = 1e-3,
+    min_prob: MinProbOpt = None,
+    html: HtmlOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Checkpoints of a training run: NLL, accuracy, ECE, fitted temperature and calibrated
+    NLL at each; where NLL is lowest and accuracy highest, and whether the gap between them
+    is over-confidence growing or real degradation. Two series: compare's paired verdict at
+    every checkpoint."""
+
+    def work() -> int:
+        from . import api
+        from .io import input_files
+        from .outputs import check_outputs
+
+        _check_view(precision, None, top_k)
+        names, paths = zip(*(split_name(arg) for arg in runs))
+        check_outputs({"--output": output, "--html": html},
+                      [f for path in paths for f in input_files(path)]
+                      + ([classes] if classes else []))
+        with progress_bar() as progress:
+            result = api.series(*paths, names=list(names), step_col=step_col,
+                                primary=primary, alpha=alpha, min_effect=min_effect,
+                                resamples=resamples, seed=seed, fail_on=fail_on.value,
+                                allow_partial=allow_partial, label_col=label_col,
+                                pred_col=pred_col,
+                                pred_kind=pred_kind.value if pred_kind else None,
+                                id_col=id_col, classes_file=classes, top_k=top_k,
+                                ece_bins=bins, prob_tolerance=prob_tolerance,
+                                min_prob=min_prob, progress=progress)
+        _emit(result.to_dict(), View(output_format, None, precision), output, html)
+        return EXIT_FAIL_ON if result.failed else 0
+
+    _run_guarded(work, debug)
+
+
 def split_name(arg: str) -> tuple[str | None, str]:
     """'name=path' -> (name, path); a plain path (or one that exists with '=' in it) gets no
     name here, and the library names it after its file. A URL's own '=' (s3://b/run=1/)
@@ -401,7 +491,10 @@ def _emit(document: dict, view: View, output: str | None, html: str | None = Non
     comparison = document["kind"] == "comparison"
     files = []
     with metric_digits(view.precision):
-        if html is not None:
+        if html is not None and document["kind"] == "series":
+            from .render.series_html import render_series_html
+            files.append((html, render_series_html(document)))
+        elif html is not None:
             from .render import html as html_page
             render = (html_page.render_comparison_html if comparison
                       else html_page.render_report_html)
@@ -410,7 +503,10 @@ def _emit(document: dict, view: View, output: str | None, html: str | None = Non
             from .render.jsonout import render_json
             text = render_json(document)
         elif view.format is OutputFormat.markdown:
-            if comparison:
+            if document["kind"] == "series":
+                from .render.series_markdown import render_series_markdown
+                text = render_series_markdown(document)
+            elif comparison:
                 from .render import compare_markdown
                 text = (compare_markdown.render_summary_markdown(document) if view.summary
                         else compare_markdown.render_comparison_markdown(document))
@@ -469,6 +565,8 @@ def terminal_text(document: dict, summary: bool = False, to_stdout: bool = True)
     if document["kind"] == "comparison":
         from .render import compare_table
         render = compare_table.render_summary if summary else compare_table.render_comparison
+    elif document["kind"] == "series":
+        from .render.series_table import render_series as render
     else:
         from .render.table import render_report as render
     render(document, console)

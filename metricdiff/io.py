@@ -230,6 +230,63 @@ def _natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
+def find_checkpoints(path: str) -> list[str]:
+    """The checkpoints one argument of `series` names, each a run: every folder a pattern
+    ending in '/' matches, or every file a glob matches, in natural order (epoch9 before
+    epoch10, as for seeds); any other path is one checkpoint, a file or a folder of shards."""
+    if is_run_folder_pattern(path):
+        return find_run_folders(path)
+    if any(ch in path for ch in "*?[") and (storage.is_remote(path) or not os.path.exists(path)):
+        if not storage.is_remote(path) and not any(os.path.isfile(f) for f in glob.glob(path)) \
+                and any(os.path.isdir(f) for f in glob.glob(path)):
+            raise InputError("the pattern matches folders only; end it with '/' to take each "
+                             "folder as one checkpoint", path=path)
+        return sorted(find_files(path), key=_natural_key)
+    return [path]
+
+
+def natural_order(names: list[str]) -> list[str]:
+    """`names` sorted as find_checkpoints sorts the matches of a glob."""
+    return sorted(names, key=_natural_key)
+
+
+def has_column(layout: RunLayout, column: str) -> bool:
+    """Whether the run's files have a column of that name (read from the first footer)."""
+    return column in open_parquet(layout.files[0]).schema_arrow.names
+
+
+def read_steps(layout: RunLayout, column: str) -> np.ndarray:
+    """The step of every row of a run, in row order: a column of whole or real numbers, no
+    nulls, no NaN or infinity (int64 or float64)."""
+    schema = open_parquet(layout.files[0]).schema_arrow
+    if column not in schema.names:
+        raise UsageError(f"{layout.files[0]}: --step-col column '{column}' not found; columns "
+                         f"are: {', '.join(schema.names)}")
+    kind = schema.field(column).type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        raise InputError(f"type {kind}, expected numbers (the training step or epoch of each "
+                         "row)", path=layout.files[0], column=column)
+    parts, row_start = [], 0
+    for path in layout.files:
+        with decoding(path, f"cannot decode column '{column}'"):
+            values = open_parquet(path).read(columns=[column]).column(column).combine_chunks()
+        if pa.types.is_dictionary(values.type):
+            values = values.cast(values.type.value_type)
+        if values.null_count:
+            raise InputError("null step", path=path, column=column,
+                             row=row_start + _first_true(np.asarray(values.is_null())))
+        steps = numbers(values)
+        if steps.dtype.kind == "f" and not np.isfinite(steps).all():
+            raise InputError(f"step {steps[~np.isfinite(steps)][0]}, expected a finite number",
+                             path=path, column=column,
+                             row=row_start + _first_true(~np.isfinite(steps)))
+        parts.append(steps.astype(np.float64 if steps.dtype.kind == "f" else np.int64))
+        row_start += len(steps)
+    return np.concatenate(parts)
+
+
 # What pyarrow raises on a damaged file: its own errors, OSError for I/O and decompression,
 # ValueError (UnicodeDecodeError among them) for metadata it cannot decode.
 DECODE_ERRORS = (pa.ArrowException, OSError, ValueError)

@@ -11,7 +11,8 @@ import numpy as np
 
 from .classwise import ClasswisePlan, ClasswiseSums, example_blocks
 from .errors import InputError
-from .io import Batch, ReadOptions, RunLayout, inspect_run, iter_batches, sample_plan
+from .io import (MAX_SAMPLED_ROWS, Batch, ReadOptions, RunLayout, inspect_run, iter_batches,
+                 read_steps, sample_plan)
 from .perexample import PerExample, floor_probabilities, from_batch
 from .temperature import TemperatureSample, fit_temperature
 
@@ -192,6 +193,104 @@ def fit_run_temperature(path: str, options: ReadOptions = ReadOptions(),
                          "temperature, but this is a top-k run", path=layout.path)
     plan, _ = sample_plan(layout, temperature_values)
     return _fit([_floored(b, options.min_prob) for b in iter_batches(layout, options, plan)])
+
+
+def load_steps(path: str, step_col: str, options: ReadOptions = ReadOptions(),
+               temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
+               progress: Progress | None = None, layout: RunLayout | None = None
+               ) -> tuple[list[RunData], list[int | float]]:
+    """One run holding several checkpoints, told apart by the number in `step_col`: a RunData
+    per step value, in increasing order of step, and the step values.
+
+    Each is what load_run gives for a file of that step's rows alone: its own temperature,
+    fitted on its rows (on its first rows, in file order, when it has more than load_run's
+    sample would take). Two passes over the run: the first fits the temperatures, each as soon
+    as its step's sample is complete, so a run written step after step holds one sample at a
+    time; the second reduces every batch to per-example columns."""
+    layout = layout or inspect_run(path, options)
+    steps = read_steps(layout, step_col)
+    values, step_of_row, counts = np.unique(steps, return_inverse=True, return_counts=True)
+    if len(values) < 2:
+        raise InputError(f"every row has step {step_text(values[0])}; a series needs two "
+                         "checkpoints or more (two step values, or several runs)",
+                         path=layout.path, column=step_col)
+    min_prob = options.min_prob
+    temperatures: list[float | None] = [None] * len(values)
+    fitted_rows = [0] * len(values)
+    probs_like = [layout.prediction.kind == "logits"] * len(values)
+    if layout.prediction.kind != "topk":
+        width = layout.num_classes or 1
+        budget = max(1, min(temperature_values // width, MAX_SAMPLED_ROWS))
+        wanted = np.minimum(counts, budget)  # rows each step's temperature is fitted on
+        samples: dict[int, list[Batch]] = {}
+        for batch in iter_batches(layout, options):
+            batch = _floored(batch, min_prob)
+            rows_step = step_of_row[batch.row_start:batch.row_start + len(batch)]
+            for step in np.unique(rows_step):
+                taken = sum(len(b) for b in samples.get(step, []))
+                if temperatures[step] is not None or taken >= wanted[step]:
+                    continue
+                rows = np.flatnonzero(rows_step == step)[:wanted[step] - taken]
+                part = _rows_of(batch, rows)
+                probs_like[step] = probs_like[step] and _probability_rows(part)
+                samples.setdefault(step, []).append(part)
+                if taken + len(rows) == wanted[step]:  # complete: fit, and free the sample
+                    temperatures[step], fitted_rows[step] = _fit(samples.pop(step))
+            if all(t is not None for t in temperatures):
+                break  # every step fitted: the rest of the run is for the second pass
+    parts: list[list] = [[] for _ in values]
+    ids: list[list] = [[] for _ in values]
+    slices: list[dict[str, list]] = [{col: [] for col in layout.slice_cols} for _ in values]
+    rows_done = 0
+    for batch in iter_batches(layout, options):
+        batch = _floored(batch, min_prob)
+        rows_step = step_of_row[batch.row_start:batch.row_start + len(batch)]
+        for step in np.unique(rows_step):
+            part = _rows_of(batch, np.flatnonzero(rows_step == step))
+            parts[step].append(from_batch(part, temperatures[step]))
+            if part.ids is not None:
+                ids[step].append(part.ids)
+            for col, column_values in part.slices.items():
+                slices[step][col].append(column_values)
+        rows_done += len(batch)
+        if progress is not None:
+            progress(path, rows_done, layout.n_rows)
+    runs = []
+    for step, value in enumerate(values.tolist()):
+        examples = PerExample.concat(parts[step])
+        temperature = temperatures[step]
+        if temperature is not None and np.isposinf(examples.nll).any():
+            temperature, fitted_rows[step] = None, 0  # as in load_run
+            examples.nll_cal[:] = np.nan
+            examples.conf_cal[:] = np.nan
+        num_classes = layout.num_classes or int(max(examples.label.max(),
+                                                    examples.pred.max())) + 1
+        runs.append(RunData(
+            name=f"{step_col}={step_text(value)}", layout=layout, examples=examples,
+            ids=np.concatenate(ids[step]) if ids[step] else None,
+            slices={col: np.concatenate(v) for col, v in slices[step].items()},
+            temperature=temperature, temperature_rows=fitted_rows[step],
+            num_classes=num_classes, min_prob=min_prob,
+            looks_like_probs=probs_like[step],
+            temperature_source=f"fitted on the rows of {step_col} = {step_text(value)}"))
+    return runs, values.tolist()
+
+
+def step_text(value) -> str:
+    """A step value as written in a checkpoint's name: 100, 2.5."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
+def _rows_of(batch: Batch, rows: np.ndarray) -> Batch:
+    """The batch's rows at the indices `rows`, as a batch of its own."""
+    def take(values):
+        return None if values is None else values[rows]
+
+    return Batch(row_start=batch.row_start + int(rows[0]), labels=batch.labels[rows],
+                 scores=take(batch.scores), topk_ids=take(batch.topk_ids),
+                 topk_logprobs=take(batch.topk_logprobs), label_logprob=take(batch.label_logprob),
+                 ids=take(batch.ids), slices={c: v[rows] for c, v in batch.slices.items()},
+                 clusters=take(batch.clusters))
 
 
 @dataclass

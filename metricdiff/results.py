@@ -135,6 +135,58 @@ class ComparisonReport:
                        for row in rows(c)])
 
 
+SERIES_SCHEMA_VERSION = "1.0"
+SERIES_TABLES = ("checkpoints", "changes", "verdicts")
+
+
+@dataclass(frozen=True)
+class SeriesReport:
+    """Everything `metricdiff series` shows: each series' checkpoints, where NLL and accuracy
+    are best and why they part, and (two series) a verdict per checkpoint."""
+
+    settings: dict
+    alignment: dict
+    directions: dict
+    series: list
+    comparison: dict | None  # two series: the candidate against the baseline, per checkpoint
+    failed: bool  # whether the --fail-on condition triggered (two series)
+    warnings: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return plain({"schema_version": SERIES_SCHEMA_VERSION, "kind": "series",
+                      "tool": {"name": "metricdiff", "version": __version__}, **asdict(self),
+                      "better": better_words(self.directions)})
+
+    def to_pandas(self, table: str = "checkpoints"):
+        """One table of the series as a DataFrame.
+
+        table: "checkpoints" (one row per series and checkpoint: step, metrics and the bounds
+        of their intervals), "changes" (one row per series, span between two named
+        checkpoints and tested metric) or "verdicts" (two series: one row per checkpoint, the
+        verdict on the primary metric).
+        """
+        document = self.to_dict()
+        if table not in SERIES_TABLES:
+            raise UsageError(f"unknown table '{table}'; expected one of: "
+                             f"{', '.join(SERIES_TABLES)}")
+        if table == "checkpoints":
+            return _frame([{"series": one["name"], "checkpoint": c["name"], "step": c["step"],
+                            "n": c["n"], **c["metrics"],
+                            **{f"{name}_{end}": (bounds or {}).get(end)
+                               for name, bounds in c["intervals"].items()
+                               for end in ("low", "high")}}
+                           for one in document["series"] for c in one["checkpoints"]])
+        if table == "changes":
+            return _frame([{"series": one["name"], "span": span["kind"],
+                            "from": span["from_name"], "to": span["to_name"], "metric": name,
+                            **change}
+                           for one in document["series"] for span in one["spans"]
+                           for name, change in span["changes"].items()])
+        comparison = document["comparison"] or {"checkpoints": []}
+        return _frame([{"checkpoint": c["name"], "step": c["step"], **c["verdict"]}
+                       for c in comparison["checkpoints"]])
+
+
 def better_words(directions: dict) -> dict:
     """{metric: "higher" | "lower" | None}: the `directions` booleans in words."""
     return {name: None if higher is None else ("higher" if higher else "lower")

@@ -77,10 +77,12 @@ def holm(p_values: list[float | None]) -> list[float | None]:
 
 def decide(candidate: str, metric: str, interval: Interval | None, higher_is_better: bool,
            p_adjusted: float | None, alpha: float, min_effect: float,
-           tested: int = 1, why_unavailable: str | None = None) -> Verdict:
-    """`tested`: the candidates Holm adjusted over. The interval and the raw p tell the same
-    story (one reference distribution); the adjusted p, which decides, is labelled apart.
-    `why_unavailable`: a run's reason for not having the metric, when one has none."""
+           tested: int = 1, why_unavailable: str | None = None,
+           family: str = "candidates") -> Verdict:
+    """`tested`: the candidates Holm adjusted over (`family` names them: the checkpoints of
+    a series). The interval and the raw p tell the same story (one reference distribution);
+    the adjusted p, which decides, is labelled apart. `why_unavailable`: a run's reason for
+    not having the metric, when one has none."""
     if (interval is None or interval.p_value is None or p_adjusted is None
             or interval.ci_low is None or interval.ci_high is None
             or not math.isfinite(interval.ci_low) or not math.isfinite(interval.ci_high)):
@@ -92,7 +94,7 @@ def decide(candidate: str, metric: str, interval: Interval | None, higher_is_bet
     improvement = delta if higher_is_better else -delta
     moved = "rose" if delta > 0 else ("fell" if delta < 0 else "did not move")
     level = f"{100 * (1 - alpha):g}%"
-    adjusted = (f"; Holm-adjusted over {tested} candidates p{_p_text(p_adjusted)}"
+    adjusted = (f"; Holm-adjusted over {tested} {family} p{_p_text(p_adjusted)}"
                 if tested > 1 else "")
     noise = " and ".join(interval.noise)
     facts = (f"{metric} {moved} by {abs(delta):.4g} ({level} CI {interval.ci_low:+.4g} to "

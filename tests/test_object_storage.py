@@ -43,6 +43,10 @@ def local_runs(tmp_path_factory) -> Path:
     (root / "sharded" / "_SUCCESS").write_text("")
     (root / "sharded" / ".part-9.parquet.tmp.parquet").write_bytes(b"half written")
     shutil.copytree(SAMPLES / "seeds", root / "seeds")
+    (root / "series").mkdir()  # three checkpoints, named so that only natural order is right
+    for epoch, name in ((1, "epoch1"), (2, "epoch2"), (10, "epoch10")):
+        shutil.copy(SAMPLES / "series" / "wide" / f"epoch{epoch:02d}.parquet",
+                    root / "series" / f"{name}.parquet")
     return root
 
 
@@ -129,6 +133,15 @@ def test_groups_of_seeds_from_run_folder_patterns(s3, local_runs):
                             f"wide={local_runs}/seeds/wide/seed*/", "-f", "json",
                             "--resamples", "200"))
     assert [run["name"] for run in remote["runs"]][:2] == ["base/seed0", "base/seed1"]
+    same_numbers(remote, local, local_runs)
+
+
+def test_a_series_of_checkpoints_from_a_glob(s3, local_runs):
+    remote = as_json(run_cli("series", f"s3://{BUCKET}/data/series/epoch*.parquet", "-f",
+                             "json"))
+    local = as_json(run_cli("series", f"{local_runs}/series/epoch*.parquet", "-f", "json"))
+    checkpoints = remote["series"][0]["checkpoints"]
+    assert [c["name"] for c in checkpoints] == ["epoch1", "epoch2", "epoch10"]
     same_numbers(remote, local, local_runs)
 
 
