@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import confidence_groups
+from .metrics import confidence_groups, risk_at
 from .smoothece import SmoothECE, grid_sizes, reliability_curve
 
 CURVE_POINTS = 101  # confidence 0, 0.01, ..., 1
@@ -108,23 +108,6 @@ def smoothed_reliability(conf: np.ndarray, correct: np.ndarray, seed: int = 0) -
 
 
 # ----------------------------------------------------------------------------- risk-coverage
-
-def risk_at(count: np.ndarray, errors: np.ndarray, coverages: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """The risk at each coverage (a share of examples in (0, 1]) for each row of per-group
-    sums of example weights and weighted errors (rows, groups), most confident group first;
-    and the group each cut falls in. The rule of metrics.selective_from_sums: the groups
-    before the cut are kept whole, the group at the cut in proportion."""
-    cum_n, cum_errors = np.cumsum(count, axis=1), np.cumsum(errors, axis=1)
-    kept = cum_n[:, -1:] * coverages[None, :]
-    target = kept * (1 - 1e-12)  # as selective_from_sums: rounding never skips a group
-    cut = np.stack([np.searchsorted(row, row_target) for row, row_target in zip(cum_n, target)])
-    rows = np.arange(len(count))[:, None]
-    before_n = cum_n[rows, cut] - count[rows, cut]
-    before_errors = cum_errors[rows, cut] - errors[rows, cut]
-    share = (kept - before_n) / count[rows, cut]
-    return (before_errors + share * errors[rows, cut]) / kept, cut
-
 
 def _cells(before: np.ndarray) -> np.ndarray:
     """Cells numbered 0, 1... for groups with `before` examples ahead of them (ascending):

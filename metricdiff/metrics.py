@@ -181,6 +181,23 @@ def confidence_groups(conf: np.ndarray) -> tuple[np.ndarray, int]:
     return group.astype(np.int64, copy=False), len(distinct)
 
 
+def risk_at(count: np.ndarray, errors: np.ndarray, coverages: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The risk at each coverage (a share of examples in (0, 1]) for each row of per-group
+    sums of example weights and weighted errors (rows, groups), most confident group first;
+    and the group each cut falls in. The groups before the cut are kept whole, the
+    group at the cut in proportion (its expected errors under a random order of its ties)."""
+    cum_n, cum_errors = np.cumsum(count, axis=1), np.cumsum(errors, axis=1)
+    kept = cum_n[:, -1:] * coverages[None, :]
+    target = kept * (1 - 1e-12)  # rounding never skips a group
+    cut = np.stack([np.searchsorted(row, row_target) for row, row_target in zip(cum_n, target)])
+    rows = np.arange(len(count))[:, None]
+    before_n = cum_n[rows, cut] - count[rows, cut]
+    before_errors = cum_errors[rows, cut] - errors[rows, cut]
+    share = (kept - before_n) / count[rows, cut]
+    return (before_errors + share * errors[rows, cut]) / kept, cut
+
+
 def selective_from_sums(count: np.ndarray, errors: np.ndarray) -> dict[str, np.ndarray]:
     """AUROC, AURC and the risk at each coverage, for each row of per-group sums
     (rows, groups) of example weights and of weighted errors, most confident group first.
@@ -202,14 +219,9 @@ def selective_from_sums(count: np.ndarray, errors: np.ndarray) -> dict[str, np.n
         beaten = (count - errors) * (wrong[:, None] - cum_wrong + 0.5 * errors)
         out["auroc"] = np.where((right > 0) & (wrong > 0), beaten.sum(axis=1) / (right * wrong),
                                 np.nan)
-        rows = np.arange(len(count))
-        for coverage in COVERAGES:
-            kept = n * coverage / 100
-            cut = np.argmax(cum_n >= kept[:, None] * (1 - 1e-12), axis=1)
-            before_n = cum_n[rows, cut] - count[rows, cut]
-            before_wrong = cum_wrong[rows, cut] - errors[rows, cut]
-            share = (kept - before_n) / count[rows, cut]
-            out[f"risk_at_{coverage}"] = (before_wrong + share * errors[rows, cut]) / kept
+        risks, _ = risk_at(count, errors, np.array(COVERAGES) / 100)
+        for column, coverage in enumerate(COVERAGES):
+            out[f"risk_at_{coverage}"] = risks[:, column]
     return out
 
 
