@@ -14,8 +14,9 @@ from __future__ import annotations
 from .common import fmt_int, fmt_metric, number
 from .html import (GOOD, BAD, RUN_COLOURS, _figure, _legend, _no_plot, _page, _paragraph,
                    _Plotter, _plots, _span, esc, html_section, mpl_text)
+from .common import warnings_of
 from .series_view import (TITLE_ANSWER, answer_lines, facts_line, series_of,
-                          series_sections, verdict_section, warnings_of)
+                          series_sections, verdict_section)
 
 MISSING = "—"
 # metric -> (title, y label, what the band is)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from .common import TITLE_WARNINGS
 from .markdown import _section, md_escape
+from .common import warnings_of
 from .series_view import (answer_lines, facts_line, series_of, series_sections,
-                          verdict_section, warnings_of)
+                          verdict_section)
 
 MISSING = "–"
 

@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.rule import Rule
 from rich.text import Text
 
-from .common import DASH, TITLE_WARNINGS
+from .common import DASH
 from .series_view import (TITLE_ANSWER, answer_lines, facts_line, series_of, series_sections,
-                          verdict_section, warnings_of)
-from .table import _indent, _section, _text
+                          verdict_section)
+from .table import _indent, _section, _text, print_warnings
 
 
 def _answer(console: Console, document: dict) -> None:
@@ -32,12 +32,7 @@ def render_series(report: dict, console: Console) -> None:
     for entry in series_of(document):
         for section in series_sections(entry, document, DASH):
             _section(console, section)
-    warnings = warnings_of(document)
-    if warnings:
-        console.print()
-        console.print(Text(TITLE_WARNINGS, style="bold yellow underline"))
-        for warning in warnings:
-            console.print(_indent(Text("! " + warning, style="yellow")))
+    print_warnings(console, document)
     console.print()
     console.print(Rule(Text(TITLE_ANSWER, style="bold"), align="left", style="dim"))
     _answer(console, document)

@@ -231,5 +231,3 @@ def verdict_section(document: dict, missing: str = DASH) -> Section | None:
                    long=len(rows) > 30)
 
 
-def warnings_of(document: dict) -> list[str]:
-    return [str(w) for w in document.get("warnings") or []]
