@@ -74,7 +74,9 @@ class ClasswiseSums:
         self._keys: list[np.ndarray] = []  # cell of each entry: (block * K + class) * B + bin
         self._probs: list[np.ndarray] = []
         self._hits: list[np.ndarray] = []
+        self._zero_hits: list[np.ndarray] = []  # block * K + class of true classes in bin 0
         self._pending = 0
+        self.hits_zero = np.zeros((blocks, num_classes))  # true classes in bin 0, per block
         self.cells = np.empty(0, dtype=np.int64)  # distinct cells, sorted
         # per cell: entries, their summed p, how many are of the cell's class
         self.cell_count: np.ndarray = np.empty(0)
@@ -114,21 +116,23 @@ class ClasswiseSums:
         upper = which > 0
         row, cls, prob, which = row[upper], cls[upper], prob[upper], which[upper]
         hit = cls == labels[row]
-        true_p = exp_shifted[rows, labels] * inverse
-        low = equal_width_bin(true_p, self.bins) == 0  # true classes not among the entries
-        row = np.concatenate([row, rows[low]])
-        cls = np.concatenate([cls, labels[low]])
-        hit = np.concatenate([hit, np.ones(int(low.sum()), dtype=bool)])
-        prob = np.concatenate([prob, true_p[low]])
-        which = np.concatenate([which, np.zeros(int(low.sum()), dtype=which.dtype)])
+        # true classes in bin 0 (most rows, at large K) only count a hit there: a dense
+        # (blocks, K) count, not an entry each
+        low = equal_width_bin(exp_shifted[rows, labels] * inverse, self.bins) == 0
+        self._zero_hits.append(block[low] * self.num_classes + labels[low])
         self._keys.append((block[row] * self.num_classes + cls) * self.bins + which)
         self._probs.append(prob)
         self._hits.append(hit)
-        self._pending += len(row)
+        self._pending += len(row) + int(low.sum())
         if self._pending >= COMPACT_ENTRIES:
             self._compact()
 
     def _compact(self) -> None:
+        if self._zero_hits:
+            self.hits_zero += np.bincount(np.concatenate(self._zero_hits),
+                                          minlength=self.hits_zero.size).reshape(
+                                              self.hits_zero.shape)
+            self._zero_hits = []
         keys = np.concatenate([self.cells, *self._keys])
         cells, cell = np.unique(keys, return_inverse=True)
         length = len(cells)
@@ -145,7 +149,7 @@ class ClasswiseSums:
         self._keys, self._probs, self._hits, self._pending = [], [], [], 0
 
     def finish(self) -> "ClasswiseSums":
-        if self._keys:
+        if self._keys or self._zero_hits:
             self._compact()
         return self
 
@@ -206,23 +210,20 @@ def classwise_values(sums: ClasswiseSums, weights: np.ndarray | None = None
         weights = np.ones((1, sums.blocks))
     k, bins, blocks = sums.num_classes, sums.bins, sums.blocks
     block, class_bin = np.divmod(sums.cells, k * bins)
-    cls, which = np.divmod(class_bin, bins)
-    upper = which > 0  # entries of bins 1..B-1; bin-0 entries are true classes only
+    cls = class_bin // bins  # cells are of bins 1..B-1; bin 0 is what they leave
 
-    def per_class(values: np.ndarray) -> np.ndarray:  # (blocks, K) sums of upper entries
-        return np.bincount(block[upper] * k + cls[upper], weights=values[upper],
-                           minlength=blocks * k).reshape(blocks, k)
+    def per_class(values: np.ndarray) -> np.ndarray:  # (blocks, K) sums over a class's cells
+        return np.bincount(block * k + cls, weights=values, minlength=blocks * k
+                           ).reshape(blocks, k)
 
     count_upper = per_class(sums.cell_count)
     prob_zero = sums.column - per_class(sums.cell_prob)  # p summed over bin 0
-    hits_zero = np.bincount(block[~upper] * k + cls[~upper], weights=sums.cell_hits[~upper],
-                            minlength=blocks * k).reshape(blocks, k)
+    hits_zero = sums.hits_zero
     support = hits_zero + per_class(sums.cell_hits)
-    cells, column_of = np.unique(class_bin[upper], return_inverse=True)
+    cells, column_of = np.unique(class_bin, return_inverse=True)
 
     def by_cell(values: np.ndarray):  # (cells, blocks), for products with weights.T
-        return sparse.csr_matrix((values[upper], (column_of, block[upper])),
-                                 shape=(len(cells), blocks))
+        return sparse.csr_matrix((values, (column_of, block)), shape=(len(cells), blocks))
 
     upper_count, upper_hits = by_cell(sums.cell_count), by_cell(sums.cell_hits)
     upper_gap = by_cell(sums.cell_hits - sums.cell_prob)
