@@ -94,7 +94,7 @@ class ClasswiseSums:
             self.column[g] += inverse[part] @ exp_shifted[part]  # p summed over rows, float64
         self.size += np.bincount(block, minlength=self.blocks)
         self.brier += np.bincount(block, weights=brier, minlength=self.blocks)
-        # entries: every p_j above 1/B, and the true class wherever its p is. No p of a row
+        # entries: every p_j above 1/B (its bin, p and whether it is the true class). No p of a row
         # exceeds its top one, and the others share 1 - top: only rows where both exceed
         # 1/B are searched, in the chunk's own float type (a float64 threshold would make
         # numpy convert the chunk first) and a little below the threshold; every candidate
