@@ -12,9 +12,9 @@ class j. From these sums alone:
   brier = reliability - resolution + uncertainty + within, the last term the spread of the
   forecasts inside their bins (Stephenson et al. 2008), found here as the remainder.
 
-At most B - 1 probabilities of a row exceed 1/B, so only those (and the true class's) are kept
-as entries; bin 0 of every class is the class total minus its other bins: one dense sum per
-class, whatever K is.
+At most B - 1 probabilities of a row exceed 1/B, so only those are kept as entries; bin 0 of
+every class is the class total minus its other bins, and its true-class count a dense count:
+a few dense sums per class, whatever K is.
 
 The sums are kept per block of examples, a block being a hash of the example's id (or of its
 cluster), so two runs of the same examples have the same blocks. Intervals resample the blocks
