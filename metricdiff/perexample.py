@@ -103,23 +103,19 @@ def from_scores(scores: np.ndarray, labels: np.ndarray,
         assert blocks is not None  # given together
         if classwise.blocks > 1 or (blocks < 0).any():
             order = np.argsort(blocks, kind="stable")
+    chunk_out = {name: np.empty(min(step, n)) for name in columns}  # reused by every chunk
+    chunk_pred, chunk_rank = np.empty(min(step, n), np.int64), np.empty(min(step, n), np.int64)
     for start in range(0, n, step):
         stop = min(start + step, n)
         rows = slice(start, stop) if order is None else order[start:stop]
-        if order is None:  # views: the chunk writes its outputs in place
-            out = {name: col[rows] for name, col in columns.items()}
-            _chunk(scores[rows], labels[rows], _rows_of(temperature, rows),
-                   shifted[:stop - start], exp_shifted[:stop - start], out, pred[rows],
-                   rank[rows], classwise, None if blocks is None else blocks[rows])
-            continue
-        assert blocks is not None  # an order is made only from blocks
-        out = {name: np.empty(stop - start) for name in columns}
-        chunk_pred, chunk_rank = np.empty(stop - start, np.int64), np.empty(stop - start, np.int64)
-        _chunk(scores[rows], labels[rows], _rows_of(temperature, rows), shifted[:stop - start],
-               exp_shifted[:stop - start], out, chunk_pred, chunk_rank, classwise, blocks[rows])
+        size = stop - start
+        out = {name: buffer[:size] for name, buffer in chunk_out.items()}
+        _chunk(scores[rows], labels[rows], _rows_of(temperature, rows), shifted[:size],
+               exp_shifted[:size], out, chunk_pred[:size], chunk_rank[:size], classwise,
+               None if blocks is None else blocks[rows])
         for name, col in columns.items():
             col[rows] = out[name]
-        pred[rows], rank[rows] = chunk_pred, chunk_rank
+        pred[rows], rank[rows] = chunk_pred[:size], chunk_rank[:size]
     return PerExample(label=labels.astype(np.int64), pred=pred, rank=rank, **columns)
 
 
