@@ -20,6 +20,7 @@ from .errors import UsageError
 from .io import (ReadOptions, find_checkpoints, find_run_folders, has_column, inspect_run,
                  is_run_folder_pattern, natural_order)
 from .metrics import MetricSettings, metric_directions
+from .cluster import engine_for
 from .pipeline import (DEFAULT_TEMPERATURE_VALUES, Progress, fit_run_temperature, load_keys,
                        load_run, load_steps)
 from .results import ComparisonReport, RunReport, SeriesReport, build_report
@@ -37,7 +38,8 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
            batch_values: int | None = None, progress: Progress | None = None,
            temperature: float | None = None,
            temperature_from: str | os.PathLike | None = None,
-           cross_fit: bool = False) -> RunReport:
+           cross_fit: bool = False, engine: str = "local",
+           scheduler: str | None = None) -> RunReport:
     """Measure one run: headline metrics, calibration, loss anatomy and breakdowns.
 
     Parameters
@@ -58,6 +60,12 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
     cross_fit : bool
         Fit T on each half of the examples (split by id) and score the other half with it,
         so ``nll_calibrated`` and ``ece_calibrated`` are out of sample.
+    engine : {"local", "dask"}
+        Where the run is read and reduced: here, or by the workers of a Dask cluster
+        (``scheduler``), with the same numbers.
+    scheduler : str, optional
+        Address of the Dask scheduler for ``engine="dask"``; default
+        ``DASK_SCHEDULER_ADDRESS``, else a LocalCluster started for this call.
 
     Returns
     -------
@@ -96,10 +104,12 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
         temperature, rows = fit_run_temperature(
             other, dataclasses.replace(read, slice_cols=(), id_col=None), temperature_values)
         source = f"fitted on {other} ({rows:,} rows) with --temperature-from"
-    data = load_run(run, name=name or default_name(run), options=read,
-                    temperature_values=temperature_values, progress=progress,
-                    given_temperature=temperature, temperature_source=source,
-                    classwise=ClasswisePlan(ece_bins), cross_fit=cross_fit)
+    with engine_for(engine, scheduler) as runner:
+        data = load_run(run, name=name or default_name(run), options=read,
+                        temperature_values=temperature_values, progress=progress,
+                        given_temperature=temperature, temperature_source=source,
+                        classwise=ClasswisePlan(ece_bins), cross_fit=cross_fit,
+                        engine=runner)
     return build_report(data, settings)
 
 
@@ -169,7 +179,8 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
             class_groups: tuple[float, float] = (0.5, 0.8),
             temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
             batch_values: int | None = None, progress: Progress | None = None,
-            cross_fit: bool = False) -> ComparisonReport:
+            cross_fit: bool = False, engine: str = "local",
+            scheduler: str | None = None) -> ComparisonReport:
     """Compare each candidate run, or group of runs, with the baseline, example by example.
 
     Parameters
@@ -208,6 +219,8 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     cross_fit : bool
         Each run's ``nll_calibrated`` and ``ece_calibrated`` score each half of the examples
         (split by id, the same halves in every run) with the temperature of the other half.
+    engine, scheduler
+        As in :func:`report`: ``engine="dask"`` reads and reduces the runs on a Dask cluster.
 
     Returns
     -------
@@ -239,8 +252,22 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     # every run's footers and columns are checked before any run is read: a damaged last
     # candidate is reported in a second, not after minutes of reading the others
     layouts = [inspect_run(path, read) for path in paths]
-    # two runs read at once: each run's reading is already overlapped with its arithmetic,
-    # and the machine this is sized for has two cores
+    with engine_for(engine, scheduler) as runner:
+        runs = _read_compared(paths, run_names, layouts, read, allow_partial, ece_bins,
+                              temperature_values, progress, cross_fit, runner)
+    from .comparison import CompareSettings, build_comparison
+    settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
+                               resamples=resamples, seed=seed, fail_on=fail_on, top=top,
+                               allow_partial=allow_partial, paired_seeds=paired_seeds,
+                               cluster=cluster, fdr=fdr)
+    return build_comparison(runs, settings, metric_settings, groups)
+
+
+def _read_compared(paths, run_names, layouts, read, allow_partial, ece_bins,
+                   temperature_values, progress, cross_fit, engine) -> list:
+    """The runs of a comparison, lined up by their keys first, read two at a time: each
+    run's reading is already overlapped with its arithmetic, and the machine this is sized
+    for has two cores (with a Dask engine, each thread waits on its run's tasks)."""
     stop = threading.Event()  # on Ctrl-C or an error, the other reads end at their next batch
     pool = ThreadPoolExecutor(max_workers=2)
     try:
@@ -254,22 +281,17 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,
                                stop=stop, layout=layout, classwise=plan,
-                               cross_fit=cross_fit)
+                               cross_fit=cross_fit, engine=engine)
                    for path, name, layout, plan in zip(paths, run_names, layouts, plans)]
         # imported here, not at the top (report() does not need it), and while the runs are
         # read: its imports (scipy.special, 0.2 s) overlap the reading
-        from .comparison import CompareSettings, build_comparison
-        runs = [future.result() for future in futures]
+        from . import comparison  # noqa: F401
+        return [future.result() for future in futures]
     except BaseException:
         stop.set()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
-                               resamples=resamples, seed=seed, fail_on=fail_on, top=top,
-                               allow_partial=allow_partial, paired_seeds=paired_seeds,
-                               cluster=cluster, fdr=fdr)
-    return build_comparison(runs, settings, metric_settings, groups)
 
 
 def _kept_rows(rows: np.ndarray, count: int) -> np.ndarray | None:

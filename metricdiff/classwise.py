@@ -61,6 +61,13 @@ class ClasswisePlan:
     bins: int
     blocks: int = 1
     keep: np.ndarray | None = None  # per row of the file, in file order; None: every row
+    first_row: int = 0  # the row keep[0] is about (a partition's plan holds its rows' alone)
+
+    def rows(self, start: int, stop: int) -> "ClasswisePlan":
+        """The plan for rows start..stop-1 alone: what a partition's task is sent."""
+        if self.keep is None:
+            return self
+        return ClasswisePlan(self.bins, self.blocks, self.keep[start:stop], start)
 
 
 class ClasswiseSums:
@@ -152,6 +159,24 @@ class ClasswiseSums:
         if self._keys or self._zero_hits:
             self._compact()
         return self
+
+    @staticmethod
+    def merged(parts: list["ClasswiseSums"]) -> "ClasswiseSums":
+        """The sums of all the parts' examples together (parts of one run, finished)."""
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        total = ClasswiseSums(first.num_classes, first.bins, first.blocks)
+        for name in ("size", "brier", "column", "hits_zero"):
+            setattr(total, name, sum(getattr(p, name) for p in parts))
+        # each part's cells enter as entries weighted by their counts: one compaction
+        keys = np.concatenate([p.cells for p in parts])
+        cells, cell = np.unique(keys, return_inverse=True)
+        for name in ("cell_count", "cell_prob", "cell_hits"):
+            weights = np.concatenate([getattr(p, name) for p in parts])
+            setattr(total, name, np.bincount(cell, weights=weights, minlength=len(cells)))
+        total.cells = cells
+        return total
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,19 @@ MinProbOpt = Annotated[Optional[float], typer.Option(
 CrossFitOpt = Annotated[bool, typer.Option(
     "--cross-fit", help="Score each half of the examples (split by id) with the temperature "
     "fitted on the other half, so nll_calibrated and ece_calibrated are not in-sample.")]
+
+
+class Engine(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
+EngineOpt = Annotated[Engine, typer.Option(
+    metavar="ENGINE", help="Where runs are read and reduced: local (this process) or dask "
+    "(the workers of a Dask cluster; same numbers).")]
+SchedulerOpt = Annotated[Optional[str], typer.Option(
+    metavar="ADDRESS", help="Dask scheduler for --engine dask (default: "
+    "DASK_SCHEDULER_ADDRESS; without it, a local cluster of one worker per core).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 HtmlOpt = Annotated[Optional[str], typer.Option(
     metavar="FILE",
@@ -197,6 +210,8 @@ def report(
         metavar="RUN", help="Fit the temperature on RUN (a validation split: its ids may "
         "differ) and apply it to this run.")] = None,
     cross_fit: CrossFitOpt = False,
+    engine: EngineOpt = Engine.local,
+    scheduler: SchedulerOpt = None,
     html: HtmlOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -218,7 +233,8 @@ def report(
                                 seed=seed, class_groups=_parse_groups(class_groups),
                                 prob_tolerance=prob_tolerance, min_prob=min_prob,
                                 progress=progress, temperature=temperature,
-                                temperature_from=temperature_from, cross_fit=cross_fit)
+                                temperature_from=temperature_from, cross_fit=cross_fit,
+                                engine=engine.value, scheduler=scheduler)
         _emit(result.to_dict(), View(output_format, chosen, precision), output, html)
         return 0
 
@@ -298,6 +314,8 @@ def compare(
     prob_tolerance: ProbToleranceOpt = 1e-3,
     min_prob: MinProbOpt = None,
     cross_fit: CrossFitOpt = False,
+    engine: EngineOpt = Engine.local,
+    scheduler: SchedulerOpt = None,
     html: HtmlOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -329,7 +347,8 @@ def compare(
                                  top_k=top_k, ece_bins=bins,
                                  class_groups=_parse_groups(class_groups),
                                  prob_tolerance=prob_tolerance, min_prob=min_prob,
-                                 cross_fit=cross_fit, progress=progress)
+                                 cross_fit=cross_fit, progress=progress,
+                                 engine=engine.value, scheduler=scheduler)
         _emit(result.to_dict(), View(output_format, chosen, precision, summary), output, html)
         return EXIT_FAIL_ON if result.failed else 0
 

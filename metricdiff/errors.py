@@ -22,6 +22,15 @@ class InputError(MetricdiffError):
         self.detail = message
         super().__init__(_locate(message, path, column, row))
 
+    def __reduce__(self):
+        # raised on a Dask worker, it reaches the client by pickle: keep where it happened
+        return (_input_error, (self.detail, self.path, self.column, self.row))
+
+
+def _input_error(message: str, path: str | None, column: str | None,
+                 row: int | None) -> InputError:
+    return InputError(message, path=path, column=column, row=row)
+
 
 class UsageError(MetricdiffError):
     """An option value that cannot work (unknown metric, unknown column, bad number)."""

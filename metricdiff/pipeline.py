@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 import numpy as np
 
@@ -53,19 +54,29 @@ class RunData:
 Progress = Callable[[str, int, int], None]
 
 
+class Engine(Protocol):
+    """Runs a run's main pass elsewhere (cluster.py): the same reduction, part by part."""
+
+    def reduce_run(self, layout: RunLayout, options: ReadOptions, scoring: "Scoring",
+                   name: str, progress: Progress | None,
+                   stop: threading.Event | None) -> "RunPart": ...
+
+
 def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOptions(),
              temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
              progress: Progress | None = None,
              stop: threading.Event | None = None,
              layout: RunLayout | None = None, given_temperature: float | None = None,
              temperature_source: str | None = None,
-             classwise: ClasswisePlan | None = None, cross_fit: bool = False) -> RunData:
+             classwise: ClasswisePlan | None = None, cross_fit: bool = False,
+             engine: "Engine | None" = None) -> RunData:
     """Read one run; `stop`, when set by another thread, ends the read at the next batch.
     `layout`: the run's footers, when they were already checked. `given_temperature`: apply
     this T instead of fitting one here, `temperature_source` saying where it came from.
     `classwise`: gather the sums of classwise calibration as planned (not for top-k runs).
     `cross_fit`: nll_calibrated and ece_calibrated of each half of the examples use the
-    temperature fitted on the other half (halves by id, or cluster, as the blocks are)."""
+    temperature fitted on the other half (halves by id, or cluster, as the blocks are).
+    `engine`: where the main pass runs (a Dask cluster); None: here, one batch at a time."""
     layout = layout or inspect_run(path, options)
     min_prob = options.min_prob  # the opt-in floor on every probability; else 0 stays 0
     if min_prob is not None and layout.prediction.kind == "topk":
@@ -85,7 +96,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
         looks_like_probs = (layout.prediction.kind == "logits"
                             and all(_probability_rows(b) for b in sample_batches))
     # the main pass starts reading now, while the temperature is fitted on this core
-    reader = None if whole_run else Prefetch(iter_batches(layout, options), FIT_LOOKAHEAD)
+    reader = (None if whole_run or engine is not None
+              else Prefetch(iter_batches(layout, options), FIT_LOOKAHEAD))
     try:
         halves = None  # with cross_fit: the temperatures fitted on each half
         if given_temperature is not None and layout.prediction.kind != "topk":
@@ -97,39 +109,21 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                 temperature_source = (f"cross-fitted on two halves of the examples "
                                       f"(T={halves[0]:.4g} and {halves[1]:.4g}, each scoring "
                                       "the other half)")
-        batches: Iterable[Batch] = (sample_batches if reader is None  # read once
-                                    else (_floored(b, min_prob) for b in reader))
-        sample_batches = []  # freed as the main pass goes, when it holds them
-        parts, ids, clusters = [], [], []
-        slices: dict[str, list[np.ndarray]] = {col: [] for col in layout.slice_cols}
-        rows_done = 0
-        sums = None
-        if classwise is not None and layout.prediction.kind != "topk" and layout.num_classes:
-            sums = ClasswiseSums(layout.num_classes, classwise.bins, classwise.blocks)
-        for batch in batches:
-            if stop is not None and stop.is_set():
-                raise KeyboardInterrupt
-            blocks = None
-            if sums is not None and classwise is not None:
-                blocks = _blocks(batch, classwise)
-            applied: float | np.ndarray | None = temperature
-            if halves is not None:  # each row scored by the other half's temperature
-                applied = np.where(example_blocks(row_keys(batch), 2) == 0, halves[1],
-                                   halves[0])
-            parts.append(from_batch(batch, applied, sums, blocks))
-            rows_done += len(batch)
-            if progress is not None:
-                progress(name, rows_done, layout.n_rows)
-            if batch.ids is not None:
-                ids.append(batch.ids)
-            for col, values in batch.slices.items():
-                slices[col].append(values)
-            if batch.clusters is not None:
-                clusters.append(batch.clusters)
+        scoring = Scoring(temperature, halves, min_prob, classwise
+                          if layout.prediction.kind != "topk" and layout.num_classes else None)
+        if engine is not None:
+            part = engine.reduce_run(layout, options, scoring, name, progress, stop)
+        else:
+            batches: Iterable[Batch] = reader if reader is not None else sample_batches
+            if reader is None:  # the sample is the whole run, read once and floored already
+                scoring = dataclasses.replace(scoring, min_prob=None)
+            sample_batches = []  # freed as the main pass goes, when it holds them
+            part = reduce_batches(batches, layout, scoring, _counting(name, layout, progress),
+                                  stop)
     finally:
         if reader is not None:
             reader.close()
-    examples = PerExample.concat(parts)
+    examples = part.examples
     if temperature is not None and np.isposinf(examples.nll).any():
         # a true class at probability 0: the NLL is infinite at every temperature
         temperature, temperature_rows = None, 0
@@ -138,15 +132,106 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
     num_classes = layout.num_classes
     if num_classes is None:
         num_classes = int(max(examples.label.max(), examples.pred.max())) + 1
-    return RunData(name=name, layout=layout, examples=examples,
+    return RunData(name=name, layout=layout, examples=examples, ids=part.ids,
+                   slices=part.slices, temperature=temperature,
+                   temperature_rows=temperature_rows, num_classes=num_classes,
+                   clusters=part.clusters, min_prob=min_prob,
+                   looks_like_probs=looks_like_probs,
+                   temperature_source=temperature_source or "fitted on this run",
+                   classwise=part.classwise)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What every row of a run's main pass is reduced with, decided before it starts: small
+    and picklable, so a cluster's workers reduce their rows exactly as the local pass does."""
+
+    temperature: float | None
+    halves: tuple[float, float] | None  # with --cross-fit: each half's temperature
+    min_prob: float | None
+    classwise: ClasswisePlan | None  # None: no classwise sums (top-k runs)
+
+
+@dataclass
+class RunPart:
+    """Consecutive rows of a run reduced: their per-example columns, keys and metadata, and
+    their share of the classwise sums. Parts of one run concatenate, in row order, into what
+    one pass over the run gives."""
+
+    examples: PerExample
+    ids: np.ndarray | None
+    slices: dict[str, np.ndarray]
+    clusters: np.ndarray | None
+    classwise: ClasswiseSums | None
+
+    @staticmethod
+    def concat(parts: list["RunPart"]) -> "RunPart":
+        first = parts[0]
+
+        def joined(values: list) -> np.ndarray | None:
+            return None if values[0] is None else np.concatenate(values)
+
+        sums = [p.classwise for p in parts if p.classwise is not None]
+        return RunPart(examples=PerExample.concat([p.examples for p in parts]),
+                       ids=joined([p.ids for p in parts]),
+                       slices={col: np.concatenate([p.slices[col] for p in parts])
+                               for col in first.slices},
+                       clusters=joined([p.clusters for p in parts]),
+                       classwise=ClasswiseSums.merged(sums) if sums else None)
+
+
+# Called after each batch of a pass with the rows of that batch.
+RowsDone = Callable[[int], None]
+
+
+def reduce_batches(batches: Iterable[Batch], layout: RunLayout, scoring: Scoring,
+                   rows_done: RowsDone | None = None,
+                   stop: threading.Event | None = None) -> RunPart:
+    """The main pass over some of a run's batches (all of them, or one partition's)."""
+    parts, ids, clusters = [], [], []
+    slices: dict[str, list[np.ndarray]] = {col: [] for col in layout.slice_cols}
+    plan = scoring.classwise
+    sums = None
+    if plan is not None:
+        assert layout.num_classes is not None  # no plan for runs of unknown width
+        sums = ClasswiseSums(layout.num_classes, plan.bins, plan.blocks)
+    for batch in batches:
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
+        batch = _floored(batch, scoring.min_prob)
+        blocks = None if plan is None else _blocks(batch, plan)
+        applied: float | np.ndarray | None = scoring.temperature
+        if scoring.halves is not None:  # each row scored by the other half's temperature
+            halves = scoring.halves
+            applied = np.where(example_blocks(row_keys(batch), 2) == 0, halves[1], halves[0])
+        parts.append(from_batch(batch, applied, sums, blocks))
+        if rows_done is not None:
+            rows_done(len(batch))
+        if batch.ids is not None:
+            ids.append(batch.ids)
+        for col, values in batch.slices.items():
+            slices[col].append(values)
+        if batch.clusters is not None:
+            clusters.append(batch.clusters)
+    return RunPart(examples=PerExample.concat(parts),
                    ids=np.concatenate(ids) if ids else None,
                    slices={col: np.concatenate(v) for col, v in slices.items()},
-                   temperature=temperature, temperature_rows=temperature_rows,
-                   num_classes=num_classes,
                    clusters=np.concatenate(clusters) if clusters else None,
-                   min_prob=min_prob, looks_like_probs=looks_like_probs,
-                   temperature_source=temperature_source or "fitted on this run",
                    classwise=None if sums is None else sums.finish())
+
+
+def _counting(name: str, layout: RunLayout, progress: Progress | None) -> RowsDone | None:
+    """A RowsDone that reports the run's progress so far."""
+    if progress is None:
+        return None
+    done = 0
+
+    def count(rows: int) -> None:
+        nonlocal done
+        done += rows
+        progress(name, done, layout.n_rows)
+
+    return count
 
 
 def row_keys(batch: Batch) -> np.ndarray:
@@ -163,7 +248,8 @@ def _blocks(batch: Batch, plan: ClasswisePlan) -> np.ndarray:
     """Each row's block; -1 for rows the plan leaves out."""
     blocks = example_blocks(row_keys(batch), plan.blocks)
     if plan.keep is not None:
-        blocks[~plan.keep[batch.row_start:batch.row_start + len(batch)]] = -1
+        start = batch.row_start - plan.first_row
+        blocks[~plan.keep[start:start + len(batch)]] = -1
     return blocks
 
 

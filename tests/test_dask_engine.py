@@ -1,0 +1,312 @@
+"""The Dask engine gives the local engine's numbers, on a real LocalCluster of two worker
+processes: every layout, groups, clusters and slices, rows in another order, a worker killed
+mid-run, a bad shard, and a stopped read.
+
+Runs here are small, so the partitions are made small too (a few row groups each): every run
+is split over many tasks, and both workers take some."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import metricdiff
+from conftest import probs_of, random_logits, write_run
+from metricdiff import cluster
+from metricdiff.cli import app
+from metricdiff.errors import InputError
+from metricdiff.io import ReadOptions, inspect_run
+from metricdiff.classwise import ClasswisePlan
+from metricdiff.metrics import MetricSettings
+from metricdiff.pipeline import Scoring, load_run
+from metricdiff.results import build_report
+from test_formats import write_topk
+
+distributed = pytest.importorskip("distributed")
+
+# values per task: with 12 classes and row groups of 64 rows, two row groups a task
+SMALL_PARTITIONS = 64 * 12 * 2
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=":0",
+                                  silence_logs=50) as local:
+        yield local
+
+
+@pytest.fixture
+def scheduler(dask_cluster, monkeypatch):
+    monkeypatch.setattr(cluster, "PARTITION_VALUES", SMALL_PARTITIONS)
+    return dask_cluster.scheduler_address
+
+
+def rounded(value):
+    """A document with every float to 11 significant digits: sums that the engines add up in
+    another order (the classwise sums, across partitions) differ in their last bits."""
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    if isinstance(value, float) and math.isfinite(value) and value != 0:
+        return float(f"{value:.11g}")
+    return value
+
+
+def both_reports(path, scheduler, **kwargs) -> tuple[dict, dict]:
+    local = metricdiff.report(str(path), **kwargs).to_dict()
+    dask = metricdiff.report(str(path), engine="dask", scheduler=scheduler, **kwargs).to_dict()
+    return rounded(local), rounded(dask)
+
+
+def both_comparisons(paths, scheduler, **kwargs) -> tuple[dict, dict]:
+    local = metricdiff.compare(*map(str, paths), resamples=200, **kwargs).to_dict()
+    dask = metricdiff.compare(*map(str, paths), resamples=200, engine="dask",
+                              scheduler=scheduler, **kwargs).to_dict()
+    return rounded(local), rounded(dask)
+
+
+@pytest.fixture(scope="module")
+def predictions():
+    return random_logits(900, 12, seed=21)
+
+
+LAYOUTS = ["fixed", "list", "large", "probs", "wide", "string_labels", "float16", "topk",
+           "shards", "glob"]
+
+
+def write_layout(tmp_path, layout, logits, labels):
+    n = len(labels)
+    names = [f"c{c}" for c in range(logits.shape[1])]
+    source = np.array(["web", "app", "partner"])[np.arange(n) % 3].tolist()
+    common = dict(ids=np.arange(n), extra={"source": source})
+    if layout in ("fixed", "list", "large"):
+        return write_run(tmp_path / "r.parquet", labels, logits=logits, list_kind=layout,
+                         **common)
+    if layout == "probs":
+        return write_run(tmp_path / "r.parquet", labels, probs=probs_of(logits), **common)
+    if layout == "wide":
+        return write_run(tmp_path / "r.parquet", labels, logits=logits, wide=True,
+                         class_names=names, **common)
+    if layout == "string_labels":
+        return write_run(tmp_path / "r.parquet", [names[y] for y in labels], logits=logits,
+                         class_names=names, **common)
+    if layout == "float16":
+        return write_run(tmp_path / "r.parquet", labels, logits=logits.astype(np.float16),
+                         **common)
+    if layout == "topk":
+        return write_topk(tmp_path / "r.parquet", logits, labels, 5)
+    folder = write_run(tmp_path / "shards", labels, logits=logits, shards=3,
+                       row_group_size=50, **common)
+    return folder if layout == "shards" else str(folder / "part-*.parquet")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_report_on_every_layout_is_the_local_one(tmp_path, scheduler, predictions, layout):
+    logits, labels = predictions
+    path = write_layout(tmp_path, layout, logits, labels)
+    by = [] if layout == "topk" else ["source"]
+    local, dask = both_reports(path, scheduler, by=by)
+    assert dask == local
+    assert len(cluster.partitions(inspect_run(str(path), ReadOptions()),
+                                  SMALL_PARTITIONS)) >= 4
+
+
+def test_report_options_reach_the_workers(tmp_path, scheduler, predictions):
+    """The temperature, the cross-fitted halves and the probability floor are fixed on the
+    client; each worker's rows are scored with them."""
+    logits, labels = predictions
+    path = write_run(tmp_path / "r.parquet", labels, logits=logits, ids=np.arange(len(labels)))
+    for options in ({"cross_fit": True}, {"temperature": 1.7}, {"min_prob": 1e-4},
+                    {"temperature_values": 12 * 100}):
+        local, dask = both_reports(path, scheduler, **options)
+        assert dask == local, options
+
+
+def shuffled_pair(tmp_path, seed=0, n=900, k=12, clusters=False):
+    """Two runs of one validation set (its labels do not depend on `seed`), the candidate's
+    rows in another order."""
+    _, labels = random_logits(n, k, seed=0)
+    rng = np.random.default_rng(seed)
+    logits, other = (rng.normal(scale=1.5, size=(n, k)).astype(np.float32) for _ in "ab")
+    logits[np.arange(n), labels] += 2.0
+    other[np.arange(n), labels] += 2.4  # a candidate a little better
+    ids = np.arange(n)
+    extra = {"source": np.array(["a", "b", "c"])[ids % 3].tolist()}
+    if clusters:
+        extra["video"] = (ids // 6).tolist()
+    base = write_run(tmp_path / f"base{seed}.parquet", labels, logits=logits, ids=ids,
+                     extra=extra)
+    order = np.random.default_rng(seed).permutation(n)
+    cand = write_run(tmp_path / f"cand{seed}.parquet", labels[order], logits=other[order],
+                     ids=ids[order], extra={key: np.asarray(v)[order].tolist()
+                                            for key, v in extra.items()})
+    return base, cand
+
+
+def test_compare_lines_runs_up_by_id_whatever_the_row_order(tmp_path, scheduler):
+    base, cand = shuffled_pair(tmp_path)
+    local, dask = both_comparisons([base, cand], scheduler, by=["source"])
+    assert dask == local
+    assert dask["comparisons"][0]["verdict"]["decision"] in ("better", "worse", "noise")
+
+
+def test_compare_with_clusters_and_partial_overlap(tmp_path, scheduler):
+    base, cand = shuffled_pair(tmp_path, clusters=True)
+    table = pq.read_table(cand)
+    pq.write_table(table.slice(0, 700), tmp_path / "part.parquet", row_group_size=64)
+    local, dask = both_comparisons([base, tmp_path / "part.parquet"], scheduler,
+                                   cluster="video", allow_partial=True)
+    assert dask == local
+    assert local["alignment"]["n"] == 700
+
+
+def test_group_comparison_of_seeds(tmp_path, scheduler):
+    runs = []
+    for seed in range(4):
+        base, cand = shuffled_pair(tmp_path, seed=10 * seed)
+        runs.append((base, cand))
+    paths = [runs[0][0], runs[1][0], runs[2][1], runs[3][1]]
+    local, dask = both_comparisons(paths, scheduler, names=["main", "main", "pr", "pr"])
+    assert dask == local
+    assert len(local["comparisons"]) == 1
+
+
+def test_worker_killed_mid_run_gives_the_same_numbers(tmp_path, predictions):
+    """A worker process killed while it reduces a partition: Dask runs its tasks again on a
+    worker that is alive (the nanny starts a new one), and nothing is counted twice."""
+    logits, labels = random_logits(6000, 12, seed=5)
+    path = write_run(tmp_path / "big.parquet", labels, logits=logits, ids=np.arange(6000))
+    local = rounded(metricdiff.report(str(path)).to_dict())
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=":0",
+                                  silence_logs=50) as local_cluster, \
+            distributed.Client(local_cluster, set_as_default=False) as client:
+        pids = set(client.run(os.getpid).values())
+        killed = []
+
+        def kill_one(name, rows_done, rows_total):
+            if not killed:
+                assert rows_done < rows_total  # the run is not over yet
+                victim = sorted(pids)[0]
+                os.kill(victim, signal.SIGKILL)
+                killed.append((victim, rows_done))
+
+        engine = cluster.DaskEngine(client, partition_values=64 * 12)
+        data = load_run(str(path), name="big", engine=engine, progress=kill_one,
+                        classwise=ClasswisePlan(15))
+        assert killed
+        after = set(client.run(os.getpid).values())
+    assert killed[0][0] not in after
+    assert len(data.examples) == 6000
+    dask = rounded(build_report(data, MetricSettings()).to_dict())
+    assert dask == local
+
+
+def bad_shard_folder(tmp_path):
+    logits, labels = random_logits(600, 12, seed=3)
+    logits[450, 4] = np.nan  # in the third shard
+    return write_run(tmp_path / "shards", labels, logits=logits, shards=3, row_group_size=50)
+
+
+def test_a_bad_shard_is_the_local_engines_one_line_error(tmp_path, scheduler):
+    folder = bad_shard_folder(tmp_path)
+    with pytest.raises(InputError) as local:
+        metricdiff.report(str(folder))
+    with pytest.raises(InputError) as dask:
+        metricdiff.report(str(folder), engine="dask", scheduler=scheduler)
+    assert str(dask.value) == str(local.value)
+    assert (dask.value.path, dask.value.row) == (local.value.path, local.value.row)
+    assert "part-002" in str(dask.value) and "row 450" in str(dask.value)
+
+
+def test_cli_engine_dask(tmp_path, scheduler):
+    base, cand = shuffled_pair(tmp_path)
+    runner = CliRunner()
+    local = runner.invoke(app, ["compare", str(base), str(cand), "-f", "json",
+                                "--resamples", "200"])
+    dask = runner.invoke(app, ["compare", str(base), str(cand), "-f", "json",
+                               "--resamples", "200", "--engine", "dask",
+                               "--scheduler", scheduler])
+    assert (dask.exit_code, local.exit_code) == (0, 0)
+    assert rounded(json.loads(dask.stdout)) == rounded(json.loads(local.stdout))
+    bad = runner.invoke(app, ["report", str(bad_shard_folder(tmp_path)), "--engine", "dask",
+                              "--scheduler", scheduler])
+    assert bad.exit_code == 2
+    assert len(bad.stderr.strip().splitlines()) == 1 and "part-002" in bad.stderr
+
+
+def test_cli_engine_errors_are_one_line(tmp_path, monkeypatch):
+    path = write_run(tmp_path / "r.parquet", [0, 1], logits=np.eye(2))
+    runner = CliRunner()
+    alone = runner.invoke(app, ["report", str(path), "--scheduler", "tcp://127.0.0.1:1"])
+    assert alone.exit_code == 2 and "needs --engine dask" in alone.stderr
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 1)
+    with socket_free_port() as port:
+        unreachable = runner.invoke(app, ["report", str(path), "--engine", "dask",
+                                          "--scheduler", f"tcp://127.0.0.1:{port}"])
+    assert unreachable.exit_code == 2
+    assert len(unreachable.stderr.strip().splitlines()) == 1
+    assert "cannot reach the Dask scheduler" in unreachable.stderr
+
+
+class socket_free_port:
+    """A loopback port nothing listens on, for as long as the block runs."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()
+
+
+def test_a_stopped_read_cancels_the_clusters_tasks(tmp_path, dask_cluster):
+    """Ctrl-C (or another run's failure) sets the read's stop event: the client stops waiting
+    and cancels what the cluster still has to do."""
+    logits, labels = random_logits(6000, 12, seed=6)
+    path = write_run(tmp_path / "big.parquet", labels, logits=logits)
+    layout = inspect_run(str(path))
+    stop = threading.Event()
+
+    def stop_after_first(name, rows_done, rows_total):
+        stop.set()
+
+    with distributed.Client(dask_cluster, set_as_default=False) as client:
+        engine = cluster.DaskEngine(client, partition_values=64 * 12)
+        with pytest.raises(KeyboardInterrupt):
+            engine.reduce_run(layout, ReadOptions(), Scoring(None, None, None, None), "run",
+                              stop_after_first, stop)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and client.run_on_scheduler(
+                lambda dask_scheduler: len(dask_scheduler.tasks)):
+            time.sleep(0.1)
+        assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
+
+
+def test_partitions_cover_every_row_once_in_order(tmp_path):
+    logits, labels = random_logits(1000, 12, seed=8)
+    folder = write_run(tmp_path / "shards", labels, logits=logits, shards=3, row_group_size=37)
+    layout = inspect_run(str(folder))
+    for values in (1, 12 * 37, 12 * 100, 1 << 30):
+        parts = cluster.partitions(layout, values)
+        starts = [p.first_row for p in parts]
+        assert starts == sorted(starts) and starts[0] == 0
+        assert sum(p.rows for p in parts) == 1000
+        for a, b in zip(parts, parts[1:]):
+            assert a.first_row + a.rows == b.first_row
+    assert len(cluster.partitions(layout, 1)) == sum(len(g) for g in layout.group_rows)
+    assert len(cluster.partitions(layout, 1 << 30)) == 3  # one per file
