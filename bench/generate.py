@@ -8,7 +8,13 @@ class, so the top-1 accuracy is about 0.75 whatever K is.
 Runs made with the same `label_seed` share their ids and labels, so they can be compared with
 each other; `seed` only changes the logits.
 
-    python bench/generate.py ROWS CLASSES SEED LABEL_SEED DATA_DIR
+A top-k run (TOPK > 0) is what token-level evaluation of a language model saves: `id`,
+`label` (int64), `topk_ids` (fixed_size_list<int32, k>), `topk_logprobs`
+(fixed_size_list<float32, k>, descending) and `label_logprob` (float32), CLASSES being the
+vocabulary. The true class is first about half the time, lower in the list or not listed
+otherwise.
+
+    python bench/generate.py ROWS CLASSES SEED LABEL_SEED DATA_DIR [TOPK]
 
 bench.py runs this as a child process: writing a run takes up to ~1.5 GB (the wide run), and a child
 process spawned later by a larger parent would report the parent's memory as its own peak.
@@ -17,6 +23,7 @@ process spawned later by a larger parent would report the parent's memory as its
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import numpy as np
@@ -80,17 +87,66 @@ def write_run(spec: RunSpec, path: str) -> None:
     os.replace(tmp_path, path)
 
 
+TOPK_ROW_GROUP_ROWS = 500_000
+
+
+def write_topk_run(spec: RunSpec, path: str) -> None:
+    """Write a top-k run, TOPK_ROW_GROUP_ROWS rows at a time."""
+    labels = zipf_labels(spec.rows, spec.classes, spec.label_seed)
+    rng = np.random.default_rng(spec.seed)
+    k = spec.topk
+    step = spec.classes // (k + 1)  # listed ids label + j * step (mod V) are all different
+    topk_schema = pa.schema([("id", pa.int64()), ("label", pa.int64()),
+                             ("topk_ids", pa.list_(pa.int32(), k)),
+                             ("topk_logprobs", pa.list_(pa.float32(), k)),
+                             ("label_logprob", pa.float32())],
+                            # the vocabulary's names: K is known, not inferred from the ids seen
+                            metadata={b"metricdiff.classes": json.dumps(
+                                [f"t{c}" for c in range(spec.classes)]).encode()})
+    tmp_path = path + ".tmp"
+    with pq.ParquetWriter(tmp_path, topk_schema, compression="zstd") as writer:
+        for start in range(0, spec.rows, TOPK_ROW_GROUP_ROWS):
+            stop = min(start + TOPK_ROW_GROUP_ROWS, spec.rows)
+            n, label = stop - start, labels[start:stop]
+            # descending scores of the k listed classes and of the rest of the vocabulary
+            scores = -np.cumsum(rng.exponential(0.8, (n, k + 1)), axis=1)
+            # the unlisted classes together: a share of the mass (a few percent at least, so
+            # that float32 rounding never makes the listed ones add up to more than 1)
+            scores[:, k] = np.maximum(scores[:, k] + np.log(50.0), scores[:, 0] - 3.0)
+            log_total = np.log(np.exp(scores).sum(axis=1))
+            logprobs = (scores[:, :k] - log_total[:, None]).astype(np.float32)
+            # the true class's position: first about half the time, sometimes not listed (k)
+            rank = np.minimum(rng.geometric(0.5, n) - 1, k)
+            offsets = np.arange(k)[None, :] - np.where(rank < k, rank, -1)[:, None]
+            ids = ((label[:, None] + offsets * step) % spec.classes).astype(np.int32)
+            listed = rank < k
+            label_logprob = np.where(
+                listed, logprobs[np.arange(n), np.minimum(rank, k - 1)],
+                logprobs[:, -1] - rng.exponential(1.0, n).astype(np.float32))
+            table = pa.table({
+                "id": pa.array(np.arange(start, stop, dtype=np.int64)),
+                "label": pa.array(label),
+                "topk_ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.ravel()), k),
+                "topk_logprobs": pa.FixedSizeListArray.from_arrays(pa.array(logprobs.ravel()),
+                                                                   k),
+                "label_logprob": pa.array(label_logprob.astype(np.float32)),
+            }, schema=topk_schema)
+            writer.write_table(table, row_group_size=TOPK_ROW_GROUP_ROWS)
+    os.replace(tmp_path, path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write one synthetic run, unless it exists.")
     for name in ("rows", "classes", "seed", "label_seed"):
         parser.add_argument(name, type=int)
     parser.add_argument("data_dir")
+    parser.add_argument("topk", type=int, nargs="?", default=0)
     args = parser.parse_args(argv)
-    spec = RunSpec(args.rows, args.classes, args.seed, args.label_seed)
+    spec = RunSpec(args.rows, args.classes, args.seed, args.label_seed, args.topk)
     os.makedirs(args.data_dir, exist_ok=True)
     path = os.path.join(args.data_dir, spec.file_name())
     if not os.path.exists(path):
-        write_run(spec, path)
+        (write_topk_run if spec.topk else write_run)(spec, path)
     print(path)
 
 

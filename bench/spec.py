@@ -15,8 +15,10 @@ class RunSpec:
     classes: int
     seed: int  # seed of the logits
     label_seed: int = 0  # seed of the labels: runs sharing it share ids and labels
+    topk: int = 0  # > 0: a top-k run listing this many of `classes` (a vocabulary) per row
 
     def file_name(self) -> str:
         # Every parameter is in the name: a file is reused only if it was made the same way.
-        return (f"run_n{self.rows}_k{self.classes}_seed{self.seed}_labels{self.label_seed}"
-                f"_v{GENERATOR_VERSION}.parquet")
+        listed = f"_top{self.topk}" if self.topk else ""
+        return (f"run_n{self.rows}_k{self.classes}{listed}_seed{self.seed}"
+                f"_labels{self.label_seed}_v{GENERATOR_VERSION}.parquet")

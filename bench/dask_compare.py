@@ -1,0 +1,45 @@
+"""`metricdiff compare RUN... --engine dask` on a LocalCluster, as the CLI starts one (a
+single-threaded worker process per core), and what the cluster did: each worker's peak RSS and
+the tasks' own times, written as one JSON line to stderr (bench.py reads it from there).
+
+    python bench/dask_compare.py RUN...
+
+The wall time of this process is what `metricdiff compare RUN... --engine dask -f json`
+takes, plus a second to ask the workers for their figures after the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def worker_peak_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main(paths: list[str]) -> None:
+    from distributed import get_task_stream
+
+    import metricdiff
+    from metricdiff.cluster import dask_engine
+
+    with dask_engine() as engine:
+        client = engine.client
+        with get_task_stream(client=client) as stream:
+            result = metricdiff.compare(*paths, engine="dask",
+                                        scheduler=client.scheduler.address)
+        json.dumps(result.to_dict())  # what -f json prints, to /dev/null
+        peaks = client.run(worker_peak_mib)
+    tasks = [t for t in stream.data if str(t["key"]).startswith("reduce_partition")]
+    seconds = sorted(sum(part["stop"] - part["start"] for part in t["startstops"]
+                         if part["action"] == "compute") for t in tasks)
+    print(json.dumps({"worker_peak_mib": sorted(peaks.values()), "tasks": len(tasks),
+                      "task_seconds_median": seconds[len(seconds) // 2] if seconds else None,
+                      "task_seconds_total": sum(seconds)}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
