@@ -58,7 +58,7 @@ class Partition:
 
 def partitions(layout: RunLayout, values: int = PARTITION_VALUES) -> list[Partition]:
     """The run cut into tasks, in row order; empty row groups are left out."""
-    width = layout.num_classes or layout.topk or 1
+    width = layout.topk or layout.num_classes or 1  # values read per row
     parts: list[Partition] = []
     row = 0
     for file_index, group_rows in enumerate(layout.group_rows):
@@ -104,7 +104,8 @@ class DaskEngine:
                 scoring, classwise=plan.rows(part.first_row, part.first_row + part.rows))
             futures.append(self.client.submit(reduce_partition, layout, options, part,
                                               part_scoring, pure=False))
-        rows = {future.key: part.rows for future, part in zip(futures, parts)}
+        index = {future.key: i for i, future in enumerate(futures)}
+        results: list[RunPart | None] = [None] * len(futures)
         finished: queue.Queue = queue.Queue()
         try:
             for future in futures:
@@ -119,14 +120,17 @@ class DaskEngine:
                         break
                     except queue.Empty:
                         continue
-                if future.status != "finished":
-                    future.result()  # raises the task's own error, as the local pass would
-                done_rows += rows[future.key]
+                # fetched as soon as it is done (a task's error is raised here, as the local
+                # pass would raise it), so a worker holds only the parts still in progress
+                i = index[future.key]
+                results[i] = future.result()
+                futures[i].release()
+                done_rows += parts[i].rows
                 if progress is not None:
                     progress(name, done_rows, layout.n_rows)
-            return RunPart.concat(self.client.gather(futures))
-        except BaseException:
-            self.client.cancel(futures)  # Ctrl-C, or a failed task: the others stop too
+            return RunPart.concat([part for part in results if part is not None])
+        except BaseException:  # Ctrl-C, or a failed task: the others stop too
+            self.client.cancel([f for f, part in zip(futures, results) if part is None])
             raise
 
 

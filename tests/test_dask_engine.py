@@ -119,7 +119,7 @@ def test_report_on_every_layout_is_the_local_one(tmp_path, scheduler, prediction
     local, dask = both_reports(path, scheduler, by=by)
     assert dask == local
     assert len(cluster.partitions(inspect_run(str(path), ReadOptions()),
-                                  SMALL_PARTITIONS)) >= 4
+                                  SMALL_PARTITIONS)) >= 3
 
 
 def test_report_options_reach_the_workers(tmp_path, scheduler, predictions):

@@ -146,6 +146,19 @@ def test_topk_run_is_exact_where_it_can_be_and_unavailable_elsewhere(tmp_path, p
     assert "top 5" in wider["unavailable"]["top10_accuracy"]
 
 
+def test_topk_batches_hold_batch_values_over_k_rows(tmp_path, predictions):
+    """A top-k run's batches are sized by the k values it lists per row, not by its K (the
+    vocabulary of a language model: 50,000 classes would make batches of 83 rows)."""
+    from metricdiff.io import ReadOptions, inspect_run, iter_batches
+
+    logits, labels = predictions
+    path = write_topk(tmp_path / "topk.parquet", logits, labels, 5)
+    layout = inspect_run(str(path))
+    assert layout.num_classes == 12 and layout.topk == 5
+    sizes = [len(b) for b in iter_batches(layout, ReadOptions(batch_values=5 * 32))]
+    assert max(sizes) == 32  # 5 x 32 values a batch; K = 12 would have given 13 rows
+
+
 @pytest.mark.parametrize("row_group_size,batch_values", [(1, 12), (7, 100), (64, 10_000),
                                                          (700, 1 << 22)])
 def test_batch_size_and_row_groups_never_change_a_number(tmp_path, predictions, row_group_size,
