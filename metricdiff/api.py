@@ -278,6 +278,7 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, ece_bins,
         alignment = align_runs(keys, allow_partial)
         plans = [ClasswisePlan(ece_bins, BLOCKS, _kept_rows(rows, len(key.labels)))
                  for rows, key in zip(alignment.rows, keys)]
+        del keys  # the runs' reads hold their own ids and labels: not twice per example
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,
                                stop=stop, layout=layout, classwise=plan,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from .errors import MetricdiffError, UsageError
 from .io import ReadOptions, RunLayout, iter_batches
-from .pipeline import Progress, RunPart, Scoring, reduce_batches
+from .pipeline import Progress, RunAssembler, RunPart, Scoring, reduce_batches
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -58,7 +58,7 @@ class Partition:
 
 def partitions(layout: RunLayout, values: int = PARTITION_VALUES) -> list[Partition]:
     """The run cut into tasks, in row order; empty row groups are left out."""
-    width = layout.topk or layout.num_classes or 1  # values read per row
+    width = 2 * layout.topk if layout.topk else layout.num_classes or 1  # values read per row
     parts: list[Partition] = []
     row = 0
     for file_index, group_rows in enumerate(layout.group_rows):
@@ -83,7 +83,7 @@ def reduce_partition(layout: RunLayout, options: ReadOptions, partition: Partiti
                      scoring: Scoring) -> RunPart:
     """A task: read the partition's row groups and reduce them (runs on a worker)."""
     return reduce_batches(iter_batches(layout, options, partition.plan(layout)), layout,
-                          scoring)
+                          scoring, partition.rows, partition.first_row)
 
 
 class DaskEngine:
@@ -105,7 +105,8 @@ class DaskEngine:
             futures.append(self.client.submit(reduce_partition, layout, options, part,
                                               part_scoring, pure=False))
         index = {future.key: i for i, future in enumerate(futures)}
-        results: list[RunPart | None] = [None] * len(futures)
+        fetched = [False] * len(futures)
+        assembled = RunAssembler(layout.n_rows)  # each part goes into place as it arrives
         finished: queue.Queue = queue.Queue()
         try:
             for future in futures:
@@ -123,14 +124,15 @@ class DaskEngine:
                 # fetched as soon as it is done (a task's error is raised here, as the local
                 # pass would raise it), so a worker holds only the parts still in progress
                 i = index[future.key]
-                results[i] = future.result()
+                assembled.add(parts[i].first_row, future.result())
+                fetched[i] = True
                 futures[i].release()
                 done_rows += parts[i].rows
                 if progress is not None:
                     progress(name, done_rows, layout.n_rows)
-            return RunPart.concat([part for part in results if part is not None])
+            return assembled.result()
         except BaseException:  # Ctrl-C, or a failed task: the others stop too
-            self.client.cancel([f for f, part in zip(futures, results) if part is None])
+            self.client.cancel([f for f, done in zip(futures, fetched) if not done])
             raise
 
 

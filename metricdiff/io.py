@@ -644,8 +644,9 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
     row groups to read and how many of their first rows to take. `keys_only`: read the labels
     and ids alone (scores stay None), a fraction of the run's bytes."""
     columns = _columns_to_read(layout, keys_only)
-    # values decoded per row: k for a top-k run (its K, the vocabulary, may be far larger)
-    width = 1 if keys_only else layout.topk or layout.num_classes or 1
+    # values decoded per row: K, or for a top-k run its two lists of k (ids and
+    # log-probabilities; its K, the vocabulary, may be far larger)
+    width = 1 if keys_only else 2 * layout.topk if layout.topk else layout.num_classes or 1
     batch_rows = max(1, options.batch_values // width)
     row_start = 0
     for file_index, (path, group_rows) in enumerate(zip(layout.files, layout.group_rows)):

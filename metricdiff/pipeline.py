@@ -118,8 +118,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
             if reader is None:  # the sample is the whole run, read once and floored already
                 scoring = dataclasses.replace(scoring, min_prob=None)
             sample_batches = []  # freed as the main pass goes, when it holds them
-            part = reduce_batches(batches, layout, scoring, _counting(name, layout, progress),
-                                  stop)
+            part = reduce_batches(batches, layout, scoring, layout.n_rows,
+                                  rows_done=_counting(name, layout, progress), stop=stop)
     finally:
         if reader is not None:
             reader.close()
@@ -155,8 +155,7 @@ class Scoring:
 @dataclass
 class RunPart:
     """Consecutive rows of a run reduced: their per-example columns, keys and metadata, and
-    their share of the classwise sums. Parts of one run concatenate, in row order, into what
-    one pass over the run gives."""
+    their share of the classwise sums."""
 
     examples: PerExample
     ids: np.ndarray | None
@@ -164,20 +163,76 @@ class RunPart:
     clusters: np.ndarray | None
     classwise: ClasswiseSums | None
 
-    @staticmethod
-    def concat(parts: list["RunPart"]) -> "RunPart":
-        first = parts[0]
 
-        def joined(values: list) -> np.ndarray | None:
-            return None if values[0] is None else np.concatenate(values)
+class RunAssembler:
+    """The rows first_row .. first_row + rows - 1 of a run, assembled from parts (batches,
+    or a cluster's partitions) added in any order at their own row offsets.
 
-        sums = [p.classwise for p in parts if p.classwise is not None]
-        return RunPart(examples=PerExample.concat([p.examples for p in parts]),
-                       ids=joined([p.ids for p in parts]),
-                       slices={col: np.concatenate([p.slices[col] for p in parts])
-                               for col in first.slices},
-                       clusters=joined([p.clusters for p in parts]),
-                       classwise=ClasswiseSums.merged(sums) if sums else None)
+    Numeric columns are filled in place, so the run is held once, never as its parts plus
+    their concatenation (which doubled the peak of a read). Text columns (string ids,
+    slices, clusters) are concatenated at the end, in row order: their width is known only
+    once every part has been seen."""
+
+    def __init__(self, rows: int, first_row: int = 0):
+        self.rows, self.first_row = rows, first_row
+        self._filled: dict[str, np.ndarray] = {}
+        self._pieces: dict[str, list[tuple[int, np.ndarray]]] = {}
+        self._sums: list[ClasswiseSums] = []
+        self._slice_cols: list[str] = []
+        self._ranges: list[tuple[int, int]] = []  # (offset, rows) of each part added
+
+    def add(self, row_start: int, part: RunPart) -> None:
+        at = row_start - self.first_row
+        columns = {f"examples.{f.name}": getattr(part.examples, f.name)
+                   for f in dataclasses.fields(PerExample)}
+        columns.update({f"slices.{col}": values for col, values in part.slices.items()})
+        columns.update(ids=part.ids, clusters=part.clusters)
+        for name, values in columns.items():
+            if values is None:
+                continue
+            filled = self._filled.get(name)
+            if filled is not None and filled.dtype != values.dtype:
+                # a part of another type (uint64 ids beyond int64's range, say): this column
+                # is joined as parts instead, as np.concatenate would join them
+                self._pieces[name] = [(a, filled[a:a + n]) for a, n in self._ranges]
+                del self._filled[name]
+                filled = None
+            if name in self._pieces or values.dtype.kind not in "biuf":
+                self._pieces.setdefault(name, []).append((at, values))
+                continue
+            if filled is None:
+                filled = self._filled[name] = np.empty(self.rows, dtype=values.dtype)
+            filled[at:at + len(values)] = values
+        self._ranges.append((at, len(part.examples)))
+        if not self._slice_cols:
+            self._slice_cols = list(part.slices)
+        if part.classwise is not None:
+            self._sums.append(part.classwise)
+
+    def result(self) -> RunPart:
+        def column(name: str) -> np.ndarray | None:
+            if name in self._filled:
+                return self._filled.pop(name)
+            pieces = self._pieces.pop(name, None)
+            if pieces is None:
+                return None
+            return np.concatenate([values for _, values in sorted(pieces, key=_offset)])
+
+        def present(name: str) -> np.ndarray:
+            values = column(name)
+            assert values is not None  # every part has these columns
+            return values
+
+        examples = PerExample(**{f.name: present(f"examples.{f.name}")
+                                 for f in dataclasses.fields(PerExample)})
+        return RunPart(examples=examples, ids=column("ids"),
+                       slices={col: present(f"slices.{col}") for col in self._slice_cols},
+                       clusters=column("clusters"),
+                       classwise=ClasswiseSums.merged(self._sums) if self._sums else None)
+
+
+def _offset(piece: tuple[int, np.ndarray]) -> int:
+    return piece[0]
 
 
 # Called after each batch of a pass with the rows of that batch.
@@ -185,11 +240,11 @@ RowsDone = Callable[[int], None]
 
 
 def reduce_batches(batches: Iterable[Batch], layout: RunLayout, scoring: Scoring,
-                   rows_done: RowsDone | None = None,
+                   rows: int, first_row: int = 0, rows_done: RowsDone | None = None,
                    stop: threading.Event | None = None) -> RunPart:
-    """The main pass over some of a run's batches (all of them, or one partition's)."""
-    parts, ids, clusters = [], [], []
-    slices: dict[str, list[np.ndarray]] = {col: [] for col in layout.slice_cols}
+    """The main pass over some of a run's batches: all of them, or one partition's (its
+    `rows` rows from `first_row` on)."""
+    assembled = RunAssembler(rows, first_row)
     plan = scoring.classwise
     sums = None
     if plan is not None:
@@ -204,20 +259,14 @@ def reduce_batches(batches: Iterable[Batch], layout: RunLayout, scoring: Scoring
         if scoring.halves is not None:  # each row scored by the other half's temperature
             halves = scoring.halves
             applied = np.where(example_blocks(row_keys(batch), 2) == 0, halves[1], halves[0])
-        parts.append(from_batch(batch, applied, sums, blocks))
+        examples = from_batch(batch, applied, sums, blocks)
+        assembled.add(batch.row_start, RunPart(examples, batch.ids, batch.slices,
+                                               batch.clusters, None))
         if rows_done is not None:
             rows_done(len(batch))
-        if batch.ids is not None:
-            ids.append(batch.ids)
-        for col, values in batch.slices.items():
-            slices[col].append(values)
-        if batch.clusters is not None:
-            clusters.append(batch.clusters)
-    return RunPart(examples=PerExample.concat(parts),
-                   ids=np.concatenate(ids) if ids else None,
-                   slices={col: np.concatenate(v) for col, v in slices.items()},
-                   clusters=np.concatenate(clusters) if clusters else None,
-                   classwise=None if sums is None else sums.finish())
+    part = assembled.result()
+    part.classwise = None if sums is None else sums.finish()
+    return part
 
 
 def _counting(name: str, layout: RunLayout, progress: Progress | None) -> RowsDone | None:

@@ -147,16 +147,17 @@ def test_topk_run_is_exact_where_it_can_be_and_unavailable_elsewhere(tmp_path, p
 
 
 def test_topk_batches_hold_batch_values_over_k_rows(tmp_path, predictions):
-    """A top-k run's batches are sized by the k values it lists per row, not by its K (the
-    vocabulary of a language model: 50,000 classes would make batches of 83 rows)."""
+    """A top-k run's batches are sized by the 2k values it lists per row (ids and
+    log-probabilities), not by its K (the vocabulary of a language model: 50,000 classes
+    would make batches of 83 rows)."""
     from metricdiff.io import ReadOptions, inspect_run, iter_batches
 
     logits, labels = predictions
     path = write_topk(tmp_path / "topk.parquet", logits, labels, 5)
     layout = inspect_run(str(path))
     assert layout.num_classes == 12 and layout.topk == 5
-    sizes = [len(b) for b in iter_batches(layout, ReadOptions(batch_values=5 * 32))]
-    assert max(sizes) == 32  # 5 x 32 values a batch; K = 12 would have given 13 rows
+    sizes = [len(b) for b in iter_batches(layout, ReadOptions(batch_values=2 * 5 * 32))]
+    assert max(sizes) == 32  # 2 x 5 x 32 values a batch; K = 12 would have given 26 rows
 
 
 @pytest.mark.parametrize("row_group_size,batch_values", [(1, 12), (7, 100), (64, 10_000),
@@ -263,3 +264,32 @@ def test_prefetch_reads_ahead_at_once_and_close_stops_its_thread():
     never_read = Prefetch(iter(range(1000)), depth=1)
     never_read.close()  # closed before any iteration: the thread ends too
     assert not any(t.name == "metricdiff-reader" and t.is_alive() for t in threading.enumerate())
+
+
+def test_run_assembler_puts_parts_in_row_order_whatever_their_arrival():
+    """Parts (batches, or a cluster's partitions) arrive in any order; the run is what
+    concatenating them in row order gives, numeric columns filled in place, text columns
+    and parts of another type joined as np.concatenate joins them."""
+    from metricdiff.perexample import from_scores
+    from metricdiff.pipeline import RunAssembler, RunPart
+
+    logits, labels = random_logits(50, 4, seed=3)
+    ids = np.arange(50)
+    big = np.array([2 ** 63 + 5, 2 ** 63 + 9], dtype=np.uint64)
+    cuts = [0, 7, 20, 21, 48, 50]
+    parts = []
+    for a, b in zip(cuts, cuts[1:]):
+        part_ids = ids[a:b] if a < 48 else big  # the last part's ids need uint64
+        parts.append((a, RunPart(from_scores(logits[a:b], labels[a:b], 1.3), part_ids,
+                                 {"s": np.array([f"v{i}" for i in range(a, b)], dtype=object)},
+                                 None, None)))
+    assembler = RunAssembler(50)
+    for a, part in reversed(parts):
+        assembler.add(a, part)
+    run = assembler.result()
+    whole = from_scores(logits, labels, 1.3)
+    for name in ("label", "pred", "rank", "conf", "nll", "brier", "nll_cal"):
+        np.testing.assert_array_equal(getattr(run.examples, name), getattr(whole, name))
+    np.testing.assert_array_equal(run.ids, np.concatenate([p.ids for _, p in parts]))
+    assert run.slices["s"].tolist() == [f"v{i}" for i in range(50)]
+    assert run.clusters is None
