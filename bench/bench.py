@@ -480,7 +480,10 @@ def topk_row(b: Bench) -> Row:
     text = f"{value:.2f}× local" if value is not None else "—"
     if cluster:
         text += (f"; workers' peaks {peaks} MiB; {cluster['tasks']} tasks of "
-                 f"{cluster['task_seconds_median']:.2f} s (median)")
+                 f"{cluster['task_seconds_median']:.2f} s (median); the client's statistics "
+                 f"{cluster['statistics_seconds']:.1f} s on "
+                 f"{cluster['gathered_bytes'] / cluster['examples']:.0f} B gathered per "
+                 "example")
     return measured_row("compare, Dask engine (2-worker LocalCluster) vs local engine",
                         size_text(specs[0], len(specs)), dask, text,
                         target=f"≤ {DASK_MAX_LOCAL_RATIO:g}× local",

@@ -21,24 +21,45 @@ def worker_peak_mib() -> float:
 
 
 def main(paths: list[str]) -> None:
+    import time
+
     from distributed import get_task_stream
 
     import metricdiff
+    from metricdiff import comparison
     from metricdiff.cluster import dask_engine
 
+    # the client's own work after the runs are gathered: the statistics of the comparison
+    measured = {"statistics_seconds": 0.0, "gathered_bytes": 0, "examples": 0}
+    build = comparison.build_comparison
+
+    def timed_build(runs, *args, **kwargs):
+        measured["gathered_bytes"] = sum(
+            sum(a.nbytes for a in vars(run.examples).values()) + run.ids.nbytes
+            for run in runs if run.ids is not None)
+        measured["examples"] = sum(len(run.examples) for run in runs)
+        start = time.perf_counter()
+        try:
+            return build(runs, *args, **kwargs)
+        finally:
+            measured["statistics_seconds"] = time.perf_counter() - start
+
+    comparison.build_comparison = timed_build
+    start = time.perf_counter()
     with dask_engine() as engine:
         client = engine.client
         with get_task_stream(client=client) as stream:
             result = metricdiff.compare(*paths, engine="dask",
                                         scheduler=client.scheduler.address)
         json.dumps(result.to_dict())  # what -f json prints, to /dev/null
+        measured["seconds"] = time.perf_counter() - start
         peaks = client.run(worker_peak_mib)
     tasks = [t for t in stream.data if str(t["key"]).startswith("reduce_partition")]
     seconds = sorted(sum(part["stop"] - part["start"] for part in t["startstops"]
                          if part["action"] == "compute") for t in tasks)
     print(json.dumps({"worker_peak_mib": sorted(peaks.values()), "tasks": len(tasks),
                       "task_seconds_median": seconds[len(seconds) // 2] if seconds else None,
-                      "task_seconds_total": sum(seconds)}), file=sys.stderr)
+                      "task_seconds_total": sum(seconds), **measured}), file=sys.stderr)
 
 
 if __name__ == "__main__":

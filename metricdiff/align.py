@@ -36,7 +36,7 @@ EXAMPLES_SHOWN = 5  # ids quoted in an error message
 class Alignment:
     """Row indices into each run so that position i is the same example in every run."""
 
-    rows: tuple[np.ndarray, ...]  # one index array per run, in the baseline's order
+    rows: tuple[np.ndarray, ...]  # one index array per run, in the order of the ids
     ids: np.ndarray  # the example ids, or row numbers where runs have no ids
     keyed_by: str  # "id" or "row order"
     dropped: tuple[int, ...]  # rows of each run left out (only with allow_partial)
@@ -119,7 +119,9 @@ def _align_on_ids(runs: Runs, ids: list[np.ndarray], allow_partial: bool) -> Ali
     if not keep.any():
         raise InputError("no id is common to all runs", path=runs[0].layout.path,
                          column=runs[0].layout.id_col)
-    common = base[keep]
+    # in order of id, not of the baseline's rows: the resamples are drawn over positions,
+    # so the same examples in another row order (or shard split) get the same intervals
+    common = base[keep].sort_values()
     rows = tuple(index.get_indexer(common) for index in indexes)
     dropped = tuple(len(index) - len(common) for index in indexes)
     return Alignment(rows=rows, ids=np.asarray(common), keyed_by="id", dropped=dropped)
