@@ -343,3 +343,16 @@ def test_rows_in_another_order_give_the_same_comparison(tmp_path):
         documents.append(rounded(without_paths(result.to_dict())))
     assert documents[0] == documents[1]
     assert documents[0]["comparisons"][0]["verdict"]["decision"] == "better"
+
+
+def test_one_worker_or_two_give_the_same_numbers(tmp_path, scheduler):
+    base, cand = shuffled_pair(tmp_path, clusters=True)
+    on_two = rounded(metricdiff.compare(str(base), str(cand), cluster="video", resamples=200,
+                                        engine="dask", scheduler=scheduler).to_dict())
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=":0",
+                                  silence_logs=50) as one:
+        on_one = rounded(metricdiff.compare(str(base), str(cand), cluster="video",
+                                            resamples=200, engine="dask",
+                                            scheduler=one.scheduler_address).to_dict())
+    assert on_one == on_two

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import random_logits, write_run
+from conftest import classwise_rounded, random_logits, write_run
 from metricdiff import storage
 from s3server import (BUCKET, KEY, SECRET, client, free_port, one_line_error, run_cli,
                       set_store_env, start_moto, stop, store_pointed_at)
@@ -427,3 +427,18 @@ def test_the_readme_ci_step_reads_its_two_runs_from_a_bucket(s3, local_runs, tmp
     assert result.exit_code == 1, result.output  # naive Bayes is worse on NLL: the job fails
     markdown = (tmp_path / "metricdiff.md").read_text()
     assert "**worse**" in markdown and "pr" in markdown
+
+
+def test_the_dask_engine_reads_object_storage_on_its_workers(s3, local_runs):
+    """Workers started with the store's variables in their environment (as a cluster's
+    workers get their credentials) read the shards themselves; the numbers are the local
+    files' on the local engine."""
+    distributed = pytest.importorskip("distributed")
+    local = as_json(run_cli("report", str(local_runs / "sharded"), "-f", "json"))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=":0",
+                                  silence_logs=50) as cluster:
+        remote = as_json(run_cli("report", f"s3://{BUCKET}/data/sharded", "-f", "json",
+                                 "--engine", "dask", "--scheduler", cluster.scheduler_address))
+    # a task per shard: the classwise sums are added in another order (last bits)
+    same_numbers(classwise_rounded(remote), classwise_rounded(local), local_runs)
