@@ -470,7 +470,8 @@ def topk_row(b: Bench) -> Row:
     """The same comparison on the Dask engine (a LocalCluster of one worker per core, started
     by the command) and on the local engine, in turns."""
     specs = list(b.runs.topk_pair)
-    local, dask = b.measure(b.compare(specs), b.dask_compare(specs))
+    # minutes each at the default size: measured once, whatever --repeat says
+    local, dask = b.measure(b.compare(specs), b.dask_compare(specs), repeat=1)
     value = ratio(dask, local)
     try:
         cluster = json.loads(dask.last_stderr)
@@ -497,7 +498,7 @@ def memory_row(b: Bench, specs: list[RunSpec]) -> Row:
     what does not grow with rows (interpreter, libraries, batches, K-wide tables) is left
     out."""
     quarter = [replace(spec, rows=spec.rows // 4) for spec in specs]
-    small, large = b.measure(b.compare(quarter), b.compare(specs))
+    small, large = b.measure(b.compare(quarter), b.compare(specs), repeat=1)  # as topk_row
     added_rows = sum(spec.rows for spec in specs) - sum(spec.rows for spec in quarter)
     value = ((large.peak_mib - small.peak_mib) * 2 ** 20 / added_rows
              if small.ok and large.ok else None)
