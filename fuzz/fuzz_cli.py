@@ -13,6 +13,7 @@ Findings go to fuzz/findings/cli-*.txt (the command line and what went wrong); e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import random
@@ -47,6 +48,10 @@ COMPARE_OPTIONS = {**{k: v for k, v in REPORT_OPTIONS.items()
                    "--resamples": NUMBERS, "--fail-on": WORDS, "--top": NUMBERS,
                    "--cluster": WORDS, "--fdr": NUMBERS}
 FLAGS = {"report": ["--cross-fit"], "compare": ["--paired-seeds", "--allow-partial", "--cross-fit"]}
+ENGINES = ["local", "dask", "spark", ""]
+# besides these, the address of a live LocalCluster the fuzzer starts (when distributed is
+# installed): one that refuses connections, and addresses that are not addresses at all
+SCHEDULERS = ["tcp://127.0.0.1:1", "nonsense", "", "tcp://[::1", "inproc://x"]
 
 
 def build_world(root: Path) -> dict[str, list[str]]:
@@ -105,6 +110,10 @@ def random_command(rng: random.Random, world: dict[str, list[str]]) -> list[str]
         inputs = [a.split("=", 1)[-1] for a in args[1:]]
         args += ["--output", rng.choice(world["outputs"] + inputs[:1])]
     args += rng.sample(FLAGS[command], rng.randint(0, len(FLAGS[command])))
+    if rng.random() < 0.15:
+        args += ["--engine", rng.choice(ENGINES)]
+    if rng.random() < 0.15:
+        args += ["--scheduler", rng.choice(world["schedulers"])]
     return args
 
 
@@ -122,20 +131,40 @@ def _alarm(signum, frame):
 
 def fuzz(seconds: float | None, iterations: int | None, seed: int) -> list[tuple[str, str]]:
     rng = random.Random(seed)
-    findings = []
+    findings: list[tuple[str, str]] = []
     runner = CliRunner()
     previous = signal.signal(signal.SIGALRM, _alarm)
     try:
-        return _fuzz(rng, runner, seconds, iterations, findings)
+        with _live_scheduler() as address:
+            return _fuzz(rng, runner, seconds, iterations, findings, address)
     finally:
         signal.signal(signal.SIGALRM, previous)
 
 
+@contextlib.contextmanager
+def _live_scheduler():
+    """A LocalCluster of one worker for --engine dask commands to use, or None."""
+    try:
+        import distributed
+    except ImportError:
+        yield None
+        return
+    from metricdiff import cluster
+
+    cluster.CONNECT_SECONDS = 2  # a refused address is reported after 2 s, not 10
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=":0",
+                                  silence_logs=50) as local:
+        yield local.scheduler_address
+
+
 def _fuzz(rng: random.Random, runner: CliRunner, seconds: float | None,
-          iterations: int | None, findings: list[tuple[str, str]]) -> list[tuple[str, str]]:
+          iterations: int | None, findings: list[tuple[str, str]],
+          scheduler: str | None) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         world = build_world(root)
+        world["schedulers"] = SCHEDULERS + ([scheduler] * 3 if scheduler else [])
         before = _digests(root)
         start, done = time.monotonic(), 0
         while (iterations is None or done < iterations) and (
