@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -159,11 +160,30 @@ def dask_engine(scheduler: str | None = None,
         with client:
             yield DaskEngine(client, partition_values)
         return
-    with LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=":0",
-                      silence_logs=logging.ERROR) as local, \
-            Client(local, set_as_default=False) as client:
+    # The workers must not see Ctrl-C: in a terminal it reaches every process of the
+    # foreground group, and a worker's KeyboardInterrupt is a traceback on stderr. They are
+    # started while this process ignores SIGINT, which their processes inherit (and
+    # _worker_setup ignores it again in a worker a nanny restarts later); this process
+    # handles it afterwards: it cancels the tasks and stops the cluster. The price: a Ctrl-C
+    # during the cluster's start (about a second) is not seen.
+    previous = _ignore_sigint()
+    try:
+        local = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1,
+                             processes=True, host="127.0.0.1", dashboard_address=":0",
+                             silence_logs=logging.ERROR, preload=["metricdiff._worker_setup"])
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    with local, Client(local, set_as_default=False) as client:
         yield DaskEngine(client, partition_values)
+
+
+def _ignore_sigint():
+    """Ignore SIGINT in this process; the handler to restore (None off the main thread,
+    where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextmanager

@@ -29,3 +29,33 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(delay):
         return  # the interpreter had not started running Python yet (a loaded machine)
     assert process.returncode == 130, (process.returncode, text)
     assert text.strip() == "metricdiff: interrupted", text
+
+
+@pytest.mark.parametrize("delay", [2.5, 5.0])
+def test_ctrl_c_in_a_terminal_with_the_dask_engine(delay):
+    """A terminal's Ctrl-C reaches the whole foreground process group: metricdiff and the
+    workers of the LocalCluster it started. One line, exit 130, no worker's traceback, and
+    no process of the group left behind."""
+    pytest.importorskip("distributed")
+    process = subprocess.Popen([sys.executable, "-m", "metricdiff", "compare", RUN, RUN,
+                                "--engine", "dask"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, cwd=ROOT, start_new_session=True)
+    time.sleep(delay)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    text = stderr.decode()
+    assert "Traceback" not in text, text
+    assert process.returncode == 130, (process.returncode, text)
+    assert text.strip() == "metricdiff: interrupted", text
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _group_alive(process.pid):
+        time.sleep(0.2)
+    assert not _group_alive(process.pid)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
