@@ -273,7 +273,7 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, ece_bins,
     try:
         # ids and labels first, a small part of each file: runs that cannot be lined up, or
         # that disagree on a label, are reported before their predictions are read
-        keys = list(pool.map(lambda job: load_keys(job[0], job[1], read),
+        keys = list(pool.map(lambda job: load_keys(job[0], job[1], read, engine),
                              zip(layouts, run_names)))
         alignment = align_runs(keys, allow_partial)
         plans = [ClasswisePlan(ece_bins, BLOCKS, _kept_rows(rows, len(key.labels)))

@@ -6,9 +6,9 @@ classwise plan). A row's per-example values depend only on its own row, and batc
 per row group in both engines, so the parts concatenated in row order are the columns one
 pass gives; classwise sums are added up part by part (to floating-point rounding).
 
-What is gathered on the client today: each run's per-example columns (about ten numbers per
-example) and its ids, labels and metadata. The K-wide work, reading and reducing the
-predictions, is what runs on the workers.
+What is gathered on the client today: each run's ids and labels (read by tasks too, to line
+the runs up), then its per-example columns (about ten numbers per example) and metadata. The
+K-wide work, reading and reducing the predictions, is what runs on the workers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import signal
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
 
 from .errors import MetricdiffError, UsageError
 from .io import ReadOptions, RunLayout, iter_batches
@@ -83,8 +85,18 @@ def partitions(layout: RunLayout, values: int = PARTITION_VALUES) -> list[Partit
 def reduce_partition(layout: RunLayout, options: ReadOptions, partition: Partition,
                      scoring: Scoring) -> RunPart:
     """A task: read the partition's row groups and reduce them (runs on a worker)."""
-    return reduce_batches(iter_batches(layout, options, partition.plan(layout)), layout,
-                          scoring, partition.rows, partition.first_row)
+    batches = iter_batches(layout, options, partition.plan(layout), whole_groups=True)
+    return reduce_batches(batches, layout, scoring, partition.rows, partition.first_row)
+
+
+def partition_keys(layout: RunLayout, options: ReadOptions, partition: Partition
+                   ) -> tuple[np.ndarray | None, np.ndarray]:
+    """A task: the ids (None without an id column) and labels of the partition's rows."""
+    batches = list(iter_batches(layout, options, partition.plan(layout), keys_only=True,
+                                whole_groups=True))
+    ids = [b.ids for b in batches if b.ids is not None]
+    return (np.concatenate(ids) if ids else None,
+            np.concatenate([b.labels for b in batches]))
 
 
 class DaskEngine:
@@ -105,14 +117,43 @@ class DaskEngine:
                 scoring, classwise=plan.rows(part.first_row, part.first_row + part.rows))
             futures.append(self.client.submit(reduce_partition, layout, options, part,
                                               part_scoring, pure=False))
+        assembled = RunAssembler(layout.n_rows)  # each part goes into place as it arrives
+        done_rows = 0
+
+        def arrived(i: int, part: RunPart) -> None:
+            nonlocal done_rows
+            assembled.add(parts[i].first_row, part)
+            done_rows += parts[i].rows
+            if progress is not None:
+                progress(name, done_rows, layout.n_rows)
+
+        self._collect(futures, arrived, stop)
+        return assembled.result()
+
+    def read_keys(self, layout: RunLayout, options: ReadOptions,
+                  stop: threading.Event | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+        """The run's ids and labels, read by the workers partition by partition."""
+        parts = partitions(layout, self.partition_values)
+        futures = [self.client.submit(partition_keys, layout, options, part, pure=False)
+                   for part in parts]
+        keys: list = [None] * len(parts)
+        self._collect(futures, keys.__setitem__, stop)
+        ids = [part_ids for part_ids, _ in keys if part_ids is not None]
+        return (np.concatenate(ids) if ids else None,
+                np.concatenate([labels for _, labels in keys]))
+
+    def _collect(self, futures: list, arrived: Callable[[int, Any], None],
+                 stop: threading.Event | None) -> None:
+        """Hand each task's result to `arrived(index, result)` as soon as it is done (a
+        task's error is raised here, as the local pass would raise it), releasing it from
+        the cluster: a worker holds only the results still in progress. On Ctrl-C, a stop
+        or an error, the tasks not yet done are cancelled."""
         index = {future.key: i for i, future in enumerate(futures)}
         fetched = [False] * len(futures)
-        assembled = RunAssembler(layout.n_rows)  # each part goes into place as it arrives
         finished: queue.Queue = queue.Queue()
         try:
             for future in futures:
                 future.add_done_callback(finished.put)
-            done_rows = 0
             for _ in futures:
                 while True:
                     if stop is not None and stop.is_set():
@@ -122,17 +163,11 @@ class DaskEngine:
                         break
                     except queue.Empty:
                         continue
-                # fetched as soon as it is done (a task's error is raised here, as the local
-                # pass would raise it), so a worker holds only the parts still in progress
                 i = index[future.key]
-                assembled.add(parts[i].first_row, future.result())
+                arrived(i, future.result())
                 fetched[i] = True
                 futures[i].release()
-                done_rows += parts[i].rows
-                if progress is not None:
-                    progress(name, done_rows, layout.n_rows)
-            return assembled.result()
-        except BaseException:  # Ctrl-C, or a failed task: the others stop too
+        except BaseException:
             self.client.cancel([f for f, done in zip(futures, fetched) if not done])
             raise
 

@@ -639,10 +639,11 @@ def _first_list_length(parquet_file: pq.ParquetFile, col: str, path: str) -> int
 
 def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
                  plan: dict[int, list[tuple[int, int]]] | None = None,
-                 keys_only: bool = False) -> Iterator[Batch]:
+                 keys_only: bool = False, whole_groups: bool = False) -> Iterator[Batch]:
     """Yield validated batches of the whole run, or of a sample plan: for each file index, the
     row groups to read and how many of their first rows to take. `keys_only`: read the labels
-    and ids alone (scores stay None), a fraction of the run's bytes."""
+    and ids alone (scores stay None), a fraction of the run's bytes. `whole_groups`: the
+    plan takes whole row groups (a cluster's partition), read as the whole run is."""
     columns = _columns_to_read(layout, keys_only)
     # values decoded per row: K, or for a top-k run its two lists of k (ids and
     # log-probabilities; its K, the vocabulary, may be far larger)
@@ -651,7 +652,8 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
     row_start = 0
     for file_index, (path, group_rows) in enumerate(zip(layout.files, layout.group_rows)):
         # a sample reads the head of row groups: read their column chunks a piece at a time
-        parquet_file = open_parquet(path, buffer_size=0 if plan is None else SAMPLE_BUFFER)
+        heads = plan is not None and not whole_groups  # a sample: the heads of row groups
+        parquet_file = open_parquet(path, buffer_size=SAMPLE_BUFFER if heads else 0)
         if layout.stamps and file_stamp(path) != layout.stamps[file_index]:
             # opened after the check: what is read must be the file whose footer was checked
             raise InputError("the file changed after its footer was checked (replaced or "

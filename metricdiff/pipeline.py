@@ -61,6 +61,10 @@ class Engine(Protocol):
                    name: str, progress: Progress | None,
                    stop: threading.Event | None) -> "RunPart": ...
 
+    def read_keys(self, layout: RunLayout, options: ReadOptions,
+                  stop: threading.Event | None = None
+                  ) -> tuple[np.ndarray | None, np.ndarray]: ...
+
 
 def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOptions(),
              temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
@@ -439,7 +443,13 @@ class RunKeys:
     num_classes: int | None  # from the footer; None for top-k runs without class names
 
 
-def load_keys(layout: RunLayout, name: str, options: ReadOptions = ReadOptions()) -> RunKeys:
+def load_keys(layout: RunLayout, name: str, options: ReadOptions = ReadOptions(),
+              engine: Engine | None = None) -> RunKeys:
+    """`engine`: read them on a cluster's workers, partition by partition."""
+    if engine is not None:
+        run_ids, labels = engine.read_keys(layout, options)
+        return RunKeys(name=name, layout=layout, ids=run_ids, labels=labels,
+                       num_classes=layout.num_classes)
     batches = list(iter_batches(layout, options, keys_only=True))
     ids = [b.ids for b in batches if b.ids is not None]
     return RunKeys(name=name, layout=layout, ids=np.concatenate(ids) if ids else None,

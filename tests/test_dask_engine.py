@@ -15,6 +15,7 @@ import threading
 import time
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -356,3 +357,27 @@ def test_one_worker_or_two_give_the_same_numbers(tmp_path, scheduler):
                                             resamples=200, engine="dask",
                                             scheduler=one.scheduler_address).to_dict())
     assert on_one == on_two
+
+
+def test_keys_read_on_the_workers_give_the_local_errors(tmp_path, scheduler):
+    """Ids and labels are read by the workers too: a run that cannot be lined up, or a
+    shard with a null id, fails with the local engine's one-line error."""
+    base, cand = shuffled_pair(tmp_path)
+    table = pq.read_table(cand)
+    ids = table.column("id").to_numpy().copy()
+    ids[5] = ids[6]  # a repeated id
+    pq.write_table(table.set_column(0, "id", pa.array(ids)), tmp_path / "dup.parquet",
+                   row_group_size=64)
+    nulls = pa.array([None if i == 700 else int(v) for i, v in enumerate(ids)],
+                     type=pa.int64())
+    folder = tmp_path / "nulls"
+    folder.mkdir()
+    with_null = table.set_column(0, "id", nulls)
+    pq.write_table(with_null.slice(0, 450), folder / "part-0.parquet", row_group_size=64)
+    pq.write_table(with_null.slice(450), folder / "part-1.parquet", row_group_size=64)
+    for other in (tmp_path / "dup.parquet", folder):
+        with pytest.raises(InputError) as local:
+            metricdiff.compare(str(base), str(other))
+        with pytest.raises(InputError) as dask:
+            metricdiff.compare(str(base), str(other), engine="dask", scheduler=scheduler)
+        assert str(dask.value) == str(local.value)
