@@ -366,7 +366,8 @@ def series(*runs: str | os.PathLike | Mapping[str, Any], names: list[str | None]
            classes_file: str | os.PathLike | None = None, prob_tolerance: float = 1e-3,
            min_prob: float | None = None, top_k: int = 5, ece_bins: int = 15,
            temperature_values: int = DEFAULT_TEMPERATURE_VALUES,
-           batch_values: int | None = None, progress: Progress | None = None) -> SeriesReport:
+           batch_values: int | None = None, progress: Progress | None = None,
+           engine: str = "local", scheduler: str | None = None) -> SeriesReport:
     """Checkpoints of a training run: NLL, accuracy, ECE, temperature and calibrated NLL at
     each, where NLL is lowest and accuracy highest, and why they part; with two series, the
     paired comparison of ``compare`` at every checkpoint.
@@ -392,6 +393,9 @@ def series(*runs: str | os.PathLike | Mapping[str, Any], names: list[str | None]
         and test of one series.
     progress : callable, optional
         Called as ``progress(checkpoint name, rows_done, rows_total)`` after each batch read.
+    engine, scheduler
+        As in :func:`report`: ``engine="dask"`` reads and reduces the checkpoints on a Dask
+        cluster (a series given as one run with a step column is read here).
 
     Returns
     -------
@@ -436,35 +440,39 @@ def series(*runs: str | os.PathLike | Mapping[str, Any], names: list[str | None]
                             "epoch9): quote the pattern to have it sorted naturally")
     layouts = {name: [inspect_run(path, read) for path in paths]
                for name, paths in expanded.items()}
-    split = {name: len(found) == 1 for name, found in layouts.items()}
-    if not any(split.values()):  # ids and labels first: a mismatch is found before reading
-        counts = {name: len(found) for name, found in layouts.items()}
-        if len(set(counts.values())) > 1:
-            raise UsageError("series " + " and ".join(f"{n} has {c} checkpoints"
-                                                      for n, c in counts.items())
-                             + "; expected the same number to compare them checkpoint by "
-                             "checkpoint")
-        keys = [load_keys(layout, default_name(layout.path), read)
-                for found in layouts.values() for layout in found]
-        align_runs(keys, allow_partial)
-    from .checkpoints import Checkpoints, SeriesSettings, build_series  # scipy: only when needed
+    # a series given as one run (split by its step column) is read here, whatever the engine
+    with engine_for(engine, scheduler) as runner:
+        split = {name: len(found) == 1 for name, found in layouts.items()}
+        if not any(split.values()):  # ids and labels first: a mismatch is found before reading
+            counts = {name: len(found) for name, found in layouts.items()}
+            if len(set(counts.values())) > 1:
+                raise UsageError("series " + " and ".join(f"{n} has {c} checkpoints"
+                                                          for n, c in counts.items())
+                                 + "; expected the same number to compare them checkpoint by "
+                                 "checkpoint")
+            keys = [load_keys(layout, default_name(layout.path), read, runner)
+                    for found in layouts.values() for layout in found]
+            align_runs(keys, allow_partial)
+        # scipy: imported only when needed
+        from .checkpoints import Checkpoints, SeriesSettings, build_series
 
-    chosen = []
-    for name, found in layouts.items():
-        if split[name]:
-            column = step_col or ("step" if has_column(found[0], "step") else None)
-            if column is None:
-                raise UsageError(f"{found[0].path}: one checkpoint; a series needs two or more "
-                                 "(several runs, a quoted glob such as 'run/epoch*.parquet', "
-                                 "or one run with a step column: --step-col NAME)")
-            runs_of, steps = load_steps(found[0].path, column, read, temperature_values,
-                                        progress, layout=found[0])
-            chosen.append(Checkpoints(name, runs_of, steps, f"column {column}"))
-        else:
-            labels = _distinct([default_name(layout.path) for layout in found])
-            runs_of = _load_all(found, labels, read, temperature_values, progress)
-            steps, source = checkpoint_steps(labels)
-            chosen.append(Checkpoints(name, runs_of, steps, source))
+        chosen = []
+        for name, found in layouts.items():
+            if split[name]:
+                column = step_col or ("step" if has_column(found[0], "step") else None)
+                if column is None:
+                    raise UsageError(f"{found[0].path}: one checkpoint; a series needs two or more "
+                                     "(several runs, a quoted glob such as 'run/epoch*.parquet', "
+                                     "or one run with a step column: --step-col NAME)")
+                runs_of, steps = load_steps(found[0].path, column, read, temperature_values,
+                                            progress, layout=found[0])
+                chosen.append(Checkpoints(name, runs_of, steps, f"column {column}"))
+            else:
+                labels = _distinct([default_name(layout.path) for layout in found])
+                runs_of = _load_all(found, labels, read, temperature_values, progress,
+                                    runner)
+                steps, source = checkpoint_steps(labels)
+                chosen.append(Checkpoints(name, runs_of, steps, source))
     settings = SeriesSettings(primary=primary, alpha=alpha, min_effect=min_effect,
                               resamples=resamples, seed=seed, fail_on=fail_on,
                               allow_partial=allow_partial,
@@ -528,14 +536,14 @@ def checkpoint_steps(names: list[str]) -> tuple[list[int | float], str]:
 
 
 def _load_all(layouts, labels: list[str], read: ReadOptions, temperature_values: int,
-              progress: Progress | None) -> list:
+              progress: Progress | None, engine=None) -> list:
     """Every checkpoint read, two at a time as compare reads its runs."""
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=2)
     try:
         futures = [pool.submit(load_run, layout.path, name=label, options=read,
                                temperature_values=temperature_values, progress=progress,
-                               stop=stop, layout=layout)
+                               stop=stop, layout=layout, engine=engine)
                    for layout, label in zip(layouts, labels)]
         return [future.result() for future in futures]
     except BaseException:

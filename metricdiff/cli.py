@@ -411,6 +411,8 @@ def series(
     bins: BinsOpt = 15,
     prob_tolerance: ProbToleranceOpt = 1e-3,
     min_prob: MinProbOpt = None,
+    engine: EngineOpt = Engine.local,
+    scheduler: SchedulerOpt = None,
     html: HtmlOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -438,7 +440,8 @@ def series(
                                 pred_kind=pred_kind.value if pred_kind else None,
                                 id_col=id_col, classes_file=classes, top_k=top_k,
                                 ece_bins=bins, prob_tolerance=prob_tolerance,
-                                min_prob=min_prob, progress=progress)
+                                min_prob=min_prob, progress=progress, engine=engine.value,
+                                scheduler=scheduler)
         _emit(result.to_dict(), View(output_format, None, precision), output, html)
         return EXIT_FAIL_ON if result.failed else 0
 

@@ -381,3 +381,15 @@ def test_keys_read_on_the_workers_give_the_local_errors(tmp_path, scheduler):
         with pytest.raises(InputError) as dask:
             metricdiff.compare(str(base), str(other), engine="dask", scheduler=scheduler)
         assert str(dask.value) == str(local.value)
+
+
+def test_series_of_checkpoints(scheduler):
+    """`series` reads its checkpoints on the cluster too (the committed sample series)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "sample_runs" / "series"
+    wide, narrow = str(root / "wide" / "epoch*.parquet"), str(root / "narrow" / "epoch*.parquet")
+    local = metricdiff.series(wide, narrow, names=["wide", "narrow"], resamples=200).to_dict()
+    dask = metricdiff.series(wide, narrow, names=["wide", "narrow"], resamples=200,
+                             engine="dask", scheduler=scheduler).to_dict()
+    assert rounded(dask) == rounded(local)
