@@ -22,11 +22,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import numpy as np
-
 from .errors import MetricdiffError, UsageError
 from .io import ReadOptions, RunLayout, iter_batches
-from .pipeline import Progress, RunAssembler, RunPart, Scoring, reduce_batches
+from .pipeline import (Keys, Progress, RunAssembler, RunPart, Scoring, joined_keys,
+                       reduce_batches)
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -89,14 +88,11 @@ def reduce_partition(layout: RunLayout, options: ReadOptions, partition: Partiti
     return reduce_batches(batches, layout, scoring, partition.rows, partition.first_row)
 
 
-def partition_keys(layout: RunLayout, options: ReadOptions, partition: Partition
-                   ) -> tuple[np.ndarray | None, np.ndarray]:
-    """A task: the ids (None without an id column) and labels of the partition's rows."""
-    batches = list(iter_batches(layout, options, partition.plan(layout), keys_only=True,
-                                whole_groups=True))
-    ids = [b.ids for b in batches if b.ids is not None]
-    return (np.concatenate(ids) if ids else None,
-            np.concatenate([b.labels for b in batches]))
+def partition_keys(layout: RunLayout, options: ReadOptions, partition: Partition) -> Keys:
+    """A task: the ids and labels of the partition's rows."""
+    batches = iter_batches(layout, options, partition.plan(layout), keys_only=True,
+                           whole_groups=True)
+    return joined_keys((b.ids, b.labels) for b in batches)
 
 
 class DaskEngine:
@@ -130,17 +126,14 @@ class DaskEngine:
         self._collect(futures, arrived, stop)
         return assembled.result()
 
-    def read_keys(self, layout: RunLayout, options: ReadOptions,
-                  stop: threading.Event | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+    def read_keys(self, layout: RunLayout, options: ReadOptions) -> Keys:
         """The run's ids and labels, read by the workers partition by partition."""
         parts = partitions(layout, self.partition_values)
         futures = [self.client.submit(partition_keys, layout, options, part, pure=False)
                    for part in parts]
         keys: list = [None] * len(parts)
-        self._collect(futures, keys.__setitem__, stop)
-        ids = [part_ids for part_ids, _ in keys if part_ids is not None]
-        return (np.concatenate(ids) if ids else None,
-                np.concatenate([labels for _, labels in keys]))
+        self._collect(futures, keys.__setitem__, None)
+        return joined_keys(keys)
 
     def _collect(self, futures: list, arrived: Callable[[int, Any], None],
                  stop: threading.Event | None) -> None:

@@ -652,7 +652,7 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
     row_start = 0
     for file_index, (path, group_rows) in enumerate(zip(layout.files, layout.group_rows)):
         # a sample reads the head of row groups: read their column chunks a piece at a time
-        heads = plan is not None and not whole_groups  # a sample: the heads of row groups
+        heads = plan is not None and not whole_groups
         parquet_file = open_parquet(path, buffer_size=SAMPLE_BUFFER if heads else 0)
         if layout.stamps and file_stamp(path) != layout.stamps[file_index]:
             # opened after the check: what is read must be the file whose footer was checked

@@ -61,9 +61,7 @@ class Engine(Protocol):
                    name: str, progress: Progress | None,
                    stop: threading.Event | None) -> "RunPart": ...
 
-    def read_keys(self, layout: RunLayout, options: ReadOptions,
-                  stop: threading.Event | None = None
-                  ) -> tuple[np.ndarray | None, np.ndarray]: ...
+    def read_keys(self, layout: RunLayout, options: ReadOptions) -> "Keys": ...
 
 
 def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOptions(),
@@ -446,15 +444,22 @@ class RunKeys:
 def load_keys(layout: RunLayout, name: str, options: ReadOptions = ReadOptions(),
               engine: Engine | None = None) -> RunKeys:
     """`engine`: read them on a cluster's workers, partition by partition."""
-    if engine is not None:
-        run_ids, labels = engine.read_keys(layout, options)
-        return RunKeys(name=name, layout=layout, ids=run_ids, labels=labels,
-                       num_classes=layout.num_classes)
-    batches = list(iter_batches(layout, options, keys_only=True))
-    ids = [b.ids for b in batches if b.ids is not None]
-    return RunKeys(name=name, layout=layout, ids=np.concatenate(ids) if ids else None,
-                   labels=np.concatenate([b.labels for b in batches]),
+    run_ids, labels = (engine.read_keys(layout, options) if engine is not None
+                       else joined_keys((b.ids, b.labels)
+                                        for b in iter_batches(layout, options, keys_only=True)))
+    return RunKeys(name=name, layout=layout, ids=run_ids, labels=labels,
                    num_classes=layout.num_classes)
+
+
+Keys = tuple["np.ndarray | None", np.ndarray]  # ids (None without an id column), labels
+
+
+def joined_keys(parts: Iterable[Keys]) -> Keys:
+    """The ids and labels of consecutive parts of a run (batches, or partitions), joined."""
+    parts = list(parts)
+    ids = [part_ids for part_ids, _ in parts if part_ids is not None]
+    return (np.concatenate(ids) if ids else None,
+            np.concatenate([labels for _, labels in parts]))
 
 
 def _floored(batch: Batch, min_prob: float | None) -> Batch:
