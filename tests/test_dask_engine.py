@@ -38,11 +38,15 @@ distributed = pytest.importorskip("distributed")
 SMALL_PARTITIONS = 64 * 12 * 2
 
 
+def local_cluster(workers: int):
+    """A LocalCluster of single-threaded worker processes on the loopback interface."""
+    return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                    host="127.0.0.1", dashboard_address=":0", silence_logs=50)
+
+
 @pytest.fixture(scope="module")
 def dask_cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=":0",
-                                  silence_logs=50) as local:
+    with local_cluster(2) as local:
         yield local
 
 
@@ -199,10 +203,8 @@ def test_worker_killed_mid_run_gives_the_same_numbers(tmp_path, predictions):
     logits, labels = random_logits(6000, 12, seed=5)
     path = write_run(tmp_path / "big.parquet", labels, logits=logits, ids=np.arange(6000))
     local = rounded(metricdiff.report(str(path)).to_dict())
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=":0",
-                                  silence_logs=50) as local_cluster, \
-            distributed.Client(local_cluster, set_as_default=False) as client:
+    with local_cluster(2) as two, \
+            distributed.Client(two, set_as_default=False) as client:
         pids = set(client.run(os.getpid).values())
         killed = []
 
@@ -350,9 +352,7 @@ def test_one_worker_or_two_give_the_same_numbers(tmp_path, scheduler):
     base, cand = shuffled_pair(tmp_path, clusters=True)
     on_two = rounded(metricdiff.compare(str(base), str(cand), cluster="video", resamples=200,
                                         engine="dask", scheduler=scheduler).to_dict())
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=":0",
-                                  silence_logs=50) as one:
+    with local_cluster(1) as one:
         on_one = rounded(metricdiff.compare(str(base), str(cand), cluster="video",
                                             resamples=200, engine="dask",
                                             scheduler=one.scheduler_address).to_dict())
