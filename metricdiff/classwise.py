@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .keyhash import key_hash
 from .metrics import CLASSWISE, equal_width_bin
 
 BLOCKS = 128  # blocks of examples of a comparison's block bootstrap
@@ -39,17 +40,7 @@ def example_blocks(keys: np.ndarray, blocks: int) -> np.ndarray:
     block in every run and every read, whatever the row order or shard split."""
     if blocks == 1:
         return np.zeros(len(keys), dtype=np.int64)
-    if keys.dtype.kind in "iub":
-        # splitmix64's finaliser: neighbouring ids land in unrelated blocks
-        z = keys.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        with np.errstate(over="ignore"):
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-    else:
-        import pandas as pd  # a fixed-key hash of any object; only for text keys
-
-        z = pd.util.hash_array(np.asarray(keys, dtype=object))
+    z = key_hash(keys)
     return (z % np.uint64(blocks)).astype(np.int64)
 
 

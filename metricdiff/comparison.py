@@ -75,8 +75,9 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     names = list(members)
     base_idx = members[names[0]]
     class_group = class_groups(counts[base_idx[0]], metric_settings.class_groups)
-    clusters = _clusters(runs, alignment, settings.cluster)
-    plan = BootstrapPlan(len(aligned[0]), settings.resamples, settings.seed, clusters)
+    clusters, cluster_keys = _clusters(runs, alignment, settings.cluster)
+    plan = BootstrapPlan(len(aligned[0]), settings.resamples, settings.seed, clusters,
+                         alignment.ids if clusters is None else cluster_keys)
     draws: list[dict[str, np.ndarray] | None] = [None] * len(runs)
     if settings.resamples > 0:  # every run on the same resamples, drawn once for all
         available = [{m for m in RESAMPLED if summary["metrics"][m] is not None}
@@ -197,10 +198,11 @@ def _why_unavailable(metric: str, summaries: list[dict]) -> str | None:
 
 
 def _clusters(runs: list[RunData], alignment: Alignment, column: str | None
-              ) -> np.ndarray | None:
-    """Each aligned example's cluster as an index 0..C-1; every run must agree on them."""
+              ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Each aligned example's cluster as an index 0..C-1, and the clusters' keys (text) in
+    that order; every run must agree on them. (None, None) without a cluster column."""
     if column is None:
-        return None
+        return None, None
     clusters = [run.clusters for run in runs if run.clusters is not None]
     assert len(clusters) == len(runs)  # every layout was read with this cluster column
     keys = clusters[0][alignment.rows[0]]
@@ -210,11 +212,11 @@ def _clusters(runs: list[RunData], alignment: Alignment, column: str | None
             raise InputError(f"{int(differ.sum())} examples are in another cluster than in the "
                              f"baseline {runs[0].name}; expected the same clusters in every run",
                              path=run.layout.path, column=column)
-    _, index = np.unique(keys.astype(str), return_inverse=True)
+    unique, index = np.unique(keys.astype(str), return_inverse=True)
     if index.max() < 1:
         raise InputError("every example is in one cluster; expected two clusters or more",
                          path=runs[0].layout.path, column=column)
-    return index
+    return index, unique
 
 
 def _add_class_changes(comparison: dict, found: dict) -> None:

@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 import numpy as np
 from scipy import special  # scipy.stats would add a second to every start-up
 
+from .keyhash import counter_uniforms, key_hash, salt, smallest
 from .metrics import (SELECTIVE, MetricSettings, confidence_groups, debiased_rms_from_sums,
                       equal_width_bin, mass_bin_edges, selective_from_sums)
 from .perexample import PerExample
@@ -327,16 +328,25 @@ LITTLE_EXPONENT = 0.7
 @dataclass(frozen=True)
 class BootstrapPlan:
     """Which examples each subset holds and how each resample weights them; deterministic in
-    (n, resamples, seed, clusters), so every run of a comparison gets the same resamples.
+    (n, resamples, seed, clusters, keys), so every run of a comparison gets the same resamples.
 
     The units drawn are the examples, or with `clusters` (a cluster index 0..C-1 per
     example) whole clusters: every example of a cluster then gets its cluster's weight.
+    `keys` names each unit (the examples' ids, or the clusters' keys; by default their
+    positions). The bag of little bootstraps draws from the keys alone (keyhash.py): which
+    subsets a unit is in and its weight in each resample follow from (seed, key, subset,
+    resample), whatever the order of the units or how they are split up.
     """
 
     n: int
     resamples: int
     seed: int
     clusters: np.ndarray | None = field(default=None, compare=False)
+    keys: np.ndarray | None = field(default=None, compare=False)
+
+    @functools.cached_property
+    def _hashes(self) -> np.ndarray:
+        return key_hash(np.arange(self.units) if self.keys is None else self.keys)
 
     @property
     def units(self) -> int:
@@ -372,10 +382,14 @@ class BootstrapPlan:
 
     def subset_units(self, j: int) -> np.ndarray | None:
         """The units (examples or clusters) of subset j, or None for all of them."""
-        if not self.little:
-            return None
-        rng = np.random.default_rng([self.seed, j, 0])
-        return np.sort(rng.choice(self.units, self.size, replace=False))
+        return self._subset_units[j] if self.little else None
+
+    @functools.cached_property
+    def _subset_units(self) -> list[np.ndarray]:
+        # uniformly random subsets: those of the units whose draw in subset j's stream is
+        # among the smallest
+        return [smallest(counter_uniforms(self._hashes, salt(self.seed, j, 0), 0, 1)[0],
+                         self.size) for j in range(self.subsets)]
 
     def subset(self, j: int) -> np.ndarray | None:
         """Indices of the examples of subset j, or None for all examples."""
@@ -407,19 +421,23 @@ class BootstrapPlan:
     def weight_block(self, j: int, b: int) -> np.ndarray:
         """Resampling weights of block b of subset j: a (resamples, examples of the subset)
         matrix whose rows are resamples b * block_rows, b * block_rows + 1, ... of the
-        subset. Each block has its own seed, so blocks can be drawn in any order, or at
-        once."""
-        rng = np.random.default_rng([self.seed, j, 1, b])
+        subset. Blocks can be drawn in any order, or at once."""
         rows = min(self.block_rows, self.per_subset - b * self.block_rows)
         units = self.units
         if not self.little:  # draw every unit with replacement, count each one's copies
+            # (at most FULL_BOOTSTRAP_MAX units, lined up in order of id: any row order or
+            # split of the rows gives the same positions)
+            rng = np.random.default_rng([self.seed, j, 1, b])
             drawn = rng.integers(0, units, (rows, units))
             drawn += units * np.arange(rows)[:, None]
             weights = np.bincount(drawn.ravel(), minlength=rows * units).reshape(rows, units)
         else:
             # Poisson(units / size) counts: the multinomial's large-n limit at a fraction of
-            # its cost (numpy draws a multinomial one category at a time)
-            weights = poisson(rng, self.units / self.size, (rows, self.size))
+            # its cost, and each unit's own, drawn from its key
+            hashes = self._hashes[self.subset_units(j)]
+            uniforms = counter_uniforms(hashes, salt(self.seed, j, 1), b * self.block_rows,
+                                        rows)
+            weights = poisson(uniforms, self.units / self.size)
         weights = weights.astype(np.float64)
         if self.clusters is None:
             return weights
@@ -435,13 +453,12 @@ class BootstrapPlan:
         return np.searchsorted(units, self.clusters[examples])
 
 
-def poisson(rng: np.random.Generator, mean: float, shape: tuple[int, ...]) -> np.ndarray:
-    """Poisson(mean) draws by inverting the distribution function: the smallest k with
-    u < F(k), for u uniform on [0, 1). Exact like rng.poisson, and several times faster where
-    millions of draws share one mean.
+def poisson(u: np.ndarray, mean: float) -> np.ndarray:
+    """Poisson(mean) draws from uniforms u on [0, 1), by inverting the distribution
+    function: the smallest k with u < F(k). Exact like rng.poisson, and several times faster
+    where millions of draws share one mean.
     """
     cdf, guide = _poisson_table(mean)
-    u = rng.random(shape)
     draws = guide[(u * len(guide)).astype(np.intp)]
     behind = np.flatnonzero(u >= cdf[draws])  # only draws in a slice that holds a step of F
     while len(behind):

@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from metricdiff import paired
+from metricdiff.keyhash import counter_uniforms, key_hash, salt, smallest
 from metricdiff.paired import (BootstrapPlan, bootstrap, mcnemar_exact, paired_t,
                               resample_values)
 from metricdiff.perexample import PerExample
@@ -118,11 +119,20 @@ def test_a_block_of_resamples_equals_each_resample_written_out(n, k):
             assert block[name][r] == pytest.approx(expected[name], abs=1e-12), (name, r)
 
 
+def keyed_uniforms(rows: int, keys: int) -> np.ndarray:
+    """The counter-based generator's draws for keys 0..keys-1 (ids), rows of them each."""
+    return counter_uniforms(key_hash(np.arange(keys)), salt(7, 3), 0, rows)
+
+
+@pytest.mark.parametrize("source", ["numpy", "keyed"])
 @pytest.mark.parametrize("mean", [0.5, 19.5, 63.1, 1000.0])
-def test_poisson_draws_follow_the_poisson_distribution(mean):
-    """The guide-table sampler against scipy's distribution: a chi-square test over every
-    value with enough expected draws, and the mean and variance."""
-    draws = paired.poisson(np.random.default_rng(7), mean, (50, 4_000))
+def test_poisson_draws_follow_the_poisson_distribution(mean, source):
+    """The guide-table sampler against scipy's distribution, fed numpy's uniforms or the
+    counter-based ones of keyhash.py: a chi-square test over every value with enough
+    expected draws, and the mean and variance."""
+    uniforms = (np.random.default_rng(7).random((50, 4_000)) if source == "numpy"
+                else keyed_uniforms(50, 4_000))
+    draws = paired.poisson(uniforms, mean)
     assert draws.shape == (50, 4_000) and draws.min() >= 0
     values, counts = np.unique(draws, return_counts=True)
     expected = stats.poisson.pmf(values, mean) * draws.size
@@ -194,3 +204,69 @@ def test_decide_uses_direction_min_effect_and_adjusted_p():
     assert decide("c", "nll", lower, False, 0.2, 0.05, 0).decision == "inconclusive"
     small = decide("c", "nll", lower, False, 0.001, 0.05, 0.5)
     assert small.decision == "inconclusive" and "--min-effect" in small.reason
+
+
+def test_counter_uniforms_are_uniform_and_independent_across_keys_and_draws():
+    """Neighbouring ids and successive draws of one id must not be correlated (a weak mix of
+    the counter would show here first), and every draw is uniform on [0, 1)."""
+    u = keyed_uniforms(64, 20_000)
+    assert 0 <= u.min() and u.max() < 1
+    assert stats.kstest(u.ravel(), "uniform").pvalue > 1e-3
+    bound = 4 / np.sqrt(u.size)  # four standard errors of a correlation of independent draws
+    for a, b in [(u[:, 1:], u[:, :-1]), (u[1:], u[:-1])]:  # next id; next draw
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < bound
+    text = counter_uniforms(key_hash(np.array([f"ex{i}" for i in range(20_000)])),
+                            salt(7, 3), 0, 8)
+    assert stats.kstest(text.ravel(), "uniform").pvalue > 1e-3
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_little_bootstrap_draws_follow_each_unit_key_not_its_position(monkeypatch, clustered):
+    """What the Dask engine needs to resample where the rows are: a unit's subsets and its
+    weight in every resample depend on (seed, key, subset, resample) alone. Shuffled units
+    get the same draws; half of the units, as a worker holds them, get their own draws, and
+    the subsets' members are the smallest of each half's candidates, merged."""
+    monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 1_000)
+    monkeypatch.setattr(paired, "BLOCK_VALUES", 1 << 11)  # a few resamples in each block
+    rng = np.random.default_rng(11)
+    units = 6_000
+    keys = (np.array([f"doc{i}" for i in rng.permutation(units)]) if clustered
+            else rng.choice(10**12, units, replace=False))
+    clusters = np.repeat(np.arange(units), 2) if clustered else None
+    n = units * (2 if clustered else 1)
+    plan = BootstrapPlan(n, 60, seed=4, clusters=clusters, keys=keys)
+    order = rng.permutation(units)
+    if clustered:  # the same examples, their clusters numbered in another order
+        inverse = np.empty(units, dtype=np.int64)
+        inverse[order] = np.arange(units)
+        shuffled = BootstrapPlan(n, 60, seed=4, clusters=inverse[clusters], keys=keys[order])
+    else:
+        shuffled = BootstrapPlan(n, 60, seed=4, keys=keys[order])
+
+    def example_names(of: BootstrapPlan, unit_keys: np.ndarray, j: int) -> np.ndarray:
+        examples = of.subset(j)
+        return examples if clustered else unit_keys[examples]  # clustered: rows stay put
+
+    assert plan.little and plan.subsets == 10 and plan.blocks > 1
+    for j in range(plan.subsets):
+        members = keys[plan.subset_units(j)]
+        assert set(members) == set(keys[order][shuffled.subset_units(j)])
+        halves = [keys[: units // 2], keys[units // 2:]]
+        stream = salt(4, j, 0)
+        candidates = np.concatenate([
+            half[smallest(counter_uniforms(key_hash(half), stream, 0, 1)[0], plan.size)]
+            for half in halves])
+        merged = candidates[smallest(counter_uniforms(key_hash(candidates), stream, 0, 1)[0],
+                                     plan.size)]
+        assert set(merged) == set(members)
+        names, names_shuffled = example_names(plan, keys, j), example_names(shuffled,
+                                                                            keys[order], j)
+        for b in range(plan.blocks):
+            by_name = dict(zip(names, plan.weight_block(j, b).T))
+            again = shuffled.weight_block(j, b)
+            assert len(by_name) == again.shape[1]
+            for name, column in zip(names_shuffled, again.T):
+                assert np.array_equal(by_name[name], column)
+    # a different seed draws other subsets
+    other = BootstrapPlan(n, 60, seed=5, clusters=clusters, keys=keys)
+    assert set(keys[other.subset_units(0)]) != set(keys[plan.subset_units(0)])
