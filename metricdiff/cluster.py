@@ -190,28 +190,63 @@ def dask_engine(scheduler: str | None = None,
         return
     # The workers must not see Ctrl-C: in a terminal it reaches every process of the
     # foreground group, and a worker's KeyboardInterrupt is a traceback on stderr. They are
-    # started while this process ignores SIGINT, which their processes inherit (and
-    # _worker_setup ignores it again in a worker a nanny restarts later); this process
-    # handles it afterwards: it cancels the tasks and stops the cluster. The price: a Ctrl-C
-    # during the cluster's start (about a second) is not seen.
-    previous = _ignore_sigint()
-    try:
-        local = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1,
-                             processes=True, host="127.0.0.1", dashboard_address=":0",
-                             silence_logs=logging.ERROR, preload=["metricdiff._worker_setup"])
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    with local, Client(local, set_as_default=False) as client:
-        yield DaskEngine(client, partition_values)
+    # forked from a fork server started while this process ignores SIGINT for a moment: the
+    # server, and every worker forked from it (restarted ones too), ignore it from their
+    # first instruction. This process handles it: it cancels the tasks and stops the cluster.
+    with dask.config.set({"distributed.worker.multiprocessing-method": _start_method()}):
+        # a Ctrl-C while the cluster starts waits until it is up, to stop it as a whole
+        resume = _defer_sigint()
+        try:
+            local = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1,
+                                 processes=True, host="127.0.0.1", dashboard_address=":0",
+                                 silence_logs=logging.ERROR,
+                                 preload=["metricdiff._worker_setup"])
+        except BaseException:
+            resume()
+            raise
+        with local, Client(local, set_as_default=False) as client:
+            resume()  # raises KeyboardInterrupt here if one came meanwhile
+            yield DaskEngine(client, partition_values)
 
 
-def _ignore_sigint():
-    """Ignore SIGINT in this process; the handler to restore (None off the main thread,
-    where handlers cannot be set)."""
+def _defer_sigint() -> Callable[[], None]:
+    """Hold back SIGINT: the function returned puts the handler back and then raises the
+    KeyboardInterrupt of a Ctrl-C that came in between (on the main thread alone, where
+    handlers are set; elsewhere nothing is held back)."""
     if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return lambda: None
+    came: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: came.append(number))
+
+    def resume() -> None:
+        signal.signal(signal.SIGINT, previous)
+        if came:
+            came.clear()
+            raise KeyboardInterrupt
+    return resume
+
+
+def _start_method() -> str:
+    """Where processes can fork from a server, start one that ignores SIGINT (its forks
+    inherit that) and say "forkserver"; else "spawn", whose workers _worker_setup makes
+    ignore SIGINT once they have started."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    if ("forkserver" not in multiprocessing.get_all_start_methods()
+            or threading.current_thread() is not threading.main_thread()):
+        return "spawn"  # handlers can be set on the main thread alone
+    import dask
+    from distributed.utils import get_mp_context
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        get_mp_context()  # the server's preload (distributed and its dependencies), set first
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()  # a no-op when this process started it before
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return "forkserver"
 
 
 @contextmanager
