@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 class PerExample:
     """Per-example columns of one run (or one batch of it), all of the same length."""
 
-    label: np.ndarray  # int64 true class
-    pred: np.ndarray  # int64 top-1 class (ties: the lowest class index)
-    rank: np.ndarray  # int64 position of the true class in the ranking; 0 = correct;
+    # label, pred and rank are class indices: int32 (class_indices), int64 beyond its range
+    label: np.ndarray  # true class
+    pred: np.ndarray  # top-1 class (ties: the lowest class index)
+    rank: np.ndarray  # position of the true class in the ranking; 0 = correct;
     #                   for top-k runs, k stands for "not among the k listed"
     conf: np.ndarray  # float64 top-1 probability
     nll: np.ndarray  # float64 -log p(true class), nats
@@ -48,6 +49,14 @@ class PerExample:
     def concat(parts: list["PerExample"]) -> "PerExample":
         return PerExample(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
                              for f in fields(PerExample)})
+
+
+def class_indices(values: np.ndarray) -> np.ndarray:
+    """Class indices (or ranks) as int32, exact below 2^31 and half the memory of int64 in
+    the columns a run holds per example; int64 where a value is beyond int32."""
+    if len(values) == 0 or (values.min() >= -(1 << 31) and values.max() < 1 << 31):
+        return values.astype(np.int32)
+    return values.astype(np.int64)
 
 
 def from_batch(batch: Batch, temperature: float | np.ndarray | None,
@@ -93,8 +102,8 @@ def from_scores(scores: np.ndarray, labels: np.ndarray,
     n, k = scores.shape
     columns = {name: np.empty(n) for name in ("conf", "nll", "brier", "entropy", "nll_cal",
                                               "conf_cal")}
-    pred = np.empty(n, dtype=np.int64)
-    rank = np.empty(n, dtype=np.int64)
+    pred = np.empty(n, dtype=np.int32)  # k < 2^31 classes: int32 holds every index
+    rank = np.empty(n, dtype=np.int32)
     step = max(1, CHUNK_VALUES // k)
     shifted = np.empty((min(step, n), k), dtype=scores.dtype)  # reused by every chunk
     exp_shifted = np.empty_like(shifted)
@@ -104,7 +113,7 @@ def from_scores(scores: np.ndarray, labels: np.ndarray,
         if classwise.blocks > 1 or (blocks < 0).any():
             order = np.argsort(blocks, kind="stable")
     chunk_out = {name: np.empty(min(step, n)) for name in columns}  # reused by every chunk
-    chunk_pred, chunk_rank = np.empty(min(step, n), np.int64), np.empty(min(step, n), np.int64)
+    chunk_pred, chunk_rank = np.empty(min(step, n), np.int32), np.empty(min(step, n), np.int32)
     for start in range(0, n, step):
         stop = min(start + step, n)
         rows = slice(start, stop) if order is None else order[start:stop]
@@ -116,7 +125,7 @@ def from_scores(scores: np.ndarray, labels: np.ndarray,
         for name, col in columns.items():
             col[rows] = out[name]
         pred[rows], rank[rows] = chunk_pred[:size], chunk_rank[:size]
-    return PerExample(label=labels.astype(np.int64), pred=pred, rank=rank, **columns)
+    return PerExample(label=labels.astype(np.int32), pred=pred, rank=rank, **columns)
 
 
 def _rows_of(temperature, rows):
@@ -197,9 +206,9 @@ def from_topk(topk_ids: np.ndarray, topk_logprobs: np.ndarray, label_logprob: np
     n, k = topk_ids.shape
     listed = topk_ids == labels[:, None]
     # position of the true class among the listed ones, or k when it is not listed
-    rank = np.where(listed.any(axis=1), listed.argmax(axis=1), k).astype(np.int64)
+    rank = np.where(listed.any(axis=1), listed.argmax(axis=1), k).astype(np.int32)
     unknown = np.full(n, np.nan)
-    return PerExample(label=labels.astype(np.int64), pred=topk_ids[:, 0].astype(np.int64),
+    return PerExample(label=class_indices(labels), pred=class_indices(topk_ids[:, 0]),
                       rank=rank, conf=np.exp(topk_logprobs[:, 0]), nll=-label_logprob,
                       brier=unknown, entropy=unknown.copy(), nll_cal=unknown.copy(),
                       conf_cal=unknown.copy())
