@@ -8,7 +8,7 @@ is None in the output and its reason is listed; it is never guessed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 import numpy as np
@@ -115,19 +115,50 @@ def equal_width_bin(conf: np.ndarray, bins: int) -> np.ndarray:
     return np.clip(np.searchsorted(bin_edges(bins), conf, side="left") - 1, 0, bins - 1)
 
 
+class Mergeable:
+    """A statistic's state: sums over examples, field by field. The states of two sets of
+    examples merge into the state of their union by adding them, so batches of one pass, or
+    partitions on a cluster, give the state of the whole run (to the rounding of a sum)."""
+
+    def merged(self, other):
+        assert is_dataclass(self)  # each state is a dataclass of its sums
+        return type(self)(**{f.name: getattr(self, f.name) + getattr(other, f.name)
+                             for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class BinSums(Mergeable):
+    """Equal-width confidence bins: examples, hits, confidences and NLLs summed per bin; ECE,
+    MCE and the reliability table are computed from these sums alone."""
+
+    count: np.ndarray
+    hits: np.ndarray
+    conf: np.ndarray
+    nll: np.ndarray
+
+    @staticmethod
+    def of(conf: np.ndarray, correct: np.ndarray, bins: int,
+           nll: np.ndarray | None = None) -> "BinSums":
+        which = equal_width_bin(conf, bins)
+        return BinSums(count=np.bincount(which, minlength=bins),
+                       hits=np.bincount(which, weights=correct, minlength=bins),
+                       conf=np.bincount(which, weights=conf, minlength=bins),
+                       nll=np.zeros(bins) if nll is None
+                       else np.bincount(which, weights=nll, minlength=bins))
+
+    def errors(self) -> tuple[float, float]:
+        """(ECE, MCE), as in Guo et al. 2017; NaN for no examples."""
+        n = self.count.sum()
+        if n == 0:
+            return math.nan, math.nan
+        gap = np.abs(self.hits - self.conf)
+        filled = self.count > 0
+        return float(gap.sum() / n), float(np.max(gap[filled] / self.count[filled]))
+
+
 def calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[float, float]:
     """(ECE, MCE) with equal-width bins, as in Guo et al. 2017."""
-    n = len(conf)
-    if n == 0:
-        return math.nan, math.nan
-    which = equal_width_bin(conf, bins)
-    count = np.bincount(which, minlength=bins)
-    gap = np.abs(np.bincount(which, weights=correct, minlength=bins)
-                 - np.bincount(which, weights=conf, minlength=bins))
-    filled = count > 0
-    ece = float(gap.sum() / n)
-    mce = float(np.max(gap[filled] / count[filled]))
-    return ece, mce
+    return BinSums.of(conf, correct, bins).errors()
 
 
 # ------------------------------------------------------------------ debiased calibration error
@@ -267,13 +298,15 @@ def wilson_interval(hits: float, count: float, z: float = Z95
 
 
 def reliability_table(pe: PerExample, bins: int) -> list[dict]:
-    which = equal_width_bin(pe.conf, bins)
+    return reliability_rows(BinSums.of(pe.conf, pe.correct, bins, pe.nll))
+
+
+def reliability_rows(sums: BinSums) -> list[dict]:
+    """The reliability table from a run's bin sums (merged over its batches or partitions)."""
+    bins = len(sums.count)
     edges = bin_edges(bins)
-    count = np.bincount(which, minlength=bins)
-    hits = np.bincount(which, weights=pe.correct, minlength=bins)
-    conf_sum = np.bincount(which, weights=pe.conf, minlength=bins)
-    nll_sum = np.bincount(which, weights=pe.nll, minlength=bins)
-    nll_total = float(pe.nll.sum())
+    count, hits, conf_sum, nll_sum = sums.count, sums.hits, sums.conf, sums.nll
+    nll_total = float(nll_sum.sum())
     rows = []
     for i in range(bins):
         low, high = wilson_interval(float(hits[i]), float(count[i]))
@@ -291,7 +324,7 @@ def reliability_table(pe: PerExample, bins: int) -> list[dict]:
 # ----------------------------------------------------------------------------- classes
 
 @dataclass(frozen=True)
-class ClassCounts:
+class ClassCounts(Mergeable):
     support: np.ndarray  # examples whose true class is c
     predicted: np.ndarray  # examples predicted as c
     hits: np.ndarray  # examples of class c predicted correctly
@@ -488,32 +521,58 @@ def noise_floor(pe: PerExample, batch_size: int, seed: int) -> dict:
 
 # ----------------------------------------------------------------------------- headline
 
+@dataclass(frozen=True)
+class MeanSums(Mergeable):
+    """The headline's means over examples, as their sums and the count of examples."""
+
+    n: int
+    nll: float
+    correct: int
+    topk: int  # true class among the top_k first
+    brier: float
+    conf: float
+    entropy: float
+    nll_cal: float
+
+    @staticmethod
+    def of(pe: PerExample, top_k: int) -> "MeanSums":
+        return MeanSums(n=len(pe), nll=float(pe.nll.sum()),
+                        correct=int(np.count_nonzero(pe.correct)),
+                        topk=int(np.count_nonzero(pe.rank < top_k)),
+                        brier=float(pe.brier.sum()), conf=float(pe.conf.sum()),
+                        entropy=float(pe.entropy.sum()), nll_cal=float(pe.nll_cal.sum()))
+
+    def mean(self, name: str) -> float:
+        return getattr(self, name) / self.n if self.n else math.nan
+
+
 def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
              settings: MetricSettings, temperature: float | None,
              classwise: dict[str, float] | None = None) -> tuple[dict, dict[str, str]]:
     """All single-run metrics, and the reasons for those that are unavailable. `classwise`:
     the CLASSWISE metrics, from the run's per-(class, bin) sums."""
     correct = pe.correct
+    sums = MeanSums.of(pe, settings.top_k)
     ece, mce = calibration_error(pe.conf, correct, settings.ece_bins)
-    accuracy = float(correct.mean())
-    confidence = float(pe.conf.mean())
+    accuracy = sums.mean("correct")
+    confidence = sums.mean("conf")
     topk_name = f"top{settings.top_k}_accuracy"
     values: dict[str, float | None] = {
-        "n": len(pe),
-        "nll": float(pe.nll.mean()),
+        "n": sums.n,
+        "nll": sums.mean("nll"),
         "accuracy": accuracy,
-        topk_name: float((pe.rank < settings.top_k).mean()),
-        "brier": float(pe.brier.mean()),
+        topk_name: sums.mean("topk"),
+        "brier": sums.mean("brier"),
         "ece": ece,
         "ece_adaptive": adaptive_calibration_error(pe.conf, correct, settings.ece_bins),
         "mce": mce,
         "mean_confidence": confidence,
         "overconfidence": confidence - accuracy,
-        "mean_entropy": float(pe.entropy.mean()),
+        "mean_entropy": sums.mean("entropy"),
         "balanced_accuracy": balanced_accuracy(counts),
         "macro_f1": macro_f1(counts),
         "temperature": temperature,
-        "nll_calibrated": float(pe.nll_cal.mean()),
+        "nll_calibrated": sums.mean("nll_cal"),
         "ece_calibrated": calibration_error(pe.conf_cal, correct, settings.ece_bins)[0],
         "smooth_ece": smooth_ece(pe.conf, correct),
         "rmsce_debiased": debiased_rms_calibration_error(pe.conf, correct, settings.ece_bins),
