@@ -43,12 +43,54 @@ class PerExample:
         return len(self.label)
 
     def take(self, index: np.ndarray) -> "PerExample":
-        return PerExample(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        label = self.label[index]
+        return PerExample(**{f.name: _take(getattr(self, f.name), index, len(label))
+                             for f in fields(self)})
 
     @staticmethod
     def concat(parts: list["PerExample"]) -> "PerExample":
-        return PerExample(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
+        return PerExample(**{f.name: join_columns([getattr(p, f.name) for p in parts])
                              for f in fields(PerExample)})
+
+    def __reduce__(self):
+        # an unknown column travels as its length (pickle would send n NaNs to the client)
+        return _rebuilt, ({f.name: _packed(getattr(self, f.name)) for f in fields(self)},)
+
+    def without_temperature(self) -> None:
+        """Forget the calibrated columns: no temperature applies (true classes at
+        probability 0 make the NLL infinite at every temperature)."""
+        self.nll_cal = self.conf_cal = unknown(len(self))
+
+
+def unknown(rows: int) -> np.ndarray:
+    """A column of NaN that takes no memory: one value seen through a zero stride (top-k
+    runs know no Brier score, entropy or temperature). Read-only, as a column should be."""
+    return np.broadcast_to(np.float64(np.nan), (rows,))
+
+
+def is_unknown(values: np.ndarray) -> bool:
+    return values.ndim == 1 and values.strides == (0,) and values.dtype == np.float64 \
+        and (len(values) == 0 or bool(np.isnan(values[0])))
+
+
+def _packed(values: np.ndarray) -> np.ndarray | int:
+    return len(values) if is_unknown(values) else values
+
+
+def _rebuilt(columns: dict) -> PerExample:
+    return PerExample(**{name: unknown(values) if isinstance(values, int) else values
+                         for name, values in columns.items()})
+
+
+def _take(values: np.ndarray, index: np.ndarray, rows: int) -> np.ndarray:
+    return unknown(rows) if is_unknown(values) else values[index]
+
+
+def join_columns(parts: list[np.ndarray]) -> np.ndarray:
+    """The parts of a column end to end; unknown where every part is."""
+    if parts and all(is_unknown(part) for part in parts):
+        return unknown(sum(len(part) for part in parts))
+    return np.concatenate(parts)
 
 
 def class_indices(values: np.ndarray) -> np.ndarray:
@@ -207,8 +249,7 @@ def from_topk(topk_ids: np.ndarray, topk_logprobs: np.ndarray, label_logprob: np
     listed = topk_ids == labels[:, None]
     # position of the true class among the listed ones, or k when it is not listed
     rank = np.where(listed.any(axis=1), listed.argmax(axis=1), k).astype(np.int32)
-    unknown = np.full(n, np.nan)
     return PerExample(label=class_indices(labels), pred=class_indices(topk_ids[:, 0]),
                       rank=rank, conf=np.exp(topk_logprobs[:, 0]), nll=-label_logprob,
-                      brier=unknown, entropy=unknown.copy(), nll_cal=unknown.copy(),
-                      conf_cal=unknown.copy())
+                      brier=unknown(n), entropy=unknown(n), nll_cal=unknown(n),
+                      conf_cal=unknown(n))

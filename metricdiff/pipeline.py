@@ -14,7 +14,7 @@ from .classwise import ClasswisePlan, ClasswiseSums, example_blocks
 from .errors import InputError
 from .io import (MAX_SAMPLED_ROWS, Batch, ReadOptions, RunLayout, inspect_run, iter_batches,
                  read_steps, sample_plan)
-from .perexample import PerExample, floor_probabilities, from_batch
+from .perexample import PerExample, floor_probabilities, from_batch, is_unknown, unknown
 from .temperature import TemperatureSample, fit_temperature
 
 # The temperature is fitted on at most this many prediction values (rows x classes): every row
@@ -129,8 +129,7 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
     if temperature is not None and np.isposinf(examples.nll).any():
         # a true class at probability 0: the NLL is infinite at every temperature
         temperature, temperature_rows = None, 0
-        examples.nll_cal[:] = np.nan
-        examples.conf_cal[:] = np.nan
+        examples.without_temperature()
     num_classes = layout.num_classes
     if num_classes is None:
         num_classes = int(max(examples.label.max(), examples.pred.max())) + 1
@@ -182,6 +181,7 @@ class RunAssembler:
         self._sums: list[ClasswiseSums] = []
         self._slice_cols: list[str] = []
         self._ranges: list[tuple[int, int]] = []  # (offset, rows) of each part added
+        self._unknown: set[str] = set()  # columns unknown (NaN) in every part so far
 
     def add(self, row_start: int, part: RunPart) -> None:
         at = row_start - self.first_row
@@ -192,6 +192,12 @@ class RunAssembler:
         for name, values in columns.items():
             if values is None:
                 continue
+            if is_unknown(values) and name not in self._filled and name not in self._pieces:
+                self._unknown.add(name)  # a top-k run's NaN columns: nothing to hold
+                continue
+            if name in self._unknown:  # known here, unknown in earlier parts (never seen)
+                self._unknown.discard(name)
+                self._pieces[name] = [(a, unknown(n)) for a, n in self._ranges]
             filled = self._filled.get(name)
             if filled is not None and filled.dtype != values.dtype:
                 # a part of another type (uint64 ids beyond int64's range, say): this column
@@ -213,6 +219,8 @@ class RunAssembler:
 
     def result(self) -> RunPart:
         def column(name: str) -> np.ndarray | None:
+            if name in self._unknown:
+                return unknown(self.rows)
             if name in self._filled:
                 return self._filled.pop(name)
             pieces = self._pieces.pop(name, None)
@@ -398,8 +406,7 @@ def load_steps(path: str, step_col: str, options: ReadOptions = ReadOptions(),
         temperature = temperatures[step]
         if temperature is not None and np.isposinf(examples.nll).any():
             temperature, fitted_rows[step] = None, 0  # as in load_run
-            examples.nll_cal[:] = np.nan
-            examples.conf_cal[:] = np.nan
+            examples.without_temperature()
         num_classes = layout.num_classes or int(max(examples.label.max(),
                                                     examples.pred.max())) + 1
         runs.append(RunData(

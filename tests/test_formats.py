@@ -293,3 +293,41 @@ def test_run_assembler_puts_parts_in_row_order_whatever_their_arrival():
     np.testing.assert_array_equal(run.ids, np.concatenate([p.ids for _, p in parts]))
     assert run.slices["s"].tolist() == [f"v{i}" for i in range(50)]
     assert run.clusters is None
+
+
+def test_a_topk_runs_unknown_columns_hold_no_memory(tmp_path, predictions):
+    """Brier, entropy and the calibrated columns of a top-k run are NaN: held as one value
+    seen through a zero stride, not 8 bytes per example, through every batch of the read,
+    the alignment of a comparison and the joining of parts; the full columns stay full."""
+    from metricdiff.io import ReadOptions
+    from metricdiff.perexample import PerExample, is_unknown
+    from metricdiff.pipeline import load_run
+
+    logits, labels = predictions
+    path = write_topk(tmp_path / "topk.parquet", logits, labels, 5)  # row groups of 64
+    run = load_run(str(path), options=ReadOptions(batch_values=2 * 5 * 32))
+    unknown = ("brier", "entropy", "nll_cal", "conf_cal")
+    pe = run.examples
+    for name in unknown:
+        column = getattr(pe, name)
+        assert is_unknown(column) and len(column) == len(labels) and column.nbytes > 0
+        assert column.base is not None and column.base.nbytes <= 8  # one value underneath
+    for name in ("conf", "nll", "label", "rank"):
+        assert not is_unknown(getattr(pe, name))
+    lined_up = pe.take(np.arange(len(pe))[::-1])
+    joined = PerExample.concat([pe, lined_up])
+    for part in (lined_up, joined):
+        assert all(is_unknown(getattr(part, name)) for name in unknown)
+        assert len(part.brier) == len(part.label)
+    assert np.array_equal(joined.nll, np.r_[pe.nll, pe.nll[::-1]])
+    full = load_run(str(write_run(tmp_path / "full.parquet", labels, logits=logits)))
+    mixed = PerExample.concat([pe, full.examples])  # a full part makes the column full
+    assert not is_unknown(mixed.brier)
+    assert np.isnan(mixed.brier[: len(pe)]).all() and np.array_equal(
+        mixed.brier[len(pe):], full.examples.brier)
+    # and a part sent from a Dask worker to the client keeps them unknown (pickled as a length)
+    import pickle
+    sent = pickle.loads(pickle.dumps(pe))
+    assert all(is_unknown(getattr(sent, name)) for name in unknown)
+    assert len(pickle.dumps(pe)) < len(pickle.dumps(full.examples))  # 4 of 9 columns fewer
+    assert np.array_equal(sent.nll, pe.nll) and np.array_equal(sent.label, pe.label)
