@@ -369,3 +369,21 @@ def test_group_rows_match_a_pandas_groupby(pair):
         assert row["baseline_predicted_share"] == pytest.approx(predicted.mean(), rel=1e-12)
         predicted = frame["cand_pred"].map(group_of).fillna(2) == names.index(row["group"])
         assert row["candidate_predicted_share"] == pytest.approx(predicted.mean(), rel=1e-12)
+
+
+def test_few_resamples_for_the_little_bootstraps_are_warned_of():
+    """60,000 examples: the bag of little bootstraps. 200 resamples are 20 per subset, too
+    few for honest intervals (measured), and the comparison says so; the default 1,000 (100
+    per subset) does not warn."""
+    import os
+
+    samples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "sample_runs")
+    base, cand = (os.path.join(samples, name) for name in ("featA_hpB.parquet",
+                                                          "featB_hpA.parquet"))
+    few = metricdiff.compare(base, cand, resamples=200).to_dict()
+    assert "little" in few["comparisons"][0]["deltas"]["ece"]["method"]
+    said = [w for w in few["warnings"] if "resamples give each" in w]
+    assert len(said) == 1 and "10 subsets 20" in said[0] and "--resamples 1000" in said[0]
+    default = metricdiff.compare(base, cand).to_dict()
+    assert not any("resamples give each" in w for w in default["warnings"])
