@@ -547,7 +547,7 @@ FEW_PER_SUBSET = 100
 
 def _warnings(runs: list[RunData], alignment: Alignment, plan: BootstrapPlan) -> list[str]:
     warnings = []
-    if plan.little and 0 < plan.per_subset < FEW_PER_SUBSET:
+    if plan.resamples > 0 and plan.little and plan.per_subset < FEW_PER_SUBSET:
         warnings.append(
             f"{plan.resamples} resamples give each of the little bootstraps' {plan.subsets} "
             f"subsets {plan.per_subset}: measured, so few make their intervals too narrow "
