@@ -190,9 +190,9 @@ def dask_engine(scheduler: str | None = None,
         return
     # The workers must not see Ctrl-C: in a terminal it reaches every process of the
     # foreground group, and a worker's KeyboardInterrupt is a traceback on stderr. They are
-    # forked from a fork server started while this process ignores SIGINT for a moment: the
-    # server, and every worker forked from it (restarted ones too), ignore it from their
-    # first instruction. This process handles it: it cancels the tasks and stops the cluster.
+    # forked from a fork server started with SIGINT blocked: the server, and every worker
+    # forked from it (restarted ones too), never see it and then ignore it. This process
+    # handles it: it cancels the tasks and stops the cluster.
     with dask.config.set({"distributed.worker.multiprocessing-method": _start_method()}):
         # a Ctrl-C while the cluster starts waits until it is up, to stop it as a whole
         resume = _defer_sigint()
@@ -227,11 +227,11 @@ def _defer_sigint() -> Callable[[], None]:
 
 
 def _start_method() -> str:
-    """Where processes can fork from a server, start one that ignores SIGINT (its forks
+    """Where processes can fork from a server, start one with SIGINT blocked (its forks
     inherit that) and say "forkserver"; else "spawn", whose workers _worker_setup makes
     ignore SIGINT once they have started."""
     import multiprocessing
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
     if ("forkserver" not in multiprocessing.get_all_start_methods()
             or threading.current_thread() is not threading.main_thread()):
@@ -241,11 +241,15 @@ def _start_method() -> str:
 
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         get_mp_context()  # the server's preload (distributed and its dependencies), set first
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGINT is blocked on this thread while the server is spawned, as CPython does for its
+    # resource tracker: held pending, not lost (ignoring it here lost a Ctrl-C in CI), and
+    # inherited blocked by the server and its forks, which then ignore it.
+    resource_tracker.ensure_running()  # it unblocks SIGINT when it starts, so start it first
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()  # a no-op when this process started it before
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     return "forkserver"
 
 

@@ -60,3 +60,44 @@ def _group_alive(group: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+WINDOW_SCRIPT = r"""
+import os, signal, sys, time
+from multiprocessing import forkserver, util
+from metricdiff import cluster
+
+spawn = util.spawnv_passfds
+def spawn_then_interrupt(path, args, passfds):
+    pid = spawn(path, args, passfds)
+    if "forkserver" in args[-1]:
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C while the fork server is started
+    return pid
+util.spawnv_passfds = spawn_then_interrupt
+try:
+    cluster._start_method()
+except KeyboardInterrupt:
+    print("interrupted")
+server = forkserver._forkserver._forkserver_pid
+bit = 1 << (signal.SIGINT - 1)
+for _ in range(300):  # the server ignores SIGINT once it has imported its preload
+    fields = dict(line.split(":\t") for line in open(f"/proc/{server}/status").read().splitlines()
+                  if ":\t" in line)
+    if int(fields["SigIgn"], 16) & bit:
+        break
+    time.sleep(0.1)
+print("blocked" if int(fields["SigBlk"], 16) & bit else "unblocked",
+      "ignored" if int(fields["SigIgn"], 16) & bit else "handled")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_ctrl_c_while_the_fork_server_starts_is_not_lost():
+    """The moment the workers' fork server is spawned: this process keeps the Ctrl-C (it
+    was ignored there once, and a CI run carried on to exit 0), and the server starts with
+    SIGINT blocked, so neither it nor its forks can die of it before they ignore it."""
+    pytest.importorskip("distributed")
+    done = subprocess.run([sys.executable, "-c", WINDOW_SCRIPT], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["interrupted", "blocked", "ignored"], done.stdout
