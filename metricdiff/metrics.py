@@ -148,12 +148,76 @@ class BinSums(Mergeable):
 
     def errors(self) -> tuple[float, float]:
         """(ECE, MCE), as in Guo et al. 2017; NaN for no examples."""
-        n = self.count.sum()
-        if n == 0:
-            return math.nan, math.nan
-        gap = np.abs(self.hits - self.conf)
-        filled = self.count > 0
-        return float(gap.sum() / n), float(np.max(gap[filled] / self.count[filled]))
+        gap = self.hits - self.conf
+        return (float(ece_from_sums(gap, self.count.sum())),
+                float(mce_from_sums(gap, self.count)))
+
+
+# The statistics below are written once, as functions of sums along the last axis: of one
+# run (one row) or of a block of resamples (one row each), whose sums are weighted counts.
+
+def ece_from_sums(gap: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """ECE from each bin's summed (correct - confidence) and the number of examples; NaN for
+    none."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(gap).sum(axis=-1) / n
+
+
+def mce_from_sums(gap: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """MCE: the largest |accuracy - confidence| of a bin that holds examples; NaN for none."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        worst = np.where(count > 0, np.abs(gap) / count, -np.inf).max(axis=-1)
+    return np.where(np.isneginf(worst), np.nan, worst)
+
+
+def class_scores_from_sums(support: np.ndarray, predicted: np.ndarray, hits: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(balanced accuracy, macro F1) from per-class counts: mean recall over the classes
+    present in the labels, and mean F1 = 2TP / (2TP + FP + FN) over the classes present in
+    labels or predictions."""
+    present = support > 0
+    seen = present | (predicted > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(present, hits / support, 0.0)
+        f1 = np.where(seen, 2 * hits / (support + predicted), 0.0)
+        return recall.sum(axis=-1) / present.sum(axis=-1), f1.sum(axis=-1) / seen.sum(axis=-1)
+
+
+def adaptive_from_copies(copies: np.ndarray, gap: np.ndarray, bins: int) -> np.ndarray:
+    """Adaptive ECE (equal-mass bins) of each row of `copies` (rows, examples): how often
+    each example is counted, the examples in confidence order, `gap` their correct -
+    confidence. `copies` is overwritten.
+
+    Copies are laid out in confidence order; a bin's sum is the difference of cumulative
+    sums at its edges, with the example that straddles an edge split between two bins.
+    Fewer copies than bins leave the last bins empty (np.array_split's single-row bins).
+    """
+    size = copies.shape[1]
+    running = _running_sums(copies, out=np.empty_like(copies))
+    totals = np.floor(running[:, -1])
+    cut = np.arange(bins + 1)
+    # as np.array_split: every bin holds total // bins copies, the first total % bins one more
+    edges = cut * (totals[:, None] // bins) + np.minimum(cut, totals[:, None] % bins)
+    j = np.minimum([np.searchsorted(row, row_edges, side="left")
+                    for row, row_edges in zip(running, edges)], size - 1)
+    # `copies` is not needed any more: its memory takes the products and their sums (each
+    # fresh block-sized temporary costs its page faults again)
+    cumulative = _running_sums(np.multiply(copies, gap, out=copies), out=copies)
+    # sums over the copies before example j (those of examples 0 .. j-1)
+    previous, first = np.maximum(j - 1, 0), j == 0
+    copies_before = np.where(first, 0.0, np.take_along_axis(running, previous, axis=1))
+    gap_before = np.where(first, 0.0, np.take_along_axis(cumulative, previous, axis=1))
+    at_edges = gap_before + (edges - copies_before) * gap[j]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(np.diff(at_edges, axis=1)).sum(axis=1) / totals
+
+
+def _running_sums(values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Cumulative sums along each row, row by row: numpy releases the GIL in a 1-D cumsum but
+    holds it through a 2-D one along axis 1 (numpy 2.4), and blocks run on two threads."""
+    for row, row_out in zip(values, out):
+        np.cumsum(row, out=row_out)
+    return out
 
 
 def calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple[float, float]:
@@ -271,14 +335,11 @@ def selective_prediction(conf: np.ndarray, correct: np.ndarray) -> dict[str, flo
 def adaptive_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
     """ECE over equal-mass bins: examples sorted by confidence, split into `bins` runs of
     sizes differing by at most one (ties keep row order)."""
-    n = len(conf)
-    if n == 0:
+    if len(conf) == 0:
         return math.nan
     order = np.argsort(conf, kind="stable")
-    ece = 0.0
-    for chunk in np.array_split(order, min(bins, n)):
-        ece += abs(float(correct[chunk].sum()) - float(conf[chunk].sum()))
-    return ece / n
+    gap = correct[order] - conf[order]
+    return float(adaptive_from_copies(np.ones((1, len(conf))), gap, bins)[0])
 
 
 Z95 = 1.959963984540054  # the normal distribution's 97.5% point: two-sided 95%
@@ -355,13 +416,11 @@ class ClassCounts(Mergeable):
 
 
 def balanced_accuracy(counts: ClassCounts) -> float:
-    present = counts.support > 0
-    return float(np.mean(counts.hits[present] / counts.support[present]))
+    return float(class_scores_from_sums(counts.support, counts.predicted, counts.hits)[0])
 
 
 def macro_f1(counts: ClassCounts) -> float:
-    present = (counts.support > 0) | (counts.predicted > 0)
-    return float(np.mean(counts.f1()[present]))
+    return float(class_scores_from_sums(counts.support, counts.predicted, counts.hits)[1])
 
 
 def class_groups(counts: ClassCounts, cuts: tuple[float, float]) -> np.ndarray:

@@ -19,8 +19,9 @@ import numpy as np
 from scipy import special  # scipy.stats would add a second to every start-up
 
 from .keyhash import counter_uniforms, key_hash, salt, smallest
-from .metrics import (SELECTIVE, MetricSettings, confidence_groups, debiased_rms_from_sums,
-                      equal_width_bin, mass_bin_edges, selective_from_sums)
+from .metrics import (SELECTIVE, MetricSettings, adaptive_from_copies, class_scores_from_sums,
+                      confidence_groups, debiased_rms_from_sums, ece_from_sums,
+                      equal_width_bin, mass_bin_edges, mce_from_sums, selective_from_sums)
 from .perexample import PerExample
 from .smoothece import SmoothECE
 
@@ -231,26 +232,21 @@ class ResampleView:
         scratch = np.empty_like(weights)  # for weights x per-example values, one at a time
         if wanted & {"ece", "mce"}:
             count = self._sums("bin", weights)
-            gap = np.abs(self._sums("bin", np.multiply(weights, self.gap, out=scratch)))
-            out["ece"] = gap.sum(axis=1) / total
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out["mce"] = np.where(count > 0, gap / count, -np.inf).max(axis=1)
+            gap = self._sums("bin", np.multiply(weights, self.gap, out=scratch))
+            out["ece"] = ece_from_sums(gap, total)
+            out["mce"] = mce_from_sums(gap, count)
         if "ece_calibrated" in wanted:
             gap = self._sums("bin_cal", np.multiply(weights, self.gap_cal, out=scratch))
-            out["ece_calibrated"] = np.abs(gap).sum(axis=1) / total
+            out["ece_calibrated"] = ece_from_sums(gap, total)
         if "ece_adaptive" in wanted:
-            out["ece_adaptive"] = self._adaptive(weights)
+            copies = np.take(weights, self.by_conf, axis=1)
+            out["ece_adaptive"] = adaptive_from_copies(copies, self.gap_by_conf, self.bins)
         if wanted & {"balanced_accuracy", "macro_f1"}:
             support = self._sums("label", weights)
             predicted = self._sums("pred", weights)
             hits = self._sums("label", np.multiply(weights, self.correct, out=scratch))
-            present = support > 0
-            seen = present | (predicted > 0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                recall = np.where(present, hits / support, 0.0)
-                f1 = np.where(seen, 2 * hits / (support + predicted), 0.0)
-            out["balanced_accuracy"] = recall.sum(axis=1) / present.sum(axis=1)
-            out["macro_f1"] = f1.sum(axis=1) / seen.sum(axis=1)
+            out["balanced_accuracy"], out["macro_f1"] = class_scores_from_sums(
+                support, predicted, hits)
         if "smooth_ece" in wanted:
             out["smooth_ece"] = self.smooth.values(weights)
         if "rmsce_debiased" in wanted:
@@ -275,44 +271,6 @@ class ResampleView:
             self._bincount_keys[(keys, rows)] = shifted
         counts = np.bincount(shifted, weights=weights.ravel(), minlength=rows * length)
         return counts.reshape(rows, length)
-
-    def _adaptive(self, weights: np.ndarray) -> np.ndarray:
-        """Equal-mass bins over each resample, each drawn copy of an example one row.
-
-        Copies are laid out in confidence order; a bin's sum is the difference of cumulative
-        sums at its edges, with the example that straddles an edge split between two bins.
-        A resample of fewer copies than bins leaves its last bins empty (np.array_split's
-        single-row bins).
-        """
-        size = weights.shape[1]
-        w = np.take(weights, self.by_conf, axis=1)
-        copies = _running_sums(w, out=np.empty_like(w))
-        totals = np.floor(copies[:, -1])
-        cut = np.arange(self.bins + 1)
-        # as np.array_split: every bin holds total // bins copies, the first total % bins one more
-        edges = (cut * (totals[:, None] // self.bins)
-                 + np.minimum(cut, totals[:, None] % self.bins))
-        j = np.minimum([np.searchsorted(row, row_edges, side="left")
-                        for row, row_edges in zip(copies, edges)], size - 1)
-        # w is not needed any more: its memory takes the products and their sums (each fresh
-        # block-sized temporary costs its page faults again)
-        cumulative = _running_sums(np.multiply(w, self.gap_by_conf, out=w), out=w)
-        # sums over the copies before example j (those of examples 0 .. j-1)
-        previous, first = np.maximum(j - 1, 0), j == 0
-        copies_before = np.where(first, 0.0, np.take_along_axis(copies, previous, axis=1))
-        gap_before = np.where(first, 0.0, np.take_along_axis(cumulative, previous, axis=1))
-        at_edges = gap_before + (edges - copies_before) * self.gap_by_conf[j]
-        return np.abs(np.diff(at_edges, axis=1)).sum(axis=1) / totals
-
-
-def _running_sums(values: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Cumulative sums along each row, row by row: numpy releases the GIL in a 1-D cumsum but
-    holds it through a 2-D one along axis 1 (numpy 2.4), and blocks run on two threads."""
-    for row, row_out in zip(values, out):
-        np.cumsum(row, out=row_out)
-    return out
-
-
 
 
 # Up to this many examples the bootstrap resamples all of them (about 1 ms a resample). Above
