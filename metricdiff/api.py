@@ -19,7 +19,7 @@ from .classwise import BLOCKS, ClasswisePlan
 from .errors import UsageError
 from .io import (ReadOptions, find_checkpoints, find_run_folders, has_column, inspect_run,
                  is_run_folder_pattern, natural_order)
-from .metrics import MetricSettings, metric_directions
+from .metrics import MetricSettings, SummaryPlan, metric_directions
 from .cluster import engine_for
 from .pipeline import (DEFAULT_TEMPERATURE_VALUES, Progress, fit_run_temperature, load_keys,
                        load_run, load_steps)
@@ -109,7 +109,7 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
                         temperature_values=temperature_values, progress=progress,
                         given_temperature=temperature, temperature_source=source,
                         classwise=ClasswisePlan(ece_bins), cross_fit=cross_fit,
-                        engine=runner)
+                        engine=runner, summary=SummaryPlan.of(settings))
     return build_report(data, settings)
 
 
@@ -253,8 +253,9 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     # candidate is reported in a second, not after minutes of reading the others
     layouts = [inspect_run(path, read) for path in paths]
     with engine_for(engine, scheduler) as runner:
-        runs = _read_compared(paths, run_names, layouts, read, allow_partial, ece_bins,
-                              temperature_values, progress, cross_fit, runner)
+        runs = _read_compared(paths, run_names, layouts, read, allow_partial,
+                              SummaryPlan.of(metric_settings), temperature_values, progress,
+                              cross_fit, runner)
     from .comparison import CompareSettings, build_comparison
     settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
                                resamples=resamples, seed=seed, fail_on=fail_on, top=top,
@@ -263,7 +264,7 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     return build_comparison(runs, settings, metric_settings, groups)
 
 
-def _read_compared(paths, run_names, layouts, read, allow_partial, ece_bins,
+def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
                    temperature_values, progress, cross_fit, engine) -> list:
     """The runs of a comparison, lined up by their keys first, read two at a time: each
     run's reading is already overlapped with its arithmetic, and the machine this is sized
@@ -276,13 +277,15 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, ece_bins,
         keys = list(pool.map(lambda job: load_keys(job[0], job[1], read, engine),
                              zip(layouts, run_names)))
         alignment = align_runs(keys, allow_partial)
-        plans = [ClasswisePlan(ece_bins, BLOCKS, _kept_rows(rows, len(key.labels)))
+        plans = [ClasswisePlan(summary.bins, BLOCKS, _kept_rows(rows, len(key.labels)))
                  for rows, key in zip(alignment.rows, keys)]
         del keys  # the runs' reads hold their own ids and labels: not twice per example
+        # a run's RunSums are of all its rows: of use when each of them is compared
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,
                                stop=stop, layout=layout, classwise=plan,
-                               cross_fit=cross_fit, engine=engine)
+                               cross_fit=cross_fit, engine=engine,
+                               summary=summary if plan.keep is None else None)
                    for path, name, layout, plan in zip(paths, run_names, layouts, plans)]
         # imported here, not at the top (report() does not need it), and while the runs are
         # read: its imports (scipy.special, 0.2 s) overlap the reading
@@ -470,7 +473,7 @@ def series(*runs: str | os.PathLike | Mapping[str, Any], names: list[str | None]
             else:
                 labels = _distinct([default_name(layout.path) for layout in found])
                 runs_of = _load_all(found, labels, read, temperature_values, progress,
-                                    runner)
+                                    runner, SummaryPlan.of(metric_settings))
                 steps, source = checkpoint_steps(labels)
                 chosen.append(Checkpoints(name, runs_of, steps, source))
     settings = SeriesSettings(primary=primary, alpha=alpha, min_effect=min_effect,
@@ -536,14 +539,15 @@ def checkpoint_steps(names: list[str]) -> tuple[list[int | float], str]:
 
 
 def _load_all(layouts, labels: list[str], read: ReadOptions, temperature_values: int,
-              progress: Progress | None, engine=None) -> list:
+              progress: Progress | None, engine=None,
+              summary: SummaryPlan | None = None) -> list:
     """Every checkpoint read, two at a time as compare reads its runs."""
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=2)
     try:
         futures = [pool.submit(load_run, layout.path, name=label, options=read,
                                temperature_values=temperature_values, progress=progress,
-                               stop=stop, layout=layout, engine=engine)
+                               stop=stop, layout=layout, engine=engine, summary=summary)
                    for layout, label in zip(layouts, labels)]
         return [future.result() for future in futures]
     except BaseException:

@@ -13,8 +13,8 @@ import numpy as np
 from .align import Alignment, align_runs
 from .explain import (calibration_view, class_group_view, confident_wrong_view, disagreements,
                       nll_by_flip, reasons)
-from .metrics import (BLOCK_RESAMPLED, RESAMPLED, ClassCounts, MetricSettings, class_groups,
-                      headline, metric_directions, reliability_table)
+from .metrics import (BLOCK_RESAMPLED, RESAMPLED, MetricSettings, RunSums, SummaryPlan,
+                      class_groups, headline, metric_directions, reliability_rows)
 from .classtests import class_changes
 from .classwise import BlockPlan, ClasswiseSums, classwise_metrics, classwise_values
 from .curves import run_curves
@@ -30,7 +30,7 @@ from .perexample import PerExample
 from .pipeline import RunData
 from .ranking import (Attribution, add_contribution_intervals, change_word, rank_classes,
                       rank_confidence_bins, rank_examples, rank_metrics, rank_slices)
-from .results import ComparisonReport, describe_run, reading_warnings
+from .results import ComparisonReport, describe_run, reading_warnings, run_sums
 from .verdict import (Verdict, best_run, check_primary, check_settings, decide, holm,
                       should_fail)
 
@@ -63,12 +63,16 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     alignment = align_runs(runs, settings.allow_partial)
     aligned = [_lined_up(run.examples, rows) for run, rows in zip(runs, alignment.rows)]
     num_classes = runs[0].num_classes
-    counts = [ClassCounts.of(pe, num_classes) for pe in aligned]
+    # a run whose every example is compared has the sums its main pass gathered
+    sums = [run_sums(run, metric_settings) if len(rows) == len(run.examples)
+            else RunSums.of(pe, SummaryPlan.of(metric_settings), num_classes)
+            for run, rows, pe in zip(runs, alignment.rows, aligned)]
+    counts = [run.classes for run in sums]
     # each run's numbers are independent of the others', and numpy's sorts and passes release
     # the GIL: two threads measure two runs in about the time of one
     with ThreadPoolExecutor(max_workers=2) as pool:
         summaries = list(pool.map(partial(_summary, metric_settings=metric_settings),
-                                  runs, aligned, counts))
+                                  runs, aligned, sums))
     for summary, group in zip(summaries, _group_of_each(members, len(runs))):
         summary["group"] = group
 
@@ -310,12 +314,12 @@ def _block_draws(sums: ClasswiseSums, weights: np.ndarray) -> dict[str, np.ndarr
     return {name: values[name][None, :] for name in BLOCK_RESAMPLED}
 
 
-def _summary(run: RunData, pe: PerExample, counts: ClassCounts,
+def _summary(run: RunData, pe: PerExample, sums: RunSums,
              metric_settings: MetricSettings) -> dict:
-    values, unavailable = headline(pe, counts, run.rank_depth, metric_settings, run.temperature,
+    values, unavailable = headline(pe, sums, run.rank_depth, metric_settings, run.temperature,
                                    classwise_metrics(run.classwise))
     return {**describe_run(run), "n": len(pe), "metrics": values, "unavailable": unavailable,
-            "confidence_bins": reliability_table(pe, metric_settings.ece_bins),
+            "confidence_bins": reliability_rows(sums.bins),
             "curves": run_curves(pe.conf, pe.correct, metric_settings.seed)}
 
 

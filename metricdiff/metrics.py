@@ -122,8 +122,24 @@ class Mergeable:
 
     def merged(self, other):
         assert is_dataclass(self)  # each state is a dataclass of its sums
-        return type(self)(**{f.name: getattr(self, f.name) + getattr(other, f.name)
+        return type(self)(**{f.name: _added(getattr(self, f.name), getattr(other, f.name))
                              for f in fields(self)})
+
+
+def _added(a: Any, b: Any) -> Any:
+    """Two states' field added: nested states merged; arrays per class of two lengths (a
+    top-k run's classes are known as they are seen) added over the longer one."""
+    if isinstance(a, Mergeable):
+        return a.merged(b)
+    if isinstance(a, SummaryPlan):  # the settings that both states were gathered with
+        assert a == b, (a, b)
+        return a
+    if isinstance(a, np.ndarray) and a.shape != b.shape:
+        a, b = (a, b) if len(a) >= len(b) else (b, a)
+        total = a.copy()
+        total[:len(b)] += b
+        return total
+    return a + b
 
 
 @dataclass(frozen=True)
@@ -409,6 +425,11 @@ class ClassCounts(Mergeable):
         return ClassCounts(*(np.mean([getattr(c, f) for c in runs], axis=0)
                              for f in ("support", "predicted", "hits", "nll_sum")))
 
+    def padded(self, num_classes: int) -> "ClassCounts":
+        """The counts over `num_classes` classes, those never seen at 0."""
+        return self.merged(ClassCounts(*(np.zeros(num_classes, dtype=dtype) for dtype in
+                                         (np.int64, np.int64, np.int64, np.float64))))
+
     def f1(self) -> np.ndarray:
         """F1 per class, 2TP / (2TP + FP + FN); 0 where the class is never seen nor predicted."""
         den = self.support + self.predicted
@@ -605,14 +626,48 @@ class MeanSums(Mergeable):
         return getattr(self, name) / self.n if self.n else math.nan
 
 
-def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
+@dataclass(frozen=True)
+class SummaryPlan:
+    """What a run's RunSums depend on besides its examples, fixed before they are gathered."""
+
+    top_k: int
+    bins: int
+
+    @staticmethod
+    def of(settings: MetricSettings) -> "SummaryPlan":
+        return SummaryPlan(settings.top_k, settings.ece_bins)
+
+
+@dataclass(frozen=True)
+class RunSums(Mergeable):
+    """The sums behind a run's headline means, its calibration bins and its per-class
+    counts. The main pass gathers them batch by batch (on the workers, with the Dask engine),
+    and they are merged in row order."""
+
+    plan: SummaryPlan
+    means: MeanSums
+    bins: BinSums  # equal-width bins of the confidence, with the NLLs of the reliability table
+    bins_calibrated: BinSums  # of the confidence after temperature scaling
+    classes: ClassCounts
+
+    @staticmethod
+    def of(pe: PerExample, plan: SummaryPlan, num_classes: int) -> "RunSums":
+        """`num_classes`: at least this many classes (0: as many as the examples show)."""
+        return RunSums(plan=plan, means=MeanSums.of(pe, plan.top_k),
+                       bins=BinSums.of(pe.conf, pe.correct, plan.bins, pe.nll),
+                       bins_calibrated=BinSums.of(pe.conf_cal, pe.correct, plan.bins),
+                       classes=ClassCounts.of(pe, num_classes))
+
+
+def headline(pe: PerExample, run_sums: RunSums, rank_depth: int | None,
              settings: MetricSettings, temperature: float | None,
              classwise: dict[str, float] | None = None) -> tuple[dict, dict[str, str]]:
-    """All single-run metrics, and the reasons for those that are unavailable. `classwise`:
-    the CLASSWISE metrics, from the run's per-(class, bin) sums."""
+    """All single-run metrics, and the reasons for those that are unavailable. `run_sums`:
+    the examples' RunSums at the settings' top_k and bins. `classwise`: the CLASSWISE
+    metrics, from the run's per-(class, bin) sums."""
     correct = pe.correct
-    sums = MeanSums.of(pe, settings.top_k)
-    ece, mce = calibration_error(pe.conf, correct, settings.ece_bins)
+    sums, counts = run_sums.means, run_sums.classes
+    ece, mce = run_sums.bins.errors()
     accuracy = sums.mean("correct")
     confidence = sums.mean("conf")
     topk_name = f"top{settings.top_k}_accuracy"
@@ -632,7 +687,7 @@ def headline(pe: PerExample, counts: ClassCounts, rank_depth: int | None,
         "macro_f1": macro_f1(counts),
         "temperature": temperature,
         "nll_calibrated": sums.mean("nll_cal"),
-        "ece_calibrated": calibration_error(pe.conf_cal, correct, settings.ece_bins)[0],
+        "ece_calibrated": run_sums.bins_calibrated.errors()[0],
         "smooth_ece": smooth_ece(pe.conf, correct),
         "rmsce_debiased": debiased_rms_calibration_error(pe.conf, correct, settings.ece_bins),
         **(classwise or dict.fromkeys(CLASSWISE)),

@@ -12,6 +12,7 @@ import numpy as np
 
 from .classwise import ClasswisePlan, ClasswiseSums, example_blocks
 from .errors import InputError
+from .metrics import RunSums, SummaryPlan
 from .io import (MAX_SAMPLED_ROWS, Batch, ReadOptions, RunLayout, inspect_run, iter_batches,
                  read_steps, sample_plan)
 from .perexample import PerExample, floor_probabilities, from_batch, is_unknown, unknown
@@ -39,6 +40,7 @@ class RunData:
     looks_like_probs: bool = False  # "logits" whose sampled rows are all probability vectors
     temperature_source: str = "fitted on this run"  # or given, or fitted on another run
     classwise: ClasswiseSums | None = None  # per-(class, bin) sums; None for top-k runs
+    sums: RunSums | None = None  # gathered by the main pass, when load_run was given a plan
 
     @property
     def labels(self) -> np.ndarray:
@@ -71,14 +73,15 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
              layout: RunLayout | None = None, given_temperature: float | None = None,
              temperature_source: str | None = None,
              classwise: ClasswisePlan | None = None, cross_fit: bool = False,
-             engine: "Engine | None" = None) -> RunData:
+             engine: "Engine | None" = None, summary: SummaryPlan | None = None) -> RunData:
     """Read one run; `stop`, when set by another thread, ends the read at the next batch.
     `layout`: the run's footers, when they were already checked. `given_temperature`: apply
     this T instead of fitting one here, `temperature_source` saying where it came from.
     `classwise`: gather the sums of classwise calibration as planned (not for top-k runs).
     `cross_fit`: nll_calibrated and ece_calibrated of each half of the examples use the
     temperature fitted on the other half (halves by id, or cluster, as the blocks are).
-    `engine`: where the main pass runs (a Dask cluster); None: here, one batch at a time."""
+    `engine`: where the main pass runs (a Dask cluster); None: here, one batch at a time.
+    `summary`: gather the run's RunSums with these settings as the pass goes."""
     layout = layout or inspect_run(path, options)
     min_prob = options.min_prob  # the opt-in floor on every probability; else 0 stays 0
     if min_prob is not None and layout.prediction.kind == "topk":
@@ -112,7 +115,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                                       f"(T={halves[0]:.4g} and {halves[1]:.4g}, each scoring "
                                       "the other half)")
         scoring = Scoring(temperature, halves, min_prob, classwise
-                          if layout.prediction.kind != "topk" and layout.num_classes else None)
+                          if layout.prediction.kind != "topk" and layout.num_classes else None,
+                          summary)
         if engine is not None:
             part = engine.reduce_run(layout, options, scoring, name, progress, stop)
         else:
@@ -139,7 +143,9 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                    clusters=part.clusters, min_prob=min_prob,
                    looks_like_probs=looks_like_probs,
                    temperature_source=temperature_source or "fitted on this run",
-                   classwise=part.classwise)
+                   classwise=part.classwise,
+                   sums=None if part.sums is None else dataclasses.replace(
+                       part.sums, classes=part.sums.classes.padded(num_classes)))
 
 
 @dataclass(frozen=True)
@@ -151,18 +157,20 @@ class Scoring:
     halves: tuple[float, float] | None  # with --cross-fit: each half's temperature
     min_prob: float | None
     classwise: ClasswisePlan | None  # None: no classwise sums (top-k runs)
+    summary: SummaryPlan | None = None  # None: no RunSums gathered
 
 
 @dataclass
 class RunPart:
     """Consecutive rows of a run reduced: their per-example columns, keys and metadata, and
-    their share of the classwise sums."""
+    their share of the classwise sums and of the RunSums."""
 
     examples: PerExample
     ids: np.ndarray | None
     slices: dict[str, np.ndarray]
     clusters: np.ndarray | None
     classwise: ClasswiseSums | None
+    sums: RunSums | None = None
 
 
 class RunAssembler:
@@ -182,6 +190,11 @@ class RunAssembler:
         self._slice_cols: list[str] = []
         self._ranges: list[tuple[int, int]] = []  # (offset, rows) of each part added
         self._unknown: set[str] = set()  # columns unknown (NaN) in every part so far
+        # RunSums are merged in row order, whatever order the parts come in, so that a run's
+        # sums are added up the same way each time; parts ahead of the next row wait here
+        self._waiting: dict[int, tuple[int, RunSums]] = {}
+        self._merged_until = 0
+        self._merged: RunSums | None = None
 
     def add(self, row_start: int, part: RunPart) -> None:
         at = row_start - self.first_row
@@ -216,6 +229,12 @@ class RunAssembler:
             self._slice_cols = list(part.slices)
         if part.classwise is not None:
             self._sums.append(part.classwise)
+        if part.sums is not None:
+            self._waiting[at] = (len(part.examples), part.sums)
+            while self._merged_until in self._waiting:
+                rows, sums = self._waiting.pop(self._merged_until)
+                self._merged = sums if self._merged is None else self._merged.merged(sums)
+                self._merged_until += rows
 
     def result(self) -> RunPart:
         def column(name: str) -> np.ndarray | None:
@@ -238,7 +257,8 @@ class RunAssembler:
         return RunPart(examples=examples, ids=column("ids"),
                        slices={col: present(f"slices.{col}") for col in self._slice_cols},
                        clusters=column("clusters"),
-                       classwise=ClasswiseSums.merged(self._sums) if self._sums else None)
+                       classwise=ClasswiseSums.merged(self._sums) if self._sums else None,
+                       sums=self._merged)
 
 
 def _offset(piece: tuple[int, np.ndarray]) -> int:
@@ -270,8 +290,10 @@ def reduce_batches(batches: Iterable[Batch], layout: RunLayout, scoring: Scoring
             halves = scoring.halves
             applied = np.where(example_blocks(row_keys(batch), 2) == 0, halves[1], halves[0])
         examples = from_batch(batch, applied, sums, blocks)
+        run_sums = (None if scoring.summary is None
+                    else RunSums.of(examples, scoring.summary, layout.num_classes or 0))
         assembled.add(batch.row_start, RunPart(examples, batch.ids, batch.slices,
-                                               batch.clusters, None))
+                                               batch.clusters, None, run_sums))
         if rows_done is not None:
             rows_done(len(batch))
     part = assembled.result()

@@ -10,9 +10,9 @@ import numpy as np
 from . import __version__
 from .classwise import classwise_metrics
 from .curves import run_curves
-from .metrics import (ClassCounts, MetricSettings, class_group_table, headline, loss_anatomy,
-                      metric_directions, noise_floor, per_class_table, reliability_table,
-                      slice_table)
+from .metrics import (MetricSettings, RunSums, SummaryPlan, class_group_table, headline,
+                      loss_anatomy, metric_directions, noise_floor, per_class_table,
+                      reliability_rows, slice_table)
 from .errors import UsageError
 from .pipeline import RunData
 from .temperature import T_MAX, T_MIN
@@ -251,10 +251,20 @@ def describe_run(run: RunData) -> dict:
     }
 
 
+def run_sums(run: RunData, settings: MetricSettings) -> RunSums:
+    """The run's RunSums at these settings: those its main pass gathered, else (another
+    top_k or bins, a series' step) computed from its examples."""
+    plan = SummaryPlan.of(settings)
+    if run.sums is not None and run.sums.plan == plan:
+        return run.sums
+    return RunSums.of(run.examples, plan, run.num_classes)
+
+
 def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> RunReport:
     pe = run.examples
-    counts = ClassCounts.of(pe, run.num_classes)
-    values, unavailable = headline(pe, counts, run.rank_depth, settings, run.temperature,
+    sums = run_sums(run, settings)
+    counts = sums.classes
+    values, unavailable = headline(pe, sums, run.rank_depth, settings, run.temperature,
                                    classwise_metrics(run.classwise))
     warnings = reading_warnings(run)
     if run.temperature is not None and run.temperature in (T_MIN, T_MAX):
@@ -281,7 +291,7 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
         unavailable=unavailable,
         directions=directions,
         loss_anatomy=loss_anatomy(pe, settings.confident_wrong),
-        confidence_bins=reliability_table(pe, settings.ece_bins),
+        confidence_bins=reliability_rows(sums.bins),
         class_groups=class_group_table(pe, counts, settings.class_groups),
         per_class={"order": "most misclassified examples first, then highest total NLL",
                    "classes_seen": int(((counts.support > 0) | (counts.predicted > 0)).sum()),

@@ -88,17 +88,33 @@ def small_run(tmp_path):
     return path, logits, labels, source
 
 
-def classwise_rounded(document: dict) -> dict:
-    """A report document with its classwise metrics kept to 11 significant digits: they sum
-    probabilities chunk by chunk in float64, so another batching or row-group split moves
-    their last bits, where every other number stays the same bit for bit."""
-    from metricdiff.metrics import CLASSWISE
+class Close(float):
+    """A float equal to another within the rounding of a sum: 1e-12 of the larger of 1 and
+    their size. The main pass adds its sums batch by batch (and a cluster partition by
+    partition), so another batching, row-group split or engine moves their last bits."""
 
-    metrics = dict(document["metrics"])
-    for name in CLASSWISE:
-        if metrics.get(name) is not None:
-            metrics[name] = float(f"{metrics[name]:.11g}")
-    return {**document, "metrics": metrics}
+    def __eq__(self, other):
+        if not isinstance(other, float):
+            return NotImplemented
+        a, b = float(self), float(other)
+        return a == b or abs(a - b) <= 1e-12 * max(1.0, abs(a), abs(b))
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = float.__hash__
+
+
+def to_rounding(value):
+    """A document whose floats compare equal within the rounding of a sum (Close)."""
+    if isinstance(value, dict):
+        return {key: to_rounding(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [to_rounding(item) for item in value]
+    if isinstance(value, float):
+        return Close(value)
+    return value
 
 
 def pipe_count(line: str) -> int:

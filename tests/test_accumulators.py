@@ -6,13 +6,21 @@ state equal the metrics' own functions and a hand computation."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from metricdiff.metrics import (BinSums, ClassCounts, MeanSums, calibration_error,
-                                reliability_rows, reliability_table)
+from conftest import random_logits, to_rounding, write_run
+from metricdiff.classwise import ClasswisePlan
+from metricdiff.io import ReadOptions
+from metricdiff.metrics import (BinSums, ClassCounts, MeanSums, MetricSettings, RunSums,
+                                SummaryPlan, calibration_error, reliability_rows,
+                                reliability_table)
 from metricdiff.perexample import PerExample
+from metricdiff.pipeline import RunAssembler, RunPart, load_run
+from metricdiff.results import build_report
+from test_formats import write_topk
 
 K, BINS, TOP_K = 7, 15, 3
 
@@ -103,3 +111,103 @@ def test_bin_sums_by_hand():
     empty = BinSums.of(np.array([]), np.array([], dtype=bool), 10)
     assert all(math.isnan(v) for v in empty.errors())
     assert empty.merged(sums).errors() == (ece, mce)
+
+
+def run_sums_over(pe: PerExample, cuts: np.ndarray, num_classes: int) -> RunSums:
+    parts = [RunSums.of(pe.take(np.arange(a, b)), PLAN, num_classes)
+             for a, b in zip(cuts[:-1], cuts[1:])]
+    total = parts[0]
+    for part in parts[1:]:
+        total = total.merged(part)
+    return total
+
+
+def assert_same_run_sums(a: RunSums, b: RunSums):
+    assert a.plan == b.plan
+    for name in ("means", "bins", "bins_calibrated", "classes"):
+        assert_same_state(getattr(a, name), getattr(b, name))
+
+
+PLAN = SummaryPlan(top_k=TOP_K, bins=BINS)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_run_sums_of_batches_with_classes_seen_as_they_come(seed):
+    """A top-k run's classes are known only as they are seen: each batch counts the classes
+    up to its own largest, and the merged counts, padded to K, are the run's."""
+    rng = np.random.default_rng(seed)
+    pe = examples(2000, seed)
+    order = np.argsort(pe.label, kind="stable")  # the early batches see few classes
+    pe = pe.take(order)
+    cuts = np.unique(np.r_[0, np.sort(rng.choice(len(pe), 5, replace=False)), len(pe)])
+    first = RunSums.of(pe.take(np.arange(cuts[1])), PLAN, 0)
+    assert len(first.classes.support) < K  # counts of two lengths are merged below
+    merged = run_sums_over(pe, cuts, 0)
+    padded = replace(merged, classes=merged.classes.padded(K))
+    assert_same_run_sums(RunSums.of(pe, PLAN, K), padded)
+
+
+def test_run_sums_are_the_functions_values():
+    pe = examples(3000, 4)
+    sums = run_sums_over(pe, np.array([0, 1, 1500, 3000]), K)
+    assert sums.bins_calibrated.errors()[0] == pytest.approx(
+        calibration_error(pe.conf_cal, pe.correct, BINS)[0], rel=1e-12)
+    with pytest.raises(AssertionError):  # states gathered with other settings do not merge
+        sums.merged(RunSums.of(pe, SummaryPlan(top_k=1, bins=BINS), K))
+
+
+def reports_from_the_pass_and_from_the_columns(path, **options):
+    """The report of a run whose main pass gathered its RunSums, and the report of the same
+    run with the sums computed afresh from its per-example columns."""
+    read = ReadOptions(**options)
+    settings = MetricSettings()
+    run = load_run(str(path), options=read, classwise=ClasswisePlan(settings.ece_bins),
+                   summary=SummaryPlan.of(settings))
+    assert run.sums is not None
+    fresh = build_report(replace(run, sums=None), settings).to_dict()
+    return build_report(run, settings).to_dict(), fresh
+
+
+@pytest.mark.parametrize("batch_values", [12 * 7, 12 * 100, 1 << 22])
+@pytest.mark.parametrize("layout", ["full", "topk"])
+def test_the_sums_of_the_main_pass_give_the_report_of_one_pass(tmp_path, batch_values, layout):
+    """Batches of 7 rows, of 100, one batch: the report built from the sums the main pass
+    merged batch by batch is the report of the whole columns, to the rounding of a sum."""
+    logits, labels = random_logits(700, 12, seed=5)
+    if layout == "topk":
+        path = write_topk(tmp_path / "r.parquet", logits, labels, 4)
+    else:
+        path = write_run(tmp_path / "r.parquet", labels, logits=logits, row_group_size=90)
+    from_pass, from_columns = reports_from_the_pass_and_from_the_columns(
+        path, batch_values=batch_values)
+    assert to_rounding(from_pass) == to_rounding(from_columns)
+    assert from_pass["metrics"]["n"] == 700
+
+
+def test_parts_added_in_any_order_merge_in_row_order():
+    """A cluster's parts come in any order; their sums are added in row order all the same,
+    so two reads of a run give the same bits."""
+    pe = examples(900, 3)
+    cuts = [0, 100, 350, 351, 900]
+    parts = [(a, RunPart(pe.take(np.arange(a, b)), None, {}, None, None,
+                         RunSums.of(pe.take(np.arange(a, b)), PLAN, K)))
+             for a, b in zip(cuts[:-1], cuts[1:])]
+    results = []
+    for order in ([0, 1, 2, 3], [3, 1, 0, 2], [2, 3, 1, 0]):
+        assembler = RunAssembler(len(pe))
+        for i in order:
+            assembler.add(*parts[i])
+        results.append(assembler.result().sums)
+    in_rows = run_sums_over(pe, np.array(cuts), K)
+    for sums in results:
+        for name in ("means", "bins", "bins_calibrated", "classes"):
+            for field_name, value in vars(getattr(sums, name)).items():
+                expected = getattr(getattr(in_rows, name), field_name)
+                assert np.array_equal(value, expected, equal_nan=True), (name, field_name)
+
+
+def test_documents_to_rounding_still_tell_a_real_difference():
+    assert to_rounding({"x": [0.1 + 0.2]}) == to_rounding({"x": [0.3]})
+    assert to_rounding({"x": [0.3 + 1e-10]}) != to_rounding({"x": [0.3]})
+    assert to_rounding({"x": 1e6 * (1 + 1e-13)}) == to_rounding({"x": 1e6})
+    assert to_rounding({"x": 1e6 * (1 + 1e-11)}) != to_rounding({"x": 1e6})

@@ -8,7 +8,6 @@ is split over many tasks, and both workers take some."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import threading
@@ -21,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 import metricdiff
-from conftest import probs_of, random_logits, write_run
+from conftest import probs_of, random_logits, to_rounding, write_run
 from metricdiff import cluster
 from metricdiff.cli import app
 from metricdiff.errors import InputError
@@ -56,18 +55,6 @@ def scheduler(dask_cluster, monkeypatch):
     return dask_cluster.scheduler_address
 
 
-def rounded(value):
-    """A document with every float to 11 significant digits: sums that the engines add up in
-    another order (the classwise sums, across partitions) differ in their last bits."""
-    if isinstance(value, dict):
-        return {key: rounded(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [rounded(item) for item in value]
-    if isinstance(value, float) and math.isfinite(value) and value != 0:
-        return float(f"{value:.11g}")
-    return value
-
-
 def without_paths(value):
     """A document without the fields that name files."""
     if isinstance(value, dict):
@@ -81,14 +68,14 @@ def without_paths(value):
 def both_reports(path, scheduler, **kwargs) -> tuple[dict, dict]:
     local = metricdiff.report(str(path), **kwargs).to_dict()
     dask = metricdiff.report(str(path), engine="dask", scheduler=scheduler, **kwargs).to_dict()
-    return rounded(local), rounded(dask)
+    return to_rounding(local), to_rounding(dask)
 
 
 def both_comparisons(paths, scheduler, **kwargs) -> tuple[dict, dict]:
     local = metricdiff.compare(*map(str, paths), resamples=200, **kwargs).to_dict()
     dask = metricdiff.compare(*map(str, paths), resamples=200, engine="dask",
                               scheduler=scheduler, **kwargs).to_dict()
-    return rounded(local), rounded(dask)
+    return to_rounding(local), to_rounding(dask)
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +189,7 @@ def test_worker_killed_mid_run_gives_the_same_numbers(tmp_path, predictions):
     worker that is alive (the nanny starts a new one), and nothing is counted twice."""
     logits, labels = random_logits(6000, 12, seed=5)
     path = write_run(tmp_path / "big.parquet", labels, logits=logits, ids=np.arange(6000))
-    local = rounded(metricdiff.report(str(path)).to_dict())
+    local = to_rounding(metricdiff.report(str(path)).to_dict())
     with local_cluster(2) as two, \
             distributed.Client(two, set_as_default=False) as client:
         pids = set(client.run(os.getpid).values())
@@ -222,7 +209,7 @@ def test_worker_killed_mid_run_gives_the_same_numbers(tmp_path, predictions):
         after = set(client.run(os.getpid).values())
     assert killed[0][0] not in after
     assert len(data.examples) == 6000
-    dask = rounded(build_report(data, MetricSettings()).to_dict())
+    dask = to_rounding(build_report(data, MetricSettings()).to_dict())
     assert dask == local
 
 
@@ -252,7 +239,7 @@ def test_cli_engine_dask(tmp_path, scheduler):
                                "--resamples", "200", "--engine", "dask",
                                "--scheduler", scheduler])
     assert (dask.exit_code, local.exit_code) == (0, 0)
-    assert rounded(json.loads(dask.stdout)) == rounded(json.loads(local.stdout))
+    assert to_rounding(json.loads(dask.stdout)) == to_rounding(json.loads(local.stdout))
     bad = runner.invoke(app, ["report", str(bad_shard_folder(tmp_path)), "--engine", "dask",
                               "--scheduler", scheduler])
     assert bad.exit_code == 2
@@ -343,17 +330,17 @@ def test_rows_in_another_order_give_the_same_comparison(tmp_path):
                            ids=ids[o], row_group_size=100 + 37 * i)
                  for i, (scores, o) in enumerate(zip(logits, (order, other)))]
         result = metricdiff.compare(*map(str, paths), names=["base", "cand"], resamples=300)
-        documents.append(rounded(without_paths(result.to_dict())))
+        documents.append(to_rounding(without_paths(result.to_dict())))
     assert documents[0] == documents[1]
     assert documents[0]["comparisons"][0]["verdict"]["decision"] == "better"
 
 
 def test_one_worker_or_two_give_the_same_numbers(tmp_path, scheduler):
     base, cand = shuffled_pair(tmp_path, clusters=True)
-    on_two = rounded(metricdiff.compare(str(base), str(cand), cluster="video", resamples=200,
+    on_two = to_rounding(metricdiff.compare(str(base), str(cand), cluster="video", resamples=200,
                                         engine="dask", scheduler=scheduler).to_dict())
     with local_cluster(1) as one:
-        on_one = rounded(metricdiff.compare(str(base), str(cand), cluster="video",
+        on_one = to_rounding(metricdiff.compare(str(base), str(cand), cluster="video",
                                             resamples=200, engine="dask",
                                             scheduler=one.scheduler_address).to_dict())
     assert on_one == on_two
@@ -392,4 +379,4 @@ def test_series_of_checkpoints(scheduler):
     local = metricdiff.series(wide, narrow, names=["wide", "narrow"], resamples=200).to_dict()
     dask = metricdiff.series(wide, narrow, names=["wide", "narrow"], resamples=200,
                              engine="dask", scheduler=scheduler).to_dict()
-    assert rounded(dask) == rounded(local)
+    assert to_rounding(dask) == to_rounding(local)

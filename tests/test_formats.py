@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import metricdiff
-from conftest import classwise_rounded, probs_of, random_logits, write_run
+from conftest import to_rounding, probs_of, random_logits, write_run
 
 EXACT_FROM_TOPK = ["n", "nll", "accuracy", "top5_accuracy", "ece", "ece_adaptive", "mce",
                    "mean_confidence", "overconfidence", "balanced_accuracy", "macro_f1"]
@@ -23,7 +23,7 @@ def metrics_of(path, **kwargs) -> dict:
 
 def sections(path, **kwargs) -> dict:
     """Everything a report measured, without the parts that name files."""
-    document = classwise_rounded(metricdiff.report(str(path), **kwargs).to_dict())
+    document = to_rounding(metricdiff.report(str(path), **kwargs).to_dict())
     return {key: value for key, value in document.items() if key not in ("run",)}
 
 

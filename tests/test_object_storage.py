@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import classwise_rounded, random_logits, write_run
+from conftest import to_rounding, random_logits, write_run
 from metricdiff import storage
 from s3server import (BUCKET, KEY, SECRET, client, free_port, one_line_error, run_cli,
                       set_store_env, start_moto, stop, store_pointed_at)
@@ -441,4 +441,4 @@ def test_the_dask_engine_reads_object_storage_on_its_workers(s3, local_runs):
         remote = as_json(run_cli("report", f"s3://{BUCKET}/data/sharded", "-f", "json",
                                  "--engine", "dask", "--scheduler", cluster.scheduler_address))
     # a task per shard: the classwise sums are added in another order (last bits)
-    same_numbers(classwise_rounded(remote), classwise_rounded(local), local_runs)
+    same_numbers(to_rounding(remote), to_rounding(local), local_runs)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy.special import log_softmax
 
 import metricdiff
-from conftest import classwise_rounded, write_run
+from conftest import to_rounding, write_run
 from metricdiff.metrics import SELECTIVE
 from test_reference import naive_ece
 
@@ -38,7 +38,7 @@ def report(path, **kwargs) -> dict:
 
 
 def without_run(document: dict) -> dict:
-    return {key: value for key, value in classwise_rounded(document).items() if key != "run"}
+    return {key: value for key, value in to_rounding(document).items() if key != "run"}
 
 
 @SETTINGS
@@ -79,7 +79,7 @@ def test_row_order_batch_size_and_shards_do_not_change_numbers(run, data):
                        batch_values=rows_per_batch * logits.shape[1])
         shuffled = report(write_run(folder / "shuffled.parquet", labels[order],
                                     logits=logits[order]))
-    assert without_run(split) == without_run(one)  # bit for bit
+    assert without_run(split) == without_run(one)  # to the rounding of a sum
     for name, value in one["metrics"].items():  # sums in another order: last bits only
         assert shuffled["metrics"][name] == (None if value is None else pytest.approx(
             value, rel=1e-9, abs=1e-12)), name

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import metricdiff
-from conftest import classwise_rounded, probs_of, random_logits, write_run
+from conftest import to_rounding, probs_of, random_logits, write_run
 from metricdiff import writer as writer_module
 from metricdiff.errors import UsageError
 from metricdiff.writer import PredictionWriter, save_predictions
@@ -26,7 +26,7 @@ TOPK_EXACT = ["n", "nll", "accuracy", "top5_accuracy", "ece", "ece_adaptive", "m
 
 def document(path, **kwargs) -> dict:
     """Everything a report measured, without the part that names the file."""
-    result = classwise_rounded(metricdiff.report(str(path), **kwargs).to_dict())
+    result = to_rounding(metricdiff.report(str(path), **kwargs).to_dict())
     result.pop("run")
     return result
 
