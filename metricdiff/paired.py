@@ -506,7 +506,9 @@ def bootstrap(observed: dict[str, float], baseline_draws: dict[str, np.ndarray],
     percentile interval), which keeps two runs of one model called different at about alpha
     (centred on the resamples' mean instead, smooth_ece's false calls rose from 5% to 9.5%);
     the resamples' mean for the block bootstrap of classwise.py, whose classwise ECE interval
-    otherwise covered its expected delta 86% of the time instead of 96%. The p-value inverts
+    otherwise covered its expected delta 86% of the time instead of 96%. Subsets of fewer
+    than FEW_PER_SUBSET resamples pool their deviations before the quantiles are taken. The
+    p-value inverts
     that same interval: the smallest level at which it excludes 0, never below 1 / (R + 1)
     since finitely many resamples cannot show a smaller one.
     """
@@ -521,13 +523,25 @@ def bootstrap(observed: dict[str, float], baseline_draws: dict[str, np.ndarray],
         resampled = deltas[:, 1:]
         centre = resampled.mean(axis=1, keepdims=True) if plan.centred else deltas[:, :1]
         deviations = np.sort(resampled - centre, axis=1)
+        se = float(np.sqrt(deviations.var(axis=1, ddof=1).mean()))
+        if plan.subsets > 1 and plan.per_subset < FEW_PER_SUBSET:
+            deviations = np.sort(deviations.ravel())[None, :]  # pooled over the subsets
         low, high = _mean_quantile(deviations, alpha / 2), _mean_quantile(deviations,
                                                                           1 - alpha / 2)
         p_value = max(_inverted_p(deviations, float(delta)), 1 / (deviations.size + 1))
-        se = float(np.sqrt(deviations.var(axis=1, ddof=1).mean()))
         results[name] = Interval(float(delta), float(delta + low), float(delta + high),
                                  p_value, plan.method, se=se, noise=plan.noise)
     return results
+
+
+# With fewer resamples than this per subset, the little bootstraps pool their subsets'
+# deviations: a subset's own 2.5% and 97.5% quantiles, from a few resamples, fall short of
+# its tails. Measured on simulated pairs of equal models at alpha 0.05 (tests/test_paired.py):
+# 20 per subset, averaged quantiles called 11% of 1,000 pairs different (ECE; 8-11% on the
+# other metrics), pooled 6-7% (3% adaptive ECE). At 100 per subset averaging is right
+# (600 pairs: 3-5.5%), and pooling would widen the intervals by the spread of the subsets'
+# centres (adaptive ECE: 1.2% false calls, 11% wider).
+FEW_PER_SUBSET = 100
 
 
 def _mean_quantile(sorted_rows: np.ndarray, level: float) -> float:

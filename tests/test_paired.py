@@ -279,14 +279,17 @@ def test_little_bootstrap_draws_follow_each_unit_key_not_its_position(monkeypatc
     assert set(keys[other.subset_units(0)]) != set(keys[plan.subset_units(0)])
 
 
+@pytest.mark.parametrize("resamples,highest", [(1000, 0.12), (200, 0.10)])
 def test_little_bootstraps_call_two_models_made_the_same_way_different_at_about_alpha(
-        monkeypatch):
+        monkeypatch, resamples, highest):
     """Known truth: both runs of each pair come from one model (the same accuracy and
     calibration, independent draws), so every call is a false one. Measured over 400 pairs
     at the default 1,000 resamples: 6%, 6%, 7.8% and 4% on balanced accuracy, macro F1, ECE
     and adaptive ECE with the keyed draws, 6.5%, 6.5%, 8.3% and 4.3% with the numpy draws
-    they replaced (the same data): the little bootstraps run a little above alpha on ECE
-    whatever draws them. A broken generator (correlated draws) would be far above."""
+    they replaced (the same data); over 600 other pairs 4.5%, 4.5%, 5.5%, 3%. A broken
+    generator (correlated draws) would be far above. At 200 resamples (20 per subset) the
+    subsets' deviations are pooled: over 1,000 pairs (tools/blb_false_calls.py) 6.1%, 6%,
+    6.8%, 3%, where averaging each subset's quantiles made 10.8%, 10.9%, 11.2%, 7.7%."""
     monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 1000)
     rng = np.random.default_rng(8)
     k, n, pairs = 5, 20_000, 200
@@ -300,9 +303,10 @@ def test_little_bootstraps_call_two_models_made_the_same_way_different_at_about_
     for pair in range(pairs):
         label = rng.integers(0, k, n)
         result = paired_bootstrap(draw_run(label), draw_run(label), k, wanted,
-                                  resamples=1000, seed=pair)
+                                  resamples=resamples, seed=pair)
         for name in wanted:
             calls[name] += result[name].p_value < 0.05
     rates = {name: count / pairs for name, count in calls.items()}
-    # binomial(200, 0.08), ECE's measured rate, stays below 12% with probability 0.97
-    assert all(0.02 <= rate <= 0.12 for rate in rates.values()), rates
+    # binomial(200, 0.08), ECE's highest measured rate, stays below 12% with probability
+    # 0.97; binomial(200, 0.068) below 10% with probability 0.96
+    assert all(0.01 <= rate <= highest for rate in rates.values()), rates
