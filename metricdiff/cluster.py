@@ -2,13 +2,15 @@
 
 Each task reads whole row groups of one file and reduces them with pipeline.reduce_batches,
 the function of the local pass, with the run's Scoring fixed beforehand (temperature, floor,
-classwise plan). A row's per-example values depend only on its own row, and batches are cut
-per row group in both engines, so the parts concatenated in row order are the columns one
-pass gives; classwise sums are added up part by part (to floating-point rounding).
+classwise plan, the settings of its RunSums). A row's per-example values depend only on its
+own row, and batches are cut per row group in both engines, so the parts concatenated in row
+order are the columns one pass gives; the mergeable sums (classwise, RunSums) are added up
+part by part, to floating-point rounding.
 
 What is gathered on the client today: each run's ids and labels (read by tasks too, to line
-the runs up), then its per-example columns (about ten numbers per example) and metadata. The
-K-wide work, reading and reducing the predictions, is what runs on the workers.
+the runs up), then its per-example columns (about ten numbers per example), its parts' sums
+and metadata. The K-wide work, reading and reducing the predictions, and the sums of the
+headline, the calibration bins and the class counts, run on the workers.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from metricdiff.cli import app
 from metricdiff.errors import InputError
 from metricdiff.io import ReadOptions, inspect_run
 from metricdiff.classwise import ClasswisePlan
-from metricdiff.metrics import MetricSettings
+from metricdiff.metrics import MetricSettings, RunSums, SummaryPlan
 from metricdiff.pipeline import Scoring, load_run
 from metricdiff.results import build_report
 from test_formats import write_topk
@@ -204,13 +204,36 @@ def test_worker_killed_mid_run_gives_the_same_numbers(tmp_path, predictions):
 
         engine = cluster.DaskEngine(client, partition_values=64 * 12)
         data = load_run(str(path), name="big", engine=engine, progress=kill_one,
-                        classwise=ClasswisePlan(15))
+                        classwise=ClasswisePlan(15), summary=SummaryPlan.of(MetricSettings()))
         assert killed
         after = set(client.run(os.getpid).values())
     assert killed[0][0] not in after
     assert len(data.examples) == 6000
+    assert data.sums is not None and data.sums.means.n == 6000  # each part merged once
     dask = to_rounding(build_report(data, MetricSettings()).to_dict())
     assert dask == local
+
+
+@pytest.mark.parametrize("layout", ["shards", "topk"])
+def test_the_workers_sums_are_those_of_the_local_pass(tmp_path, scheduler, predictions, layout):
+    """The RunSums each task gathers, merged on the client, are the local pass's and those of
+    the gathered columns, to the rounding of a sum; a top-k run's class counts, each part
+    as long as its largest class, are padded to the run's classes."""
+    logits, labels = predictions
+    path = write_layout(tmp_path, layout, logits, labels)
+    plan = SummaryPlan.of(MetricSettings())
+    with distributed.Client(scheduler, set_as_default=False) as client:
+        engine = cluster.DaskEngine(client, SMALL_PARTITIONS)
+        on_workers = load_run(str(path), engine=engine, summary=plan)
+    assert len(cluster.partitions(inspect_run(str(path), ReadOptions()), SMALL_PARTITIONS)) >= 3
+    local = load_run(str(path), summary=plan)
+    columns = RunSums.of(on_workers.examples, plan, on_workers.num_classes)
+    for sums in (local.sums, columns):
+        assert on_workers.sums is not None and sums is not None
+        for name in ("means", "bins", "bins_calibrated", "classes"):
+            ours, theirs = vars(getattr(on_workers.sums, name)), vars(getattr(sums, name))
+            assert to_rounding({k: np.asarray(v).tolist() for k, v in ours.items()}) == \
+                to_rounding({k: np.asarray(v).tolist() for k, v in theirs.items()}), name
 
 
 def bad_shard_folder(tmp_path):
