@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,16 @@ def write_run(path: Path, labels, *, logits: np.ndarray | None = None,
         part = table.slice(bounds[i], bounds[i + 1] - bounds[i])
         pq.write_table(part, path / f"part-{i:03d}.parquet", row_group_size=row_group_size)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sigint_not_ignored():
+    """The tests send Ctrl-C to the processes they start. A suite started with SIGINT
+    ignored (a shell's background job is) would pass that on to them, and they would rightly
+    keep ignoring it: here it is handled, so that each child starts with the default."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 @pytest.fixture
