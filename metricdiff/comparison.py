@@ -67,7 +67,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     sums = [run_sums(run, metric_settings) if len(rows) == len(run.examples)
             else RunSums.of(pe, SummaryPlan.of(metric_settings), num_classes)
             for run, rows, pe in zip(runs, alignment.rows, aligned)]
-    counts = [run.classes for run in sums]
+    counts = [run_sum.classes for run_sum in sums]
     # each run's numbers are independent of the others', and numpy's sorts and passes release
     # the GIL: two threads measure two runs in about the time of one
     with ThreadPoolExecutor(max_workers=2) as pool:

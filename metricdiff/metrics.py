@@ -193,10 +193,17 @@ def class_scores_from_sums(support: np.ndarray, predicted: np.ndarray, hits: np.
     labels or predictions."""
     present = support > 0
     seen = present | (predicted > 0)
+    f1 = f1_from_sums(support, predicted, hits)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(present, hits / support, 0.0)
-        f1 = np.where(seen, 2 * hits / (support + predicted), 0.0)
         return recall.sum(axis=-1) / present.sum(axis=-1), f1.sum(axis=-1) / seen.sum(axis=-1)
+
+
+def f1_from_sums(support: np.ndarray, predicted: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    """F1 per class, 2TP / (2TP + FP + FN); 0 where the class is never seen nor predicted."""
+    den = support + predicted
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, 2.0 * hits / den, 0.0)
 
 
 def adaptive_from_copies(copies: np.ndarray, gap: np.ndarray, bins: int) -> np.ndarray:
@@ -374,10 +381,6 @@ def wilson_interval(hits: float, count: float, z: float = Z95
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def reliability_table(pe: PerExample, bins: int) -> list[dict]:
-    return reliability_rows(BinSums.of(pe.conf, pe.correct, bins, pe.nll))
-
-
 def reliability_rows(sums: BinSums) -> list[dict]:
     """The reliability table from a run's bin sums (merged over its batches or partitions)."""
     bins = len(sums.count)
@@ -431,9 +434,7 @@ class ClassCounts(Mergeable):
                                          (np.int64, np.int64, np.int64, np.float64))))
 
     def f1(self) -> np.ndarray:
-        """F1 per class, 2TP / (2TP + FP + FN); 0 where the class is never seen nor predicted."""
-        den = self.support + self.predicted
-        return np.divide(2.0 * self.hits, den, out=np.zeros(len(den)), where=den > 0)
+        return f1_from_sums(self.support, self.predicted, self.hits)
 
 
 def balanced_accuracy(counts: ClassCounts) -> float:

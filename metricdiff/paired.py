@@ -508,9 +508,8 @@ def bootstrap(observed: dict[str, float], baseline_draws: dict[str, np.ndarray],
     the resamples' mean for the block bootstrap of classwise.py, whose classwise ECE interval
     otherwise covered its expected delta 86% of the time instead of 96%. Subsets of fewer
     than FEW_PER_SUBSET resamples pool their deviations before the quantiles are taken. The
-    p-value inverts
-    that same interval: the smallest level at which it excludes 0, never below 1 / (R + 1)
-    since finitely many resamples cannot show a smaller one.
+    p-value inverts that same interval: the smallest level at which it excludes 0, never
+    below 1 / (R + 1) since finitely many resamples cannot show a smaller one.
     """
     results = {}
     if plan.units < 2 or plan.subsets * plan.per_subset * alpha / 2 < 1:

@@ -15,8 +15,7 @@ from conftest import random_logits, to_rounding, write_run
 from metricdiff.classwise import ClasswisePlan
 from metricdiff.io import ReadOptions
 from metricdiff.metrics import (BinSums, ClassCounts, MeanSums, MetricSettings, RunSums,
-                                SummaryPlan, calibration_error, reliability_rows,
-                                reliability_table)
+                                SummaryPlan, calibration_error, reliability_rows)
 from metricdiff.perexample import PerExample
 from metricdiff.pipeline import RunAssembler, RunPart, load_run
 from metricdiff.results import build_report
@@ -86,7 +85,8 @@ def test_values_from_a_merged_state_equal_the_metric_functions():
     bins, counts, means = merged_over(pe, np.array([0, 999, 1000, 2500, 4000]))
     ece, mce = calibration_error(pe.conf, pe.correct, BINS)
     assert bins.errors() == pytest.approx((ece, mce), rel=1e-12)
-    for row, expected in zip(reliability_rows(bins), reliability_table(pe, BINS)):
+    one_pass = reliability_rows(BinSums.of(pe.conf, pe.correct, BINS, pe.nll))
+    for row, expected in zip(reliability_rows(bins), one_pass):
         for name, value in expected.items():
             if value is None:  # an empty bin's rates
                 assert row[name] is None, name
