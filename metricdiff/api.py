@@ -110,7 +110,8 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
                         given_temperature=temperature, temperature_source=source,
                         classwise=ClasswisePlan(ece_bins), cross_fit=cross_fit,
                         engine=runner, summary=SummaryPlan.of(settings))
-    return build_report(data, settings)
+        # within the engine: a cluster's workers hold the parts some statistics read
+        return build_report(data, settings)
 
 
 def _read_options(label_col, pred_col, pred_kind, id_col, by, classes_file, prob_tolerance,
@@ -256,12 +257,13 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
         runs = _read_compared(paths, run_names, layouts, read, allow_partial,
                               SummaryPlan.of(metric_settings), temperature_values, progress,
                               cross_fit, runner)
-    from .comparison import CompareSettings, build_comparison
-    settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
-                               resamples=resamples, seed=seed, fail_on=fail_on, top=top,
-                               allow_partial=allow_partial, paired_seeds=paired_seeds,
-                               cluster=cluster, fdr=fdr)
-    return build_comparison(runs, settings, metric_settings, groups)
+        from .comparison import CompareSettings, build_comparison
+        settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
+                                   resamples=resamples, seed=seed, fail_on=fail_on, top=top,
+                                   allow_partial=allow_partial, paired_seeds=paired_seeds,
+                                   cluster=cluster, fdr=fdr)
+        # within the engine: a cluster's workers hold the parts some statistics read
+        return build_comparison(runs, settings, metric_settings, groups)
 
 
 def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
@@ -476,12 +478,14 @@ def series(*runs: str | os.PathLike | Mapping[str, Any], names: list[str | None]
                                     runner, SummaryPlan.of(metric_settings))
                 steps, source = checkpoint_steps(labels)
                 chosen.append(Checkpoints(name, runs_of, steps, source))
-    settings = SeriesSettings(primary=primary, alpha=alpha, min_effect=min_effect,
-                              resamples=resamples, seed=seed, fail_on=fail_on,
-                              allow_partial=allow_partial,
-                              step_col=next((c.step_source[len("column "):] for c in chosen
-                                             if c.step_source.startswith("column ")), None))
-    return build_series(chosen, settings, metric_settings, warnings)
+        settings = SeriesSettings(primary=primary, alpha=alpha, min_effect=min_effect,
+                                  resamples=resamples, seed=seed, fail_on=fail_on,
+                                  allow_partial=allow_partial,
+                                  step_col=next((c.step_source[len("column "):] for c in chosen
+                                                 if c.step_source.startswith("column ")),
+                                                None))
+        # within the engine: a cluster's workers hold the parts some statistics read
+        return build_series(chosen, settings, metric_settings, warnings)
 
 
 def _series_arguments(runs, names) -> dict[str, list[str]]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .errors import MetricdiffError, UsageError
 from .io import ReadOptions, RunLayout, iter_batches
+from .perexample import PerExample
 from .pipeline import (Keys, Progress, RunAssembler, RunPart, Scoring, joined_keys,
                        reduce_batches)
 
@@ -97,6 +98,29 @@ def partition_keys(layout: RunLayout, options: ReadOptions, partition: Partition
     return joined_keys((b.ids, b.labels) for b in batches)
 
 
+def _examples(part: RunPart) -> PerExample:
+    return part.examples
+
+
+class ClusterParts:
+    """A run's parts as the workers hold them (orderstats.Parts): each map is a task per
+    part, run where the part is; only what a task returns is gathered."""
+
+    def __init__(self, client: "Client", futures: list):
+        self.client, self.futures = client, futures
+
+    def map(self, fn: Callable[..., Any], *args: Any) -> "ClusterParts":
+        return ClusterParts(self.client, [self.client.submit(fn, future, *args, pure=False)
+                                          for future in self.futures])
+
+    def map_each(self, fn: Callable[..., Any], args: list) -> "ClusterParts":
+        return ClusterParts(self.client, [self.client.submit(fn, future, arg, pure=False)
+                                          for future, arg in zip(self.futures, args)])
+
+    def gather(self) -> list:
+        return self.client.gather(self.futures)
+
+
 class DaskEngine:
     """The main pass of each run on a Dask cluster (pipeline.Engine)."""
 
@@ -125,8 +149,11 @@ class DaskEngine:
             if progress is not None:
                 progress(name, done_rows, layout.n_rows)
 
-        self._collect(futures, arrived, stop)
-        return assembled.result()
+        # the parts stay on the workers too, for the statistics of an order (orderstats.py)
+        self._collect(futures, arrived, stop, keep=True)
+        run = assembled.result()
+        run.held = ClusterParts(self.client, futures).map(_examples)
+        return run
 
     def read_keys(self, layout: RunLayout, options: ReadOptions) -> Keys:
         """The run's ids and labels, read by the workers partition by partition."""
@@ -138,11 +165,11 @@ class DaskEngine:
         return joined_keys(keys)
 
     def _collect(self, futures: list, arrived: Callable[[int, Any], None],
-                 stop: threading.Event | None) -> None:
+                 stop: threading.Event | None, keep: bool = False) -> None:
         """Hand each task's result to `arrived(index, result)` as soon as it is done (a
         task's error is raised here, as the local pass would raise it), releasing it from
-        the cluster: a worker holds only the results still in progress. On Ctrl-C, a stop
-        or an error, the tasks not yet done are cancelled."""
+        the cluster unless `keep`: a worker then holds only the results still in progress.
+        On Ctrl-C, a stop or an error, the tasks not yet done are cancelled."""
         index = {future.key: i for i, future in enumerate(futures)}
         fetched = [False] * len(futures)
         finished: queue.Queue = queue.Queue()
@@ -161,7 +188,8 @@ class DaskEngine:
                 i = index[future.key]
                 arrived(i, future.result())
                 fetched[i] = True
-                futures[i].release()
+                if not keep:
+                    futures[i].release()
         except BaseException:
             self.client.cancel([f for f, done in zip(futures, fetched) if not done])
             raise

@@ -26,11 +26,12 @@ from .paired import (FEW_PER_SUBSET, METHOD_NONE, BootstrapPlan, Interval, boots
                      clustered_mcnemar, mcnemar, paired_t, per_example_values, resample_values,
                      sampling_variance)
 from .seeds import mean_metric_delta, resampled_metric_delta
+from .orderstats import LocalParts, Parts
 from .perexample import PerExample
 from .pipeline import RunData
 from .ranking import (Attribution, add_contribution_intervals, change_word, rank_classes,
                       rank_confidence_bins, rank_examples, rank_metrics, rank_slices)
-from .results import ComparisonReport, describe_run, reading_warnings, run_sums
+from .results import ComparisonReport, describe_run, reading_warnings, run_parts, run_sums
 from .verdict import (Verdict, best_run, check_primary, check_settings, decide, holm,
                       should_fail)
 
@@ -67,12 +68,14 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     sums = [run_sums(run, metric_settings) if len(rows) == len(run.examples)
             else RunSums.of(pe, SummaryPlan.of(metric_settings), num_classes)
             for run, rows, pe in zip(runs, alignment.rows, aligned)]
+    parts = [run_parts(run) if len(rows) == len(run.examples) else LocalParts([pe])
+             for run, rows, pe in zip(runs, alignment.rows, aligned)]
     counts = [run_sum.classes for run_sum in sums]
     # each run's numbers are independent of the others', and numpy's sorts and passes release
     # the GIL: two threads measure two runs in about the time of one
     with ThreadPoolExecutor(max_workers=2) as pool:
         summaries = list(pool.map(partial(_summary, metric_settings=metric_settings),
-                                  runs, aligned, sums))
+                                  runs, aligned, sums, parts))
     for summary, group in zip(summaries, _group_of_each(members, len(runs))):
         summary["group"] = group
 
@@ -314,10 +317,10 @@ def _block_draws(sums: ClasswiseSums, weights: np.ndarray) -> dict[str, np.ndarr
     return {name: values[name][None, :] for name in BLOCK_RESAMPLED}
 
 
-def _summary(run: RunData, pe: PerExample, sums: RunSums,
+def _summary(run: RunData, pe: PerExample, sums: RunSums, parts: Parts,
              metric_settings: MetricSettings) -> dict:
     values, unavailable = headline(pe, sums, run.rank_depth, metric_settings, run.temperature,
-                                   classwise_metrics(run.classwise))
+                                   classwise_metrics(run.classwise), parts)
     return {**describe_run(run), "n": len(pe), "metrics": values, "unavailable": unavailable,
             "confidence_bins": reliability_rows(sums.bins),
             "curves": run_curves(pe.conf, pe.correct, metric_settings.seed)}

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, is_dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from .orderstats import LocalParts, Parts, RunOrder, float_values
 from .perexample import PerExample
-from .smoothece import smooth_ece
+from .smoothece import smooth_ece_of
 
 
 @dataclass(frozen=True)
@@ -218,9 +220,7 @@ def adaptive_from_copies(copies: np.ndarray, gap: np.ndarray, bins: int) -> np.n
     size = copies.shape[1]
     running = _running_sums(copies, out=np.empty_like(copies))
     totals = np.floor(running[:, -1])
-    cut = np.arange(bins + 1)
-    # as np.array_split: every bin holds total // bins copies, the first total % bins one more
-    edges = cut * (totals[:, None] // bins) + np.minimum(cut, totals[:, None] % bins)
+    edges = mass_cuts(totals[:, None], bins)
     j = np.minimum([np.searchsorted(row, row_edges, side="left")
                     for row, row_edges in zip(running, edges)], size - 1)
     # `copies` is not needed any more: its memory takes the products and their sums (each
@@ -231,6 +231,19 @@ def adaptive_from_copies(copies: np.ndarray, gap: np.ndarray, bins: int) -> np.n
     copies_before = np.where(first, 0.0, np.take_along_axis(running, previous, axis=1))
     gap_before = np.where(first, 0.0, np.take_along_axis(cumulative, previous, axis=1))
     at_edges = gap_before + (edges - copies_before) * gap[j]
+    return adaptive_from_edge_sums(at_edges, totals)
+
+
+def mass_cuts(totals, bins: int):
+    """Where equal-mass bins start and end, as counts of examples (or copies) before each
+    edge: as np.array_split, every bin holds total // bins, the first total % bins one more."""
+    cut = np.arange(bins + 1)
+    return cut * (totals // bins) + np.minimum(cut, totals % bins)
+
+
+def adaptive_from_edge_sums(at_edges: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Adaptive ECE from the sums of correct - confidence over the examples before each
+    equal-mass edge, (rows, bins + 1), in confidence order."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.abs(np.diff(at_edges, axis=1)).sum(axis=1) / totals
 
@@ -251,13 +264,27 @@ def calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple
 # ------------------------------------------------------------------ debiased calibration error
 
 def mass_bin_edges(conf: np.ndarray, bins: int) -> np.ndarray:
+    """order_mass_edges of these confidences."""
+    return order_mass_edges(RunOrder(_one_part(conf, np.zeros(len(conf), bool)), "conf"), bins)
+
+
+def order_mass_edges(order: RunOrder, bins: int) -> np.ndarray:
     """Upper edges of equal-mass bins as Kumar et al. 2019 draw them: the sorted confidences
     cut into `bins` runs, each edge halfway between one run's last value and the next run's
     first; the last edge is 1. Ties fall in one bin. Bin of c: searchsorted(edges, c)."""
-    ordered = np.sort(conf)
-    parts = np.array_split(ordered, max(1, min(bins, len(ordered))))
-    edges = [(a[-1] + b[0]) / 2.0 for a, b in zip(parts[:-1], parts[1:]) if len(a) and len(b)]
-    return np.unique(np.array([*edges, 1.0]))
+    runs = max(1, min(bins, order.n))
+    starts = mass_cuts(order.n, runs)[1:-1]  # the first row of every run but the first
+    values = float_values(order.keys_at(np.concatenate([starts - 1, starts])))
+    last, first = values[:len(starts)], values[len(starts):]
+    return np.unique(np.array([*((last + first) / 2.0), 1.0]))
+
+
+def _mass_bin_sums(examples, edges: np.ndarray) -> np.ndarray:
+    """A part's (count, confidence, hits) per bin of order_mass_edges: (3, bins)."""
+    which = np.searchsorted(edges, examples.conf)
+    return np.stack([np.bincount(which, minlength=len(edges)).astype(np.float64),
+                     np.bincount(which, weights=examples.conf, minlength=len(edges)),
+                     np.bincount(which, weights=examples.correct, minlength=len(edges))])
 
 
 def debiased_rms_from_sums(count: np.ndarray, conf_sum: np.ndarray,
@@ -275,14 +302,22 @@ def debiased_rms_from_sums(count: np.ndarray, conf_sum: np.ndarray,
 
 
 def debiased_rms_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
-    if len(conf) == 0:
+    return debiased_rms_of(RunOrder(_one_part(conf, correct), "conf"), bins)
+
+
+def debiased_rms_of(by_conf: RunOrder, bins: int) -> float:
+    """The debiased RMS calibration error of a run held in parts, sorted by confidence."""
+    if by_conf.n == 0:
         return float("nan")
-    which = np.searchsorted(mass_bin_edges(conf, bins), conf)
-    length = int(which.max()) + 1
-    count = np.bincount(which, minlength=length).astype(np.float64)[None, :]
-    conf_sum = np.bincount(which, weights=conf, minlength=length)[None, :]
-    hits = np.bincount(which, weights=correct, minlength=length)[None, :]
+    edges = order_mass_edges(by_conf, bins)
+    count, conf_sum, hits = sum(by_conf.parts.map(_mass_bin_sums, edges).gather())[:, None, :]
     return float(debiased_rms_from_sums(count, conf_sum, hits)[0])
+
+
+def _one_part(conf: np.ndarray, correct: np.ndarray) -> LocalParts:
+    """A run of these confidences and correctness, as the one part of the local engine."""
+    return LocalParts([SimpleNamespace(conf=np.asarray(conf, dtype=np.float64),
+                                       correct=np.asarray(correct, dtype=bool))])
 
 
 # ------------------------------------------------------------------------ selective prediction
@@ -356,13 +391,16 @@ def selective_prediction(conf: np.ndarray, correct: np.ndarray) -> dict[str, flo
 
 
 def adaptive_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
-    """ECE over equal-mass bins: examples sorted by confidence, split into `bins` runs of
+    return adaptive_ece_of(RunOrder(_one_part(conf, correct), "conf"), bins)
+
+
+def adaptive_ece_of(by_conf: RunOrder, bins: int) -> float:
+    """ECE over equal-mass bins of a run held in parts, sorted by confidence: `bins` runs of
     sizes differing by at most one (ties keep row order)."""
-    if len(conf) == 0:
+    if by_conf.n == 0:
         return math.nan
-    order = np.argsort(conf, kind="stable")
-    gap = correct[order] - conf[order]
-    return float(adaptive_from_copies(np.ones((1, len(conf))), gap, bins)[0])
+    at_edges = by_conf.first_sums(mass_cuts(by_conf.n, bins))
+    return float(adaptive_from_edge_sums(at_edges, np.array([by_conf.n]))[0])
 
 
 Z95 = 1.959963984540054  # the normal distribution's 97.5% point: two-sided 95%
@@ -514,25 +552,25 @@ def per_class_table(counts: ClassCounts, class_names: tuple[str, ...] | None,
 
 # ----------------------------------------------------------------------------- loss anatomy
 
-def loss_anatomy(pe: PerExample, confident_wrong: float) -> dict:
+def loss_anatomy(pe: PerExample, confident_wrong: float, parts: Parts | None = None) -> dict:
+    """Where the NLL comes from. `parts`: as headline's."""
     nll_total = float(pe.nll.sum())
     correct = pe.correct
     wrong = ~correct
     confidently_wrong = wrong & (pe.conf >= confident_wrong)
-    sorted_desc = -np.sort(-pe.nll)
     zero_prob = np.isposinf(pe.nll)  # the true class at probability 0: an infinite NLL
-
-    def worst_share(fraction: float) -> float | None:
-        top = max(1, math.ceil(fraction * len(pe)))
-        return ratio(sorted_desc[:top].sum(), nll_total)
+    # the NLL of the worst 1% and 10% of the examples (at least one each)
+    tops = np.array([max(1, math.ceil(fraction * len(pe))) for fraction in (0.01, 0.10)])
+    worst = (RunOrder(parts or LocalParts([pe]), "nll_desc").first_sums(tops)[0] if len(pe)
+             else np.zeros(2))
 
     return {
         "correct": {"count": int(correct.sum()), "mean_nll": _mean(pe.nll[correct]),
                     "nll_share": ratio(pe.nll[correct].sum(), nll_total)},
         "wrong": {"count": int(wrong.sum()), "mean_nll": _mean(pe.nll[wrong]),
                   "nll_share": ratio(pe.nll[wrong].sum(), nll_total)},
-        "worst_1pct_nll_share": worst_share(0.01),
-        "worst_10pct_nll_share": worst_share(0.10),
+        "worst_1pct_nll_share": ratio(worst[0], nll_total),
+        "worst_10pct_nll_share": ratio(worst[1], nll_total),
         "confidently_wrong": {"threshold": confident_wrong, "count": int(confidently_wrong.sum()),
                               "share": ratio(confidently_wrong.sum(), len(pe)),
                               "nll_share": ratio(pe.nll[confidently_wrong].sum(), nll_total)},
@@ -662,10 +700,14 @@ class RunSums(Mergeable):
 
 def headline(pe: PerExample, run_sums: RunSums, rank_depth: int | None,
              settings: MetricSettings, temperature: float | None,
-             classwise: dict[str, float] | None = None) -> tuple[dict, dict[str, str]]:
+             classwise: dict[str, float] | None = None,
+             parts: Parts | None = None) -> tuple[dict, dict[str, str]]:
     """All single-run metrics, and the reasons for those that are unavailable. `run_sums`:
     the examples' RunSums at the settings' top_k and bins. `classwise`: the CLASSWISE
-    metrics, from the run's per-(class, bin) sums."""
+    metrics, from the run's per-(class, bin) sums. `parts`: the same examples in parts (a
+    cluster's), for the statistics of an order; default: `pe` as one part."""
+    parts = parts or LocalParts([pe])
+    by_conf = RunOrder(parts, "conf")  # for both kinds of equal-mass bins
     correct = pe.correct
     sums, counts = run_sums.means, run_sums.classes
     ece, mce = run_sums.bins.errors()
@@ -679,7 +721,7 @@ def headline(pe: PerExample, run_sums: RunSums, rank_depth: int | None,
         topk_name: sums.mean("topk"),
         "brier": sums.mean("brier"),
         "ece": ece,
-        "ece_adaptive": adaptive_calibration_error(pe.conf, correct, settings.ece_bins),
+        "ece_adaptive": adaptive_ece_of(by_conf, settings.ece_bins),
         "mce": mce,
         "mean_confidence": confidence,
         "overconfidence": confidence - accuracy,
@@ -689,8 +731,8 @@ def headline(pe: PerExample, run_sums: RunSums, rank_depth: int | None,
         "temperature": temperature,
         "nll_calibrated": sums.mean("nll_cal"),
         "ece_calibrated": run_sums.bins_calibrated.errors()[0],
-        "smooth_ece": smooth_ece(pe.conf, correct),
-        "rmsce_debiased": debiased_rms_calibration_error(pe.conf, correct, settings.ece_bins),
+        "smooth_ece": smooth_ece_of(parts),
+        "rmsce_debiased": debiased_rms_of(by_conf, settings.ece_bins),
         **(classwise or dict.fromkeys(CLASSWISE)),
         **selective_prediction(pe.conf, correct),
     }

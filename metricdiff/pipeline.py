@@ -13,6 +13,7 @@ import numpy as np
 from .classwise import ClasswisePlan, ClasswiseSums, example_blocks
 from .errors import InputError
 from .metrics import RunSums, SummaryPlan
+from .orderstats import Parts
 from .io import (MAX_SAMPLED_ROWS, Batch, ReadOptions, RunLayout, inspect_run, iter_batches,
                  read_steps, sample_plan)
 from .perexample import PerExample, floor_probabilities, from_batch, is_unknown, unknown
@@ -41,6 +42,7 @@ class RunData:
     temperature_source: str = "fitted on this run"  # or given, or fitted on another run
     classwise: ClasswiseSums | None = None  # per-(class, bin) sums; None for top-k runs
     sums: RunSums | None = None  # gathered by the main pass, when load_run was given a plan
+    parts: Parts | None = None  # the examples in parts on a cluster's workers (orderstats.py)
 
     @property
     def labels(self) -> np.ndarray:
@@ -145,7 +147,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                    temperature_source=temperature_source or "fitted on this run",
                    classwise=part.classwise,
                    sums=None if part.sums is None else dataclasses.replace(
-                       part.sums, classes=part.sums.classes.padded(num_classes)))
+                       part.sums, classes=part.sums.classes.padded(num_classes)),
+                   parts=part.held)
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ class RunPart:
     clusters: np.ndarray | None
     classwise: ClasswiseSums | None
     sums: RunSums | None = None
+    held: Parts | None = None  # the whole run's parts where an engine keeps them (a cluster)
 
 
 class RunAssembler:

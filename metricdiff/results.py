@@ -14,6 +14,7 @@ from .metrics import (MetricSettings, RunSums, SummaryPlan, class_group_table, h
                       loss_anatomy, metric_directions, noise_floor, per_class_table,
                       reliability_rows, slice_table)
 from .errors import UsageError
+from .orderstats import LocalParts, Parts
 from .pipeline import RunData
 from .temperature import T_MAX, T_MIN
 
@@ -260,12 +261,18 @@ def run_sums(run: RunData, settings: MetricSettings) -> RunSums:
     return RunSums.of(run.examples, plan, run.num_classes)
 
 
+def run_parts(run: RunData) -> Parts:
+    """The run's examples in parts: a cluster's, else the examples as one part."""
+    return run.parts or LocalParts([run.examples])
+
+
 def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> RunReport:
     pe = run.examples
     sums = run_sums(run, settings)
     counts = sums.classes
+    parts = run_parts(run)
     values, unavailable = headline(pe, sums, run.rank_depth, settings, run.temperature,
-                                   classwise_metrics(run.classwise))
+                                   classwise_metrics(run.classwise), parts)
     warnings = reading_warnings(run)
     if run.temperature is not None and run.temperature in (T_MIN, T_MAX):
         warnings.append(f"the NLL-minimising temperature lies at the search limit "
@@ -290,7 +297,7 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
         metrics=values,
         unavailable=unavailable,
         directions=directions,
-        loss_anatomy=loss_anatomy(pe, settings.confident_wrong),
+        loss_anatomy=loss_anatomy(pe, settings.confident_wrong, parts),
         confidence_bins=reliability_rows(sums.bins),
         class_groups=class_group_table(pe, counts, settings.class_groups),
         per_class={"order": "most misclassified examples first, then highest total NLL",

@@ -13,8 +13,13 @@ more rows: its resamples).
 from __future__ import annotations
 
 import math
+from functools import partial
+from types import SimpleNamespace
+from typing import Callable
 
 import numpy as np
+
+from .orderstats import LocalParts, Parts, total_rows
 
 DENSITY_FLOOR = 1e-4  # relplot adds this to the smoothed density
 MIN_SIGMA = 0.001  # bisection stops treating smaller bandwidths as distinct
@@ -46,18 +51,22 @@ class SmoothECE:
 
     def fit(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(smECE, its fixed-point bandwidth) for each row of weights."""
-        block = _Block(self.conf, self.residual, weights)
-        rows = len(weights)
-        at_one = block.at(np.ones(rows))
-        done = at_one > 1.0  # the fixed point is above 1: relplot returns sigma = 1
-        high, low = np.ones(rows), np.zeros(rows)
-        for _ in range(BISECTION_STEPS):
-            mid = (high + low) / 2
-            below = (mid < MIN_SIGMA) | (mid < block.at(mid))
-            low = np.where(below, mid, low)
-            high = np.where(below, high, mid)
-        sigma = np.where(done, 1.0, high)
-        return np.where(done, at_one, block.at(sigma)), sigma
+        return _fixed_point(_Block(partial(spread_grids, self.conf, self.residual, weights)),
+                            len(weights))
+
+
+def _fixed_point(block: "_Block", rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(smECE, its fixed-point bandwidth) of each of the block's rows, by bisection."""
+    at_one = block.at(np.ones(rows))
+    done = at_one > 1.0  # the fixed point is above 1: relplot returns sigma = 1
+    high, low = np.ones(rows), np.zeros(rows)
+    for _ in range(BISECTION_STEPS):
+        mid = (high + low) / 2
+        below = (mid < MIN_SIGMA) | (mid < block.at(mid))
+        low = np.where(below, mid, low)
+        high = np.where(below, high, mid)
+    sigma = np.where(done, 1.0, high)
+    return np.where(done, at_one, block.at(sigma)), sigma
 
 
 class _Block:
@@ -65,9 +74,8 @@ class _Block:
     values smoothed are the residuals conf - correct for smECE, the correctness for the
     reliability curve."""
 
-    def __init__(self, conf: np.ndarray, values: np.ndarray, weights: np.ndarray):
-        self.conf, self.values, self.weights = conf, values, weights
-        self._grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by grid size
+    def __init__(self, grids: Callable[[int], np.ndarray]):
+        self.grids = grids  # grid size -> (2, rows, size): see spread_grids
         self._spectra: dict[int, tuple[np.ndarray, int]] = {}
 
     def at(self, sigmas: np.ndarray) -> np.ndarray:
@@ -101,7 +109,7 @@ class _Block:
         linear convolution with the kernel they are outputs size - 1 .. 2 size - 2, which a
         circular convolution of length >= 2 size - 1 gives unaliased."""
         if size not in self._spectra:
-            grids = np.stack(self._grid(size))
+            grids = self.grids(size)
             mirrored = np.concatenate([grids[..., ::-1][..., :-1], grids,
                                        grids[..., ::-1][..., 1:]], axis=-1)
             window = mirrored[..., size // 2:size // 2 + 2 * size - 1]
@@ -109,25 +117,30 @@ class _Block:
             self._spectra[size] = (np.fft.rfft(window, fft_size), fft_size)
         return self._spectra[size]
 
-    def _grid(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Weighted values and weights on a grid of `size` points, each example split
-        linearly between its two neighbours (relplot's smooth_round_to_grid)."""
-        if size not in self._grids:
-            scaled = self.conf * (size - 1)
-            left = np.clip(scaled.astype(np.int64), 0, size - 2)
-            frac = scaled - left
-            weights = self.weights
-            rows = len(weights)
-            shift = size * np.arange(rows)[:, None]
-            keys = np.concatenate([(left + shift).ravel(), (left + 1 + shift).ravel()])
 
-            def spread(values: np.ndarray) -> np.ndarray:
-                parts = np.concatenate([(values * (1 - frac)).ravel(), (values * frac).ravel()])
-                return np.bincount(keys, weights=parts, minlength=rows * size).reshape(rows,
-                                                                                       size)
+def spread_grids(conf: np.ndarray, values: np.ndarray, weights: np.ndarray,
+                 size: int) -> np.ndarray:
+    """Weighted values and weights on a grid of `size` points, (2, rows, size): each example
+    split linearly between its two neighbours (relplot's smooth_round_to_grid). Sums over
+    examples, so the grids of a run's parts add up to the run's."""
+    scaled = conf * (size - 1)
+    left = np.clip(scaled.astype(np.int64), 0, size - 2)
+    frac = scaled - left
+    rows = len(weights)
+    shift = size * np.arange(rows)[:, None]
+    keys = np.concatenate([(left + shift).ravel(), (left + 1 + shift).ravel()])
 
-            self._grids[size] = (spread(weights * self.values), spread(weights))
-        return self._grids[size]
+    def spread(values: np.ndarray) -> np.ndarray:
+        parts = np.concatenate([(values * (1 - frac)).ravel(), (values * frac).ravel()])
+        return np.bincount(keys, weights=parts, minlength=rows * size).reshape(rows, size)
+
+    return np.stack([spread(weights * values), spread(weights)])
+
+
+def part_grids(examples, size: int) -> np.ndarray:
+    """spread_grids of one part of a run (its residuals conf - correct, weights 1)."""
+    conf = np.asarray(examples.conf, dtype=np.float64)
+    return spread_grids(conf, conf - examples.correct, np.ones((1, len(conf))), size)
 
 
 def _kernel_spectra(sigmas: np.ndarray, size: int, fft_size: int
@@ -162,15 +175,24 @@ def reliability_curve(conf: np.ndarray, correct: np.ndarray, sigma: float, t: np
     conf = np.asarray(conf, dtype=np.float64)
     weights = np.ones((1, len(conf))) if weights is None else weights
     rows = len(weights)
-    block = _Block(conf, np.asarray(correct, dtype=np.float64), weights)
+    block = _Block(partial(spread_grids, conf, np.asarray(correct, dtype=np.float64), weights))
     size = int(grid_sizes(np.array([sigma]))[0])
     smoothed = block.smoothed(np.arange(rows), np.full(rows, float(sigma)), size)
     hits, mass = _interpolate(t, smoothed[0]), _interpolate(t, smoothed[1])
     return hits / (mass + DENSITY_FLOOR), mass / weights.sum(axis=1, keepdims=True)
 
 
+def smooth_ece_of(parts: "Parts") -> float:
+    """The smooth ECE of a run held in parts: each grid is the sum of the parts' grids."""
+    if total_rows(parts) == 0:
+        return float("nan")
+
+    def grids(size: int) -> np.ndarray:  # once per size: _Block keeps its spectrum
+        return sum(parts.map(part_grids, size).gather())
+
+    return float(_fixed_point(_Block(grids), 1)[0][0])
+
+
 def smooth_ece(conf: np.ndarray, correct: np.ndarray) -> float:
     """The smooth ECE of one run."""
-    if len(conf) == 0:
-        return float("nan")
-    return float(SmoothECE(conf, correct).values(np.ones((1, len(conf))))[0])
+    return smooth_ece_of(LocalParts([SimpleNamespace(conf=conf, correct=correct)]))

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 import metricdiff
-from conftest import probs_of, random_logits, to_rounding, write_run
+from conftest import Close, probs_of, random_logits, to_rounding, write_run
 from metricdiff import cluster
 from metricdiff.cli import app
 from metricdiff.errors import InputError
@@ -207,11 +207,39 @@ def test_worker_killed_mid_run_gives_the_same_numbers(tmp_path, predictions):
                         classwise=ClasswisePlan(15), summary=SummaryPlan.of(MetricSettings()))
         assert killed
         after = set(client.run(os.getpid).values())
-    assert killed[0][0] not in after
-    assert len(data.examples) == 6000
-    assert data.sums is not None and data.sums.means.n == 6000  # each part merged once
-    dask = to_rounding(build_report(data, MetricSettings()).to_dict())
-    assert dask == local
+        assert killed[0][0] not in after
+        assert len(data.examples) == 6000
+        assert data.sums is not None and data.sums.means.n == 6000  # each part merged once
+        assert to_rounding(build_report(data, MetricSettings()).to_dict()) == local
+        # a worker lost after the read takes the parts it held: Dask reads them again
+        os.kill(sorted(after)[0], signal.SIGKILL)
+        assert to_rounding(build_report(data, MetricSettings()).to_dict()) == local
+
+
+def test_the_order_statistics_run_on_the_parts_the_workers_hold(tmp_path, scheduler,
+                                                                 predictions):
+    """Equal-mass bins, the smooth ECE's grids and the worst examples' share of the NLL come
+    from the partitions the workers keep: the run's gathered columns, changed on the client,
+    change none of them, and they are the local engine's."""
+    logits, labels = predictions
+    path = write_layout(tmp_path, "shards", logits, labels)
+    settings = MetricSettings()
+    local_run = load_run(str(path), summary=SummaryPlan.of(settings))
+    local = build_report(local_run, settings)
+    with distributed.Client(scheduler, set_as_default=False) as client:
+        data = load_run(str(path), engine=cluster.DaskEngine(client, SMALL_PARTITIONS),
+                        summary=SummaryPlan.of(settings))
+        assert isinstance(data.parts, cluster.ClusterParts) and len(data.parts.futures) >= 3
+        data.examples.conf[:] = 0.5  # what the client holds is not what is read
+        data.examples.nll[:] = 1.0
+        report = build_report(data, settings)
+    for name in ("ece_adaptive", "rmsce_debiased", "smooth_ece"):
+        assert Close(report.metrics[name]) == local.metrics[name], name
+    # a share is the worst examples' NLL over the total NLL of the client's columns, now n
+    local_total = float(local_run.examples.nll.sum())
+    for name in ("worst_1pct_nll_share", "worst_10pct_nll_share"):
+        assert Close(report.loss_anatomy[name] * len(data.examples)) == \
+            local.loss_anatomy[name] * local_total, name
 
 
 @pytest.mark.parametrize("layout", ["shards", "topk"])

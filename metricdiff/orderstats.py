@@ -1,0 +1,175 @@
+"""Exact order statistics of a run held in parts: the local engine's one part, or the
+partitions that a Dask cluster's workers keep.
+
+The statistics that need the examples in some order (equal-mass bins, the worst examples by
+NLL) are computed here from small answers of every part, never from the examples gathered
+in one place. Each part sorts its own rows once, stably, so that ties keep row order, and
+keeps the running sums of some columns in that order. Then:
+
+- the k-th smallest key of the whole run is found by narrowing an interval of 64-bit keys
+  by ROUND_POINTS at a time: each part counts its keys at or below each point (8 rounds);
+- the first k rows of the run in (key, row) order are, in each part, its rows below the k-th
+  key and, of its rows at that key, as many as the parts before it leave over (parts are in
+  row order): their sums are read off each part's running sums, and added.
+
+So the answers are those of one stable sort of the whole run, up to the rounding of a sum
+added part by part; with one part they are its bits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from .perexample import PerExample
+
+ROUND_POINTS = 256  # keys counted per target and round: the interval shrinks 256-fold
+KEY_TOP = (1 << 64) - 1
+
+
+class Parts(Protocol):
+    """A run's per-example columns in parts, in row order, wherever they are held."""
+
+    def map(self, fn: Callable[..., Any], *args: Any) -> "Parts":
+        """fn(part, *args) of each part, kept where the parts are."""
+        ...
+
+    def map_each(self, fn: Callable[..., Any], args: list) -> "Parts":
+        """fn(part, arg) of each part with its own argument, kept where the parts are."""
+        ...
+
+    def gather(self) -> list:
+        """The parts themselves, here."""
+        ...
+
+
+class LocalParts:
+    """Parts held in this process (the local engine: one part, the whole run)."""
+
+    def __init__(self, items: list):
+        self.items = items
+
+    def map(self, fn: Callable[..., Any], *args: Any) -> "LocalParts":
+        return LocalParts([fn(item, *args) for item in self.items])
+
+    def map_each(self, fn: Callable[..., Any], args: list) -> "LocalParts":
+        return LocalParts([fn(item, arg) for item, arg in zip(self.items, args)])
+
+    def gather(self) -> list:
+        return self.items
+
+
+def rows_of(examples) -> int:
+    return len(examples.conf)
+
+
+def total_rows(parts: Parts) -> int:
+    return int(sum(parts.map(rows_of).gather()))
+
+
+def float_keys(values: np.ndarray) -> np.ndarray:
+    """uint64 keys in the order of the float64 values (-inf .. inf; no NaN); -0.0 is 0.0."""
+    bits = (np.asarray(values, dtype=np.float64) + 0.0).view(np.uint64)
+    negative = (bits >> np.uint64(63)).astype(bool)
+    return np.where(negative, ~bits, bits | np.uint64(1 << 63))
+
+
+def float_values(keys: np.ndarray) -> np.ndarray:
+    """The float64 values of float_keys."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    positive = (keys >> np.uint64(63)).astype(bool)
+    bits = np.where(positive, keys & np.uint64(KEY_TOP >> 1), ~keys)
+    return bits.view(np.float64)
+
+
+# The orders a part can be sorted in: each example's key, and the columns summed in that
+# order. By name, so that a cluster's task carries a word, not a function.
+ORDERS: dict[str, Callable[[PerExample], tuple[np.ndarray, list[np.ndarray]]]] = {
+    # confidence ascending; the gap correct - confidence (adaptive ECE)
+    "conf": lambda pe: (float_keys(pe.conf), [pe.correct - pe.conf]),
+    # NLL descending; the NLL (the worst examples' share of the loss)
+    "nll_desc": lambda pe: (~float_keys(pe.nll), [pe.nll]),
+}
+
+
+@dataclass
+class SortedPart:
+    """One part's rows in one order: their keys ascending (ties in row order), and the
+    running sums of the order's columns, (columns, rows + 1), starting at 0."""
+
+    keys: np.ndarray
+    running: np.ndarray
+
+
+def sorted_part(examples: PerExample, order: str) -> SortedPart:
+    keys, columns = ORDERS[order](examples)
+    index = np.argsort(keys, kind="stable")
+    running = np.zeros((len(columns), len(keys) + 1))
+    for column, out in zip(columns, running):
+        np.cumsum(column[index], out=out[1:])
+    return SortedPart(keys[index], running)
+
+
+def _counts_at_most(part: SortedPart, points: np.ndarray) -> np.ndarray:
+    return np.searchsorted(part.keys, points, side="right")
+
+
+def _counts_around(part: SortedPart, keys: np.ndarray) -> np.ndarray:
+    """(below, at or below) each key: (2, keys)."""
+    return np.stack([np.searchsorted(part.keys, keys, side="left"),
+                     np.searchsorted(part.keys, keys, side="right")])
+
+
+def _running_at(part: SortedPart, rows: np.ndarray) -> np.ndarray:
+    return part.running[:, rows]
+
+
+class RunOrder:
+    """A run's rows in one order (an ORDERS name), over its parts."""
+
+    def __init__(self, parts: Parts, order: str):
+        self.parts = parts
+        self.sorted = parts.map(sorted_part, order)
+        self.n = int(sum(self.sorted.map(_length).gather()))
+
+    def keys_at(self, ranks: np.ndarray) -> np.ndarray:
+        """The key at each 0-based rank of the run (each below n)."""
+        targets = np.asarray(ranks, dtype=np.int64)[:, None] + 1  # rows at or below the key
+        low = np.zeros(len(targets), dtype=np.uint64)
+        high = np.full(len(targets), KEY_TOP, dtype=np.uint64)
+        j = np.arange(1, ROUND_POINTS + 1, dtype=np.uint64)[None, :]
+        size = np.uint64(ROUND_POINTS)
+        while (low < high).any():
+            width = (high - low)[:, None]
+            # low + width * j / ROUND_POINTS, in parts that cannot overflow 64 bits; the last
+            # point is high
+            points = low[:, None] + (width // size) * j + ((width % size) * j) // size
+            counts = sum(self.sorted.map(_counts_at_most, points.ravel()).gather())
+            first = np.argmax(np.asarray(counts).reshape(points.shape) >= targets, axis=1)
+            rows = np.arange(len(targets))
+            # the answer lies after the point before the first that holds its rank
+            previous = points[rows, np.maximum(first - 1, 0)] + np.uint64(1)
+            low = np.where(first > 0, previous, low)
+            high = points[rows, first]
+        return low
+
+    def first_sums(self, counts: np.ndarray) -> np.ndarray:
+        """The order's column sums over the first `count` rows of the run, for each count
+        (0 .. n): (columns, counts)."""
+        counts = np.asarray(counts, dtype=np.int64)
+        some = counts > 0
+        keys = self.keys_at(np.maximum(counts - 1, 0))
+        around = self.sorted.map(_counts_around, keys).gather()
+        left = counts - sum(a[0] for a in around)  # ties still to take, part by part
+        rows = []
+        for below, at_most in around:
+            taken = np.clip(left, 0, at_most - below)
+            rows.append(np.where(some, below + taken, 0))
+            left = left - taken
+        return sum(self.sorted.map_each(_running_at, rows).gather())
+
+
+def _length(part: SortedPart) -> int:
+    return len(part.keys)

@@ -1,0 +1,107 @@
+"""Order statistics of a run held in parts (orderstats.py): the k-th key and the sums over the
+first k rows in (key, row) order, and the statistics built on them, against one stable sort
+of the whole run, for any split into parts (empty ones included)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import Close
+from metricdiff.metrics import (adaptive_calibration_error, adaptive_ece_of,
+                                debiased_rms_of, loss_anatomy)
+from metricdiff.orderstats import LocalParts, RunOrder, float_keys, float_values
+from metricdiff.perexample import PerExample
+from metricdiff.smoothece import smooth_ece, smooth_ece_of
+
+
+def split(pe: PerExample, cuts) -> LocalParts:
+    """pe in consecutive parts cut at these rows."""
+    bounds = [0, *cuts, len(pe)]
+    return LocalParts([pe.take(np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:])])
+
+
+def examples(n: int, seed: int, decimals: int = 2) -> PerExample:
+    rng = np.random.default_rng(seed)
+    conf = np.round(rng.uniform(0.2, 1, n), decimals)  # rounded: many ties
+    correct = rng.random(n) < conf
+    nll = np.round(rng.exponential(1.0, n), decimals)
+    label = np.zeros(n, dtype=np.int32)
+    return PerExample(label=label, pred=label, rank=(~correct).astype(np.int32), conf=conf,
+                      nll=nll, brier=nll, entropy=nll, nll_cal=nll, conf_cal=conf)
+
+
+def random_cuts(rng, n: int) -> list[int]:
+    return sorted(rng.integers(0, n + 1, size=rng.integers(0, 6)).tolist())  # repeats: empty
+
+
+def test_float_keys_keep_the_order_of_floats_and_invert():
+    values = np.array([-np.inf, -1e300, -2.5, -1e-300, -0.0, 0.0, 5e-324, 1e-300, 0.5, 1.0,
+                       1e300, np.inf])
+    keys = float_keys(values)
+    assert np.all(np.diff(keys.astype(object)) >= 0)
+    assert keys[4] == keys[5]  # -0.0 is 0.0
+    assert np.array_equal(float_values(keys), values + 0.0)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_kth_keys_and_first_sums_are_those_of_one_stable_sort(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    pe = examples(n, seed, decimals=int(rng.integers(0, 3)))
+    order = RunOrder(split(pe, random_cuts(rng, n)), "conf")
+    ranks = rng.integers(0, n, size=9)
+    assert np.array_equal(float_values(order.keys_at(ranks)), np.sort(pe.conf)[ranks])
+    stable = np.argsort(pe.conf, kind="stable")
+    gap = (pe.correct - pe.conf)[stable]
+    counts = np.array([0, n, *rng.integers(0, n + 1, size=6)])
+    want = np.concatenate([[0.0], np.cumsum(gap)])[counts]
+    assert np.allclose(order.first_sums(counts)[0], want, rtol=0, atol=1e-12)
+
+
+def test_ties_across_parts_are_taken_in_row_order():
+    """Four rows of one confidence over three parts: the first three in (key, row) order
+    are rows 0, 1 and 2, whichever part each is in."""
+    pe = examples(4, 0)
+    pe.conf[:] = 0.5
+    pe.rank[:] = [0, 1, 0, 1]  # gaps 0.5, -0.5, 0.5, -0.5
+    for cuts in ([1, 3], [2, 2], [0, 1, 2, 3]):
+        order = RunOrder(split(pe, cuts), "conf")
+        assert order.first_sums(np.array([1, 2, 3, 4]))[0].tolist() == [0.5, 0.0, 0.5, 0.0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_statistics_of_an_order_do_not_depend_on_the_parts(seed):
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(30, 3000))
+    pe = examples(n, seed)
+    whole = LocalParts([pe])
+    parts = split(pe, random_cuts(rng, n))
+    for bins in (1, 15, n + 5):
+        for statistic in (adaptive_ece_of, debiased_rms_of):
+            assert Close(statistic(RunOrder(parts, "conf"), bins)) == \
+                statistic(RunOrder(whole, "conf"), bins)
+    assert Close(smooth_ece_of(parts)) == smooth_ece(pe.conf, pe.correct)
+    for name in ("worst_1pct_nll_share", "worst_10pct_nll_share"):
+        assert Close(loss_anatomy(pe, 0.9, parts)[name]) == loss_anatomy(pe, 0.9)[name]
+
+
+def test_adaptive_ece_by_hand():
+    """Six examples in two equal-mass bins: confidences 0.1, 0.2, 0.3 | 0.7, 0.8, 0.9 with
+    one, then three right: |1/3 - 0.2| * 3/6 + |1 - 0.8| * 3/6 = 0.1667."""
+    conf = np.array([0.9, 0.1, 0.8, 0.2, 0.7, 0.3])
+    correct = np.array([True, True, True, False, True, False])
+    assert adaptive_calibration_error(conf, correct, 2) == pytest.approx(
+        abs(1 / 3 - 0.2) / 2 + abs(1 - 0.8) / 2, abs=1e-15)
+
+
+def test_worst_shares_by_hand():
+    """200 examples of NLL 1 and one of NLL 99: the worst 1% (3 examples) hold 101 of 299."""
+    pe = examples(201, 1)
+    pe.nll[:] = 1.0
+    pe.nll[57] = 99.0
+    anatomy = loss_anatomy(pe, 0.9, split(pe, [50, 60, 60]))
+    assert math.isclose(anatomy["worst_1pct_nll_share"], 101 / 299, rel_tol=1e-15)
+    assert math.isclose(anatomy["worst_10pct_nll_share"], (99 + 20) / 299, rel_tol=1e-15)
