@@ -10,7 +10,9 @@ part by part, to floating-point rounding.
 What is gathered on the client today: each run's ids and labels (read by tasks too, to line
 the runs up), then its per-example columns (about ten numbers per example), its parts' sums
 and metadata. The K-wide work, reading and reducing the predictions, and the sums of the
-headline, the calibration bins and the class counts, run on the workers.
+headline, the calibration bins and the class counts, run on the workers. The workers also
+keep the parts (ClusterParts) for the statistics of an order (orderstats.py), which gather
+only counts and sums.
 """
 
 from __future__ import annotations

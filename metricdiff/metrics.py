@@ -1,7 +1,8 @@
 """Per-example columns -> metric values and the breakdowns that explain them.
 
-Every function here takes the compact per-example arrays of one run and returns plain,
-JSON-ready data. A metric that is undefined (an empty group, a top-k run's Brier score)
+Every function here takes the compact per-example arrays of one run, its mergeable sums, or
+its parts (orderstats.Parts, on a cluster's workers or the one part of the local engine) and
+returns plain, JSON-ready data. A metric that is undefined (an empty group, a top-k run's Brier score)
 is None in the output and its reason is listed; it is never guessed.
 """
 
@@ -500,28 +501,34 @@ def class_groups(counts: ClassCounts, cuts: tuple[float, float]) -> np.ndarray:
 GROUP_NAMES = ("head", "torso", "tail")
 
 
-def class_group_table(pe: PerExample, counts: ClassCounts, cuts: tuple[float, float]) -> list[dict]:
+def class_group_table(pe: PerExample, counts: ClassCounts, cuts: tuple[float, float],
+                      parts: Parts | None = None) -> list[dict]:
+    """Head, torso and tail classes (class_groups): their examples' share, accuracy and NLL.
+    From each part's sums per group, once the groups are known from the class counts;
+    `parts`: as headline's."""
     groups = class_groups(counts, cuts)
-    example_group = groups[pe.label]
-    predicted_group = groups[pe.pred]
-    errors = ~pe.correct
-    total_errors = int(errors.sum())
-    nll_total = float(pe.nll.sum())
-    rows = []
-    for g, name in enumerate(GROUP_NAMES):
-        member = example_group == g
-        rows.append({
-            "group": name,
-            "classes": int((groups == g).sum()),
-            "examples": int(member.sum()),
-            "example_share": ratio(member.sum(), len(pe)),
-            "predicted_share": ratio((predicted_group == g).sum(), len(pe)),
-            "accuracy": _mean(pe.correct[member]),
-            "nll": _mean(pe.nll[member]),
-            "error_share": ratio((errors & member).sum(), total_errors),
-            "nll_share": ratio(pe.nll[member].sum(), nll_total),
-        })
-    return rows
+    sums = sum((parts or LocalParts([pe])).map(_class_group_sums, groups).gather())
+    examples, predicted, hits, nll = sums
+    n, total_errors, nll_total = examples.sum(), examples.sum() - hits.sum(), nll.sum()
+    return [{"group": name,
+             "classes": int((groups == g).sum()),
+             "examples": int(examples[g]),
+             "example_share": ratio(examples[g], n),
+             "predicted_share": ratio(predicted[g], n),
+             "accuracy": ratio(hits[g], examples[g]),
+             "nll": ratio(nll[g], examples[g]),
+             "error_share": ratio(examples[g] - hits[g], total_errors),
+             "nll_share": ratio(nll[g], nll_total)}
+            for g, name in enumerate(GROUP_NAMES)]
+
+
+def _class_group_sums(examples, groups: np.ndarray) -> np.ndarray:
+    """A part's (examples, predictions, hits, NLL) per class group: (4, groups)."""
+    member, size = groups[examples.label], len(GROUP_NAMES)
+    return np.stack([np.bincount(member, minlength=size).astype(np.float64),
+                     np.bincount(groups[examples.pred], minlength=size).astype(np.float64),
+                     np.bincount(member, weights=examples.correct, minlength=size),
+                     np.bincount(member, weights=examples.nll, minlength=size)])
 
 
 def per_class_table(counts: ClassCounts, class_names: tuple[str, ...] | None,

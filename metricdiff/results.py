@@ -299,7 +299,7 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
         directions=directions,
         loss_anatomy=loss_anatomy(pe, settings.confident_wrong, parts),
         confidence_bins=reliability_rows(sums.bins),
-        class_groups=class_group_table(pe, counts, settings.class_groups),
+        class_groups=class_group_table(pe, counts, settings.class_groups, parts),
         per_class={"order": "most misclassified examples first, then highest total NLL",
                    "classes_seen": int(((counts.support > 0) | (counts.predicted > 0)).sum()),
                    "rows": per_class_table(counts, run.layout.class_names,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import Close
-from metricdiff.metrics import (adaptive_calibration_error, adaptive_ece_of,
-                                debiased_rms_of, loss_anatomy)
+from metricdiff.metrics import (ClassCounts, adaptive_calibration_error, adaptive_ece_of,
+                                class_group_table, class_groups, debiased_rms_of, loss_anatomy)
 from metricdiff.orderstats import LocalParts, RunOrder, float_keys, float_values
 from metricdiff.perexample import PerExample
 from metricdiff.smoothece import smooth_ece, smooth_ece_of
@@ -86,6 +86,27 @@ def test_statistics_of_an_order_do_not_depend_on_the_parts(seed):
     assert Close(smooth_ece_of(parts)) == smooth_ece(pe.conf, pe.correct)
     for name in ("worst_1pct_nll_share", "worst_10pct_nll_share"):
         assert Close(loss_anatomy(pe, 0.9, parts)[name]) == loss_anatomy(pe, 0.9)[name]
+
+
+def test_class_groups_from_parts_are_those_of_the_examples():
+    """The head/torso/tail table from parts' sums against a direct count over the examples."""
+    rng = np.random.default_rng(7)
+    n, k = 3000, 40
+    pe = examples(n, 3)
+    pe.label = np.minimum(rng.zipf(1.5, n) - 1, k - 1).astype(np.int32)  # a long tail
+    pe.pred = np.where(pe.correct, pe.label, rng.integers(0, k, n)).astype(np.int32)
+    counts = ClassCounts.of(pe, k)
+    groups = class_groups(counts, (0.5, 0.9))
+    table = class_group_table(pe, counts, (0.5, 0.9), split(pe, [100, 100, 2500]))
+    for g, row in enumerate(table):
+        member = groups[pe.label] == g
+        assert row["examples"] == member.sum()
+        assert row["predicted_share"] == pytest.approx((groups[pe.pred] == g).mean(), abs=1e-15)
+        assert row["accuracy"] == pytest.approx(pe.correct[member].mean(), abs=1e-14)
+        assert row["nll"] == pytest.approx(pe.nll[member].mean(), rel=1e-12)
+        assert row["error_share"] == pytest.approx((~pe.correct & member).sum()
+                                                   / (~pe.correct).sum(), abs=1e-15)
+        assert row["nll_share"] == pytest.approx(pe.nll[member].sum() / pe.nll.sum(), rel=1e-12)
 
 
 def test_adaptive_ece_by_hand():
