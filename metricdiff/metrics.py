@@ -2,8 +2,8 @@
 
 Every function here takes the compact per-example arrays of one run, its mergeable sums, or
 its parts (orderstats.Parts, on a cluster's workers or the one part of the local engine) and
-returns plain, JSON-ready data. A metric that is undefined (an empty group, a top-k run's Brier score)
-is None in the output and its reason is listed; it is never guessed.
+returns plain, JSON-ready data. A metric that is undefined (an empty group, a top-k run's
+Brier score) is None in the output and its reason is listed; it is never guessed.
 """
 
 from __future__ import annotations
