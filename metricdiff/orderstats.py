@@ -138,7 +138,7 @@ class RunOrder:
     def __init__(self, parts: Parts, order: str):
         self.parts = parts
         self.sorted = parts.map(sorted_part, order)
-        self.n = int(sum(self.sorted.map(_length).gather()))
+        self.n = total_rows(parts)
 
     def keys_at(self, ranks: np.ndarray) -> np.ndarray:
         """The key at each 0-based rank of the run (each below n)."""
@@ -175,7 +175,3 @@ class RunOrder:
             rows.append(np.where(some, below + taken, 0))
             left = left - taken
         return sum(self.sorted.map_each(_running_at, rows).gather())
-
-
-def _length(part: SortedPart) -> int:
-    return len(part.keys)
