@@ -11,8 +11,7 @@ from functools import partial
 import numpy as np
 
 from .align import Alignment, align_runs
-from .explain import (calibration_view, class_group_view, confident_wrong_view, disagreements,
-                      nll_by_flip, reasons)
+from .explain import calibration_view, disagreements, reasons
 from .metrics import (BLOCK_RESAMPLED, RESAMPLED, MetricSettings, RunSums, SummaryPlan,
                       class_groups, headline, metric_directions, reliability_rows)
 from .classtests import class_changes
@@ -23,8 +22,8 @@ from .errors import InputError, UsageError
 from .groups import (GroupExamples, average_over_pairs, group_summaries, noise_floor_table,
                      run_pairs, spread_over_pairs)
 from .paired import (FEW_PER_SUBSET, METHOD_NONE, BootstrapPlan, Interval, bootstrap,
-                     clustered_mcnemar, mcnemar, paired_t, per_example_values, resample_values,
-                     sampling_variance)
+                     per_example_values, resample_values, sampling_variance)
+from .pairsums import PairPlan, PairSums, pair_sums
 from .seeds import mean_metric_delta, resampled_metric_delta
 from .orderstats import LocalParts, Parts
 from .perexample import PerExample
@@ -101,13 +100,13 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
             if run_draws is not None and extra is not None:
                 run_draws.update(extra)
     group_values = group_summaries(members, summaries, runs)
+    pair_of = _PairSumsOf(aligned, summaries, class_group, plan, metric_settings)
     if grouped:
         pairs = [_group_deltas(base_idx, members[name], summaries, aligned, draws, plan,
                                block_plan, settings, metric_settings) for name in names[1:]]
     else:
-        pairs = [_deltas(summaries[0]["metrics"], summaries[i]["metrics"], aligned[0],
-                         aligned[i], plan, block_plan, draws[0], draws[i], settings,
-                         metric_settings)
+        pairs = [_deltas(summaries[0]["metrics"], summaries[i]["metrics"], pair_of(0, i),
+                         plan, block_plan, draws[0], draws[i], settings)
                  for i in range(1, len(runs))]
 
     primary_p = [pair[settings.primary].p_value if settings.primary in pair else None
@@ -125,15 +124,15 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
         cand_idx = members[name]
         bases, cands = [aligned[i] for i in base_idx], [aligned[i] for i in cand_idx]
         if grouped:
-            comparison = _group_comparison(base_idx, cand_idx, runs, aligned, group_values,
-                                           names[0], name, deltas, verdict, directions,
-                                           class_group, alignment, num_classes, settings,
+            comparison = _group_comparison(base_idx, cand_idx, runs, aligned, pair_of,
+                                           group_values, names[0], name, deltas, verdict,
+                                           directions, alignment, num_classes, settings,
                                            metric_settings)
         else:
-            comparison = _comparison(runs[0], runs[cand_idx[0]], bases[0], cands[0], deltas,
-                                     verdict, summaries[0], summaries[cand_idx[0]],
-                                     directions, class_group, alignment, num_classes,
-                                     settings, metric_settings)
+            comparison = _comparison(runs[0], runs[cand_idx[0]], bases[0], cands[0],
+                                     pair_of(0, cand_idx[0]), deltas, verdict, summaries[0],
+                                     summaries[cand_idx[0]], directions, alignment,
+                                     num_classes, settings, metric_settings)
         primary = deltas.get(settings.primary)
         comparison["noise"] = list(primary.noise if primary is not None else plan.noise)
         comparison["detectable"] = detectable(
@@ -144,13 +143,14 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
         _add_class_changes(comparison, class_changes(bases, cands, num_classes, settings.fdr,
                                                      settings.paired_seeds, plan.clusters))
         if not grouped:  # for groups, an interval over examples alone would leave out seeds
-            add_contribution_intervals(comparison, bases[0], cands[0], plan.clusters,
-                                       settings.alpha, metric_settings)
+            add_contribution_intervals(comparison, pair_of(0, cand_idx[0]), bases[0],
+                                       cands[0], plan.clusters, settings.alpha,
+                                       metric_settings)
         comparisons.append(comparison)
     floor = None
     if len(base_idx) > 1:
-        floor = _seed_noise_floor(names[0], base_idx, runs, aligned, summaries, draws, plan,
-                                  comparisons, settings, metric_settings)
+        floor = _seed_noise_floor(names[0], base_idx, runs, pair_of, summaries, draws, plan,
+                                  comparisons, settings)
     return ComparisonReport(
         settings={**asdict(settings), "ci_level": 1 - settings.alpha,
                   "metric_settings": asdict(metric_settings)
@@ -333,29 +333,17 @@ def _lined_up(examples: PerExample, rows: np.ndarray) -> PerExample:
     return examples.take(rows)
 
 
-def _deltas(base_values: dict, cand_values: dict, base, cand, plan: BootstrapPlan,
+def _deltas(base_values: dict, cand_values: dict, pair: PairSums, plan: BootstrapPlan,
             block_plan: BlockPlan | None, base_draws: dict | None, cand_draws: dict | None,
-            settings: CompareSettings,
-            metric_settings: MetricSettings) -> dict[str, Interval]:
+            settings: CompareSettings) -> dict[str, Interval]:
     """Every metric both runs have: paired t for per-example means, McNemar's exact test for
     accuracy, a paired bootstrap for the rest; the temperature gets its delta only."""
     both = {name for name in base_values
             if base_values[name] is not None and cand_values[name] is not None and name != "n"}
-    deltas: dict[str, Interval] = {}
-    for name, value in per_example_values(metric_settings).items():
-        if name in both:
-            deltas[name] = paired_t(value(base), value(cand), settings.alpha, plan.clusters)
+    deltas: dict[str, Interval] = {name: pair.paired_t(name, settings.alpha)
+                                   for name in pair.diffs}
     if "accuracy" in deltas:  # McNemar's test, and the interval that inverts it
-        fixed, broken = ~base.correct & cand.correct, base.correct & ~cand.correct
-        if plan.clusters is None:
-            deltas["accuracy"] = mcnemar(int(fixed.sum()), int(broken.sum()), len(base),
-                                         settings.alpha)
-        else:
-            count = plan.units
-            deltas["accuracy"] = clustered_mcnemar(
-                np.bincount(plan.clusters, weights=fixed, minlength=count),
-                np.bincount(plan.clusters, weights=broken, minlength=count), len(base),
-                settings.alpha)
+        deltas["accuracy"] = pair.accuracy_test(settings.alpha)
     wanted = {name for name in RESAMPLED if name in both}
     if wanted and base_draws is not None and cand_draws is not None:
         observed = {name: cand_values[name] - base_values[name] for name in wanted}
@@ -372,18 +360,18 @@ def _deltas(base_values: dict, cand_values: dict, base, cand, plan: BootstrapPla
     return {name: deltas[name] for name in order if name in deltas}
 
 
-def _comparison(base_run: RunData, cand_run: RunData, base, cand, deltas: dict[str, Interval],
-                verdict: Verdict, base_summary: dict, cand_summary: dict, directions: dict,
-                groups: np.ndarray, alignment: Alignment, num_classes: int,
+def _comparison(base_run: RunData, cand_run: RunData, base, cand, pair: PairSums,
+                deltas: dict[str, Interval], verdict: Verdict, base_summary: dict,
+                cand_summary: dict, directions: dict, alignment: Alignment, num_classes: int,
                 settings: CompareSettings, metric_settings: MetricSettings) -> dict:
     base_values, cand_values = base_summary["metrics"], cand_summary["metrics"]
     delta_rows = _delta_rows(deltas, base_values, cand_values, directions, settings.alpha)
-    flips = nll_by_flip(base, cand)
+    flips = pair.nll_by_flip()
     counts = {row["group"]: row["count"] for row in flips}
     temperatures = (base_values.get("temperature"), cand_values.get("temperature"))
     calibration = calibration_view(deltas, temperatures)
-    confident = confident_wrong_view(base, cand, metric_settings.confident_wrong)
-    group_rows = class_group_view(base, cand, groups)
+    confident = pair.confident_wrong(metric_settings.confident_wrong)
+    group_rows = pair.class_groups()
     attribution = Attribution(settings.primary, base, cand, num_classes, metric_settings)
     class_names = base_run.layout.class_names
     slices = {col: rank_slices(attribution, base, cand, values[alignment.rows[0]], settings.top)
@@ -435,19 +423,19 @@ def _delta_rows(deltas: dict[str, Interval], base_values: dict, cand_values: dic
 
 
 def _group_comparison(base_idx: list[int], cand_idx: list[int], runs: list[RunData],
-                      aligned: list[PerExample], group_values: list[dict], base_name: str,
-                      cand_name: str,
+                      aligned: list[PerExample], pair_of: "_PairSumsOf",
+                      group_values: list[dict], base_name: str, cand_name: str,
                       deltas: dict[str, Interval], verdict: Verdict, directions: dict,
-                      class_group: np.ndarray, alignment: Alignment, num_classes: int,
+                      alignment: Alignment, num_classes: int,
                       settings: CompareSettings, metric_settings: MetricSettings) -> dict:
     """A candidate group against the baseline group: the deltas of group means; every figure
     of the explanation is the mean over run pairs, with its spread over them."""
     means = {group["name"]: group["mean"] for group in group_values}
     pairs = run_pairs(base_idx, cand_idx, settings.paired_seeds)
-    flips = [nll_by_flip(aligned[b], aligned[c]) for b, c in pairs]
-    confident = [confident_wrong_view(aligned[b], aligned[c], metric_settings.confident_wrong)
-                 for b, c in pairs]
-    group_rows = [class_group_view(aligned[b], aligned[c], class_group) for b, c in pairs]
+    sums = [pair_of(b, c) for b, c in pairs]
+    flips = [pair.nll_by_flip() for pair in sums]
+    confident = [pair.confident_wrong(metric_settings.confident_wrong) for pair in sums]
+    group_rows = [pair.class_groups() for pair in sums]
     mean_flips, mean_confident = average_over_pairs(flips), average_over_pairs(confident)
     mean_groups = average_over_pairs(group_rows)
     _reshare(mean_flips, mean_confident, mean_groups, deltas)
@@ -518,15 +506,14 @@ def _reshare(flips: list[dict], confident: dict, group_rows: list[dict],
 
 
 def _seed_noise_floor(base_name: str, base_idx: list[int], runs: list[RunData],
-                      aligned: list[PerExample], summaries: list[dict], draws: list,
-                      plan: BootstrapPlan, comparisons: list[dict], settings: CompareSettings,
-                      metric_settings: MetricSettings) -> dict:
+                      pair_of: "_PairSumsOf", summaries: list[dict], draws: list,
+                      plan: BootstrapPlan, comparisons: list[dict],
+                      settings: CompareSettings) -> dict:
     """How different two runs of the baseline configuration are, by the one-pair test, and
     whether each candidate's change of the primary metric is larger than that."""
     pairs = list(itertools.combinations(base_idx, 2))
-    pair_deltas = [_deltas(summaries[i]["metrics"], summaries[j]["metrics"], aligned[i],
-                           aligned[j], plan, None, draws[i], draws[j], settings,
-                           metric_settings)
+    pair_deltas = [_deltas(summaries[i]["metrics"], summaries[j]["metrics"], pair_of(i, j),
+                           plan, None, draws[i], draws[j], settings)
                    for i, j in pairs]
     table = noise_floor_table(pair_deltas, settings.alpha)
     primary = table.get(settings.primary)
@@ -544,6 +531,29 @@ def _seed_noise_floor(base_name: str, base_idx: list[int], runs: list[RunData],
     return {"group": base_name, "runs": [runs[i].name for i in base_idx],
             "pairs": len(pairs), "alpha": settings.alpha, "metrics": table,
             "candidates": against}
+
+
+class _PairSumsOf:
+    """The PairSums of two runs by their indices, gathered once each (a pair serves its
+    deltas, its explanation and its intervals)."""
+
+    def __init__(self, aligned: list[PerExample], summaries: list[dict],
+                 class_group: np.ndarray, plan: BootstrapPlan, settings: MetricSettings):
+        self.aligned, self.summaries, self.plan = aligned, summaries, plan
+        self.class_group, self.settings = tuple(int(g) for g in class_group), settings
+        self.done: dict[tuple[int, int], PairSums] = {}
+
+    def __call__(self, base: int, cand: int) -> PairSums:
+        if (base, cand) not in self.done:
+            metrics = self.summaries[base]["metrics"], self.summaries[cand]["metrics"]
+            both = tuple(name for name in per_example_values(self.settings)
+                         if all(values.get(name) is not None for values in metrics))
+            clusters = self.plan.clusters
+            plan = PairPlan(both, self.settings, self.class_group,
+                            0 if clusters is None else self.plan.units)
+            self.done[base, cand] = pair_sums(self.aligned[base], self.aligned[cand], plan,
+                                              clusters)
+        return self.done[base, cand]
 
 
 def _warnings(runs: list[RunData], alignment: Alignment, plan: BootstrapPlan) -> list[str]:

@@ -2,41 +2,19 @@
 
 Every figure is a contribution to a change of a mean: the summed per-example differences of a
 group of examples divided by all n, so the contributions of disjoint groups add up to the
-whole change. The sentences only restate those figures; the figures go to JSON as they are.
+whole change. The figures come from a pair's mergeable sums (pairsums.py); the sentences here
+only restate them, and the figures go to JSON as they are.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .metrics import GROUP_NAMES, ratio
 from .paired import Interval
-from .perexample import PerExample
 
 # A calibrated NLL gap this much smaller than the raw gap means calibration explains the rest.
 CALIBRATION_SHARE = 0.5
 SIGNIFICANT_SHARE = 0.25  # a group worth naming carries at least this share of a change
-
-
-def flip_groups(base: PerExample, cand: PerExample) -> dict[str, np.ndarray]:
-    b, c = base.correct, cand.correct
-    return {"both_correct": b & c, "both_wrong": ~b & ~c, "fixed": ~b & c, "broken": b & ~c}
-
-
-def nll_by_flip(base: PerExample, cand: PerExample) -> list[dict]:
-    n = len(base)
-    diff = cand.nll - base.nll
-    total = float(diff.mean())
-    rows = []
-    for name, member in flip_groups(base, cand).items():
-        contribution = float(diff[member].sum() / n)
-        rows.append({
-            "group": name, "count": int(member.sum()),
-            "baseline_nll": float(base.nll[member].mean()) if member.any() else None,
-            "candidate_nll": float(cand.nll[member].mean()) if member.any() else None,
-            "contribution": contribution, "share": ratio(contribution, total),
-        })
-    return rows
 
 
 def calibration_view(deltas: dict[str, Interval], temperatures: tuple) -> dict | None:
@@ -53,51 +31,6 @@ def calibration_view(deltas: dict[str, Interval], temperatures: tuple) -> dict |
     return {"nll_delta": raw, "nll_calibrated_delta": calibrated,
             "ece_delta": deltas["ece"].delta, "temperature_baseline": temperatures[0],
             "temperature_candidate": temperatures[1], "finding": finding}
-
-
-def confident_wrong_view(base: PerExample, cand: PerExample, threshold: float) -> dict:
-    n = len(base)
-    diff = cand.nll - base.nll
-    base_cw = ~base.correct & (base.conf >= threshold)
-    cand_cw = ~cand.correct & (cand.conf >= threshold)
-    total = float(diff.mean())
-    contribution = float(diff[cand_cw].sum() / n)
-    return {"threshold": threshold, "baseline_count": int(base_cw.sum()),
-            "candidate_count": int(cand_cw.sum()),
-            "baseline_nll_share": ratio(base.nll[base_cw].sum(), base.nll.sum()),
-            "candidate_nll_share": ratio(cand.nll[cand_cw].sum(), cand.nll.sum()),
-            "contribution": contribution, "share": ratio(contribution, total)}
-
-
-def class_group_view(base: PerExample, cand: PerExample, groups: np.ndarray) -> list[dict]:
-    """Contributions of head / torso / tail classes (by baseline support) to both changes."""
-    n, size = len(base), len(GROUP_NAMES)
-    example_group = groups[base.label]
-    d_acc = cand.correct.astype(np.float64) - base.correct
-    d_nll = cand.nll - base.nll
-    total_acc, total_nll = float(d_acc.mean()), float(d_nll.mean())
-
-    def per_group(weights=None) -> np.ndarray:  # one pass over the examples per quantity
-        return np.bincount(example_group, weights=weights, minlength=size)
-
-    examples, base_hits, cand_hits = per_group(), per_group(base.correct), per_group(cand.correct)
-    acc_parts, nll_parts = per_group(d_acc) / n, per_group(d_nll) / n
-    base_predicted = np.bincount(groups[base.pred], minlength=size) / n
-    cand_predicted = np.bincount(groups[cand.pred], minlength=size) / n
-    rows = []
-    for g, name in enumerate(GROUP_NAMES):
-        count = int(examples[g])
-        rows.append({
-            "group": name, "examples": count,
-            "baseline_accuracy": float(base_hits[g] / count) if count else None,
-            "candidate_accuracy": float(cand_hits[g] / count) if count else None,
-            "baseline_predicted_share": float(base_predicted[g]),
-            "candidate_predicted_share": float(cand_predicted[g]),
-            "accuracy_contribution": float(acc_parts[g]),
-            "accuracy_share": ratio(acc_parts[g], total_acc),
-            "nll_contribution": float(nll_parts[g]), "nll_share": ratio(nll_parts[g], total_nll),
-        })
-    return rows
 
 
 def disagreements(deltas: dict[str, Interval], directions: dict[str, bool | None],

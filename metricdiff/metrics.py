@@ -130,10 +130,17 @@ class Mergeable:
 
 
 def _added(a: Any, b: Any) -> Any:
-    """Two states' field added: nested states merged; arrays per class of two lengths (a
-    top-k run's classes are known as they are seen) added over the longer one."""
+    """Two states' field added: nested states merged, dicts of states key by key; arrays per
+    class of two lengths (a top-k run's classes are known as they are seen) added over the
+    longer one; None (a part of the state not gathered) stays None."""
     if isinstance(a, Mergeable):
         return a.merged(b)
+    if a is None:
+        assert b is None, b
+        return None
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), (a.keys(), b.keys())
+        return {key: _added(a[key], b[key]) for key in a}
     if isinstance(a, SummaryPlan):  # the settings that both states were gathered with
         assert a == b, (a, b)
         return a
@@ -143,6 +150,41 @@ def _added(a: Any, b: Any) -> Any:
         total[:len(b)] += b
         return total
     return a + b
+
+
+@dataclass(frozen=True)
+class Moments(Mergeable):
+    """The count, mean and sum of squared deviations of some values. Merged by Chan, Golub and
+    LeVeque's update rather than added as sums of squares: sum(v^2) - n mean^2 loses every
+    digit of a small spread about a large mean."""
+
+    n: int
+    mean: float
+    m2: float
+
+    @staticmethod
+    def of(values: np.ndarray) -> "Moments":
+        if not len(values):
+            return Moments(0, 0.0, 0.0)
+        mean = float(values.mean())
+        with np.errstate(invalid="ignore"):  # an infinite value: the spread is NaN, as var's
+            centred = values - mean
+            return Moments(len(values), mean, float(np.dot(centred, centred)))
+
+    def merged(self, other: "Moments") -> "Moments":
+        n = self.n + other.n
+        if not self.n or not other.n:
+            return self if other.n == 0 else other
+        with np.errstate(invalid="ignore"):
+            step = other.mean - self.mean
+            return Moments(n, self.mean + step * other.n / n,
+                           self.m2 + other.m2 + step * step * self.n * other.n / n)
+
+    def variance_of_mean(self) -> tuple[float, int]:
+        """s^2 / n, the sampling variance of the mean of independent values, and its df."""
+        if self.n < 2:
+            return math.nan, 0
+        return self.m2 / (self.n - 1) / self.n, self.n - 1
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ import numpy as np
 from scipy import special  # scipy.stats would add a second to every start-up
 
 from .keyhash import counter_uniforms, key_hash, salt, smallest
-from .metrics import (SELECTIVE, MetricSettings, adaptive_from_copies, class_scores_from_sums,
-                      confidence_groups, debiased_rms_from_sums, ece_from_sums,
+from .metrics import (SELECTIVE, MetricSettings, Moments, adaptive_from_copies,
+                      class_scores_from_sums, confidence_groups, debiased_rms_from_sums,
+                      ece_from_sums,
                       equal_width_bin, mass_bin_edges, mce_from_sums, selective_from_sums)
 from .perexample import PerExample
 from .smoothece import SmoothECE
@@ -113,16 +114,27 @@ def sampling_variance(values: np.ndarray, clusters: np.ndarray | None = None,
     has fewer than two examples or clusters)."""
     if groups is not None:
         return _grouped_sampling_variance(values, clusters, groups, count)
-    n = len(values)
-    if n < 2:
-        return math.nan, 0
+    moments = Moments.of(values)
     if clusters is None:
-        return float(values.var(ddof=1) / n), n - 1
-    count = int(clusters.max()) + 1
-    if count < 2:
+        return moments.variance_of_mean()
+    if len(values) < 2:
         return math.nan, 0
-    sums = np.bincount(clusters, weights=values - values.mean(), minlength=count)
-    return float(count / (count - 1) * np.dot(sums, sums) / n ** 2), count - 1
+    count = int(clusters.max()) + 1
+    return clustered_variance(np.bincount(clusters, weights=values, minlength=count),
+                              np.bincount(clusters, minlength=count), moments)
+
+
+def clustered_variance(sums: np.ndarray, sizes: np.ndarray,
+                       moments: Moments) -> tuple[float, int]:
+    """The CR1 sampling variance of the mean of values drawn in clusters, from each
+    cluster's sum of the values and its size, and its C - 1 df: mergeable sums, so that it
+    is one formula however the examples were split (paired.py, pairsums.py)."""
+    count, n = len(sums), moments.n
+    if count < 2 or n < 2:
+        return math.nan, 0
+    with np.errstate(invalid="ignore"):
+        centred = sums - sizes * moments.mean
+        return float(count / (count - 1) * np.dot(centred, centred) / n ** 2), count - 1
 
 
 def _grouped_sampling_variance(values: np.ndarray, clusters: np.ndarray | None,
@@ -147,6 +159,33 @@ def _grouped_sampling_variance(values: np.ndarray, clusters: np.ndarray | None,
                         / n ** 2)
     df = np.maximum(df, 0)
     return np.where(df >= 1, variance, np.nan), df
+
+
+def contribution_interval_from_sums(sums: np.ndarray, n: int, alpha: float,
+                                    squares: np.ndarray,
+                                    clustered: tuple[np.ndarray, float, int] | None = None
+                                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The t interval of each group's contribution sums_k / n: the mean over all n examples
+    of diff_i [key_i = k], so its sampling variance is that of a mean, s^2 / n on n - 1 df,
+    from `squares` = sum_{i in k} diff_i^2. With clusters, the cluster-robust CR1 of
+    paired.sampling_variance on C - 1 df, from `squares` = sum_c S_kc^2 (S_kc the change
+    summed over the examples of group k in cluster c) and `clustered` = (sum_c S_kc m_c,
+    sum_c m_c^2, C), m_c the size of cluster c."""
+    size = len(sums)
+    contribution = sums / n
+    with np.errstate(invalid="ignore"):  # an infinite change of NLL: no interval
+        if clustered is None:
+            variance = ((squares - n * contribution ** 2) / (n - 1) / n if n > 1
+                        else np.full(size, np.nan))
+            df = n - 1
+        else:
+            cross, sizes_squared, count = clustered
+            spread = squares - 2 * contribution * cross + contribution ** 2 * sizes_squared
+            variance = (count / (count - 1) * spread / n ** 2 if count > 1
+                        else np.full(size, np.nan))
+            df = count - 1
+    low, high, _ = t_test(contribution, np.sqrt(np.maximum(variance, 0.0)), df, alpha)
+    return low, high
 
 
 def mcnemar_exact(fixed, broken):

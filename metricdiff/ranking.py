@@ -7,9 +7,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .explain import flip_groups
 from .metrics import ClassCounts, MetricSettings, bin_edges, equal_width_bin, ratio
-from .paired import Interval, per_example_values, t_test
+from .pairsums import FLIP_GROUPS, PairSums
+from .paired import Interval, contribution_interval_from_sums, per_example_values
 from .perexample import PerExample
 
 
@@ -159,58 +159,41 @@ def contribution_intervals(diff: np.ndarray, keys: np.ndarray, size: int, alpha:
                            clusters: np.ndarray | None = None
                            ) -> tuple[np.ndarray, np.ndarray]:
     """The t interval of each group's contribution sum_{i in k} diff_i / n (keys in
-    [0, size)): the mean over all n examples of diff_i [key_i = k], so its sampling variance
-    is that of a mean, s^2 / n on n - 1 df, or with clusters (an index per example) the
-    cluster-robust CR1 of paired.sampling_variance, on C - 1 df."""
+    [0, size)), from per-example changes: their sums per group, and per (group, cluster)
+    cell with clusters, found by np.unique rather than a groups x clusters table."""
     n = len(diff)
-    contribution = np.bincount(keys, weights=diff, minlength=size) / n
+    sums = np.bincount(keys, weights=diff, minlength=size)
     if clusters is None:
-        squares = np.bincount(keys, weights=diff * diff, minlength=size)
-        with np.errstate(invalid="ignore"):  # an infinite change of NLL: no interval
-            variance = (squares - n * contribution ** 2) / (n - 1) / n if n > 1 else \
-                np.full(size, np.nan)
-        df = n - 1
-    else:
-        # sum over clusters c of (S_kc - m_c contribution_k)^2, S_kc the sum of diff over the
-        # examples of group k in cluster c and m_c the size of cluster c
-        count = int(clusters.max()) + 1
-        sizes = np.bincount(clusters, minlength=count).astype(np.float64)
-        cells, cell = np.unique(keys.astype(np.int64) * count + clusters, return_inverse=True)
-        sums = np.bincount(cell, weights=diff)
-        owner, member = cells // count, cells % count
-        squares = np.bincount(owner, weights=sums * sums, minlength=size)
-        cross = np.bincount(owner, weights=sums * sizes[member], minlength=size)
-        with np.errstate(invalid="ignore"):
-            spread = squares - 2 * contribution * cross + contribution ** 2 * (sizes ** 2).sum()
-            variance = count / (count - 1) * spread / n ** 2 if count > 1 else \
-                np.full(size, np.nan)
-        df = count - 1
-    low, high, _ = t_test(contribution, np.sqrt(np.maximum(variance, 0.0)), df, alpha)
-    return low, high
+        return contribution_interval_from_sums(
+            sums, n, alpha, np.bincount(keys, weights=diff * diff, minlength=size))
+    count = int(clusters.max()) + 1
+    sizes = np.bincount(clusters, minlength=count).astype(np.float64)
+    cells, cell = np.unique(keys.astype(np.int64) * count + clusters, return_inverse=True)
+    cell_sums = np.bincount(cell, weights=diff)
+    owner, member = cells // count, cells % count
+    return contribution_interval_from_sums(
+        sums, n, alpha, np.bincount(owner, weights=cell_sums * cell_sums, minlength=size),
+        clustered=(np.bincount(owner, weights=cell_sums * sizes[member], minlength=size),
+                   float(np.dot(sizes, sizes)), count))
 
 
-def add_contribution_intervals(comparison: dict, base: PerExample, cand: PerExample,
-                               clusters: np.ndarray | None, alpha: float,
+def add_contribution_intervals(comparison: dict, pair: PairSums, base: PerExample,
+                               cand: PerExample, clusters: np.ndarray | None, alpha: float,
                                settings: MetricSettings) -> None:
     """ci_low and ci_high on the plotted contributions of one pair of runs: the NLL change by
-    example group, and the ranked classes (where the class contribution is a sum over its
-    examples: not for macro F1, whose per-class F1 is not)."""
-    diff = cand.nll - base.nll
-    groups = flip_groups(base, cand)
-    keys = np.zeros(len(diff), dtype=np.int64)
-    for index, member in enumerate(groups.values()):
-        keys[member] = index
-    low, high = contribution_intervals(diff, keys, len(groups), alpha, clusters)
-    where = dict(zip(groups, range(len(groups))))
+    example group (from the pair's sums), and the ranked classes (where the class
+    contribution is a sum over its examples: not for macro F1, whose per-class F1 is not)."""
+    low, high = pair.flip_intervals(alpha)
     for row in comparison["explanation"]["nll_by_flip"]:
-        row["ci_low"], row["ci_high"] = low[where[row["group"]]], high[where[row["group"]]]
+        g = FLIP_GROUPS.index(row["group"])
+        row["ci_low"], row["ci_high"] = low[g], high[g]
     ranked = comparison["ranked"]["classes"]
     metric = ranked["metric"]
     values = per_example_values(settings)
     if metric == "balanced_accuracy":  # (recall change) / classes = sum over the class of
         support = np.bincount(base.label)  # (cand - base correctness) / (support x classes)
         present = int((support > 0).sum())
-        diff = (len(diff) * (cand.correct.astype(np.float64) - base.correct)
+        diff = (len(base) * (cand.correct.astype(np.float64) - base.correct)
                 / (support[base.label] * present))
     elif metric in values:
         diff = values[metric](cand) - values[metric](base)

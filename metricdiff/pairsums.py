@@ -1,0 +1,235 @@
+"""The mergeable state of one baseline-candidate pair of runs over their aligned examples.
+
+A pair's paired tests (the paired t of every per-example mean, McNemar's test of accuracy) and
+the explanation's tables (NLL change by flip group with its intervals, the confidently wrong,
+the head / torso / tail classes) are functions of sums over the examples. PairSums gathers
+those sums from aligned per-example columns, and the sums of two sets of examples merge into
+those of their union (metrics.Mergeable), so a pair is measured the same from one piece or
+from many: batches here, partitions on a cluster. Every figure is computed from the sums
+alone, in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .metrics import GROUP_NAMES, MetricSettings, Mergeable, Moments, ratio
+from .paired import (METHOD_T, METHOD_T_CLUSTERED, NOISE_CLUSTERS, NOISE_EXAMPLES, Interval,
+                     clustered_mcnemar, clustered_variance, contribution_interval_from_sums,
+                     mcnemar, per_example_values, t_test)
+from .perexample import PerExample
+
+# the flip groups, in the order of the explanation's rows
+FLIP_GROUPS = ("both_correct", "both_wrong", "fixed", "broken")
+FIXED, BROKEN = FLIP_GROUPS.index("fixed"), FLIP_GROUPS.index("broken")
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    """What a pair's sums depend on besides the examples, fixed before they are gathered."""
+
+    metrics: tuple[str, ...]  # the per-example means whose differences are tested
+    settings: MetricSettings  # top_k, and the confidence of the "confidently wrong"
+    class_group: tuple[int, ...]  # head / torso / tail index of each class (the baseline's)
+    clusters: int = 0  # with clustered examples, how many clusters; 0: independent examples
+
+
+def flip_group(base: PerExample, cand: PerExample) -> np.ndarray:
+    """Each example's flip group, an index into FLIP_GROUPS."""
+    b, c = base.correct, cand.correct
+    return np.where(b, np.where(c, 0, 3), np.where(c, 2, 1))
+
+
+@dataclass(frozen=True)
+class PairSums(Mergeable):
+    """Sums over a pair's aligned examples. Arrays per flip group have FLIP_GROUPS' order,
+    per class group GROUP_NAMES'; `*_by_cluster` (clusters x ...) only with clusters."""
+
+    n: int
+    diffs: dict  # metric -> Moments of the candidate's minus the baseline's value
+    diff_by_cluster: dict | None  # metric -> sum of those differences in each cluster
+    cluster_sizes: np.ndarray | None
+    flip_count: np.ndarray
+    flip_base_nll: np.ndarray  # sum of the baseline's NLL in each flip group
+    flip_cand_nll: np.ndarray
+    flip_nll_diff: np.ndarray  # sum of the NLL change
+    flip_nll_diff_sq: np.ndarray  # sum of its square (the contributions' intervals)
+    flip_by_cluster: np.ndarray | None  # (clusters, groups): examples of each group
+    flip_nll_by_cluster: np.ndarray | None  # (clusters, groups): NLL change summed
+    nll_total: np.ndarray  # (baseline, candidate) NLL summed over every example
+    wrong_confident: np.ndarray  # (baseline, candidate) wrong at confidence >= threshold
+    wrong_confident_nll: np.ndarray  # their NLLs summed, each run's own
+    wrong_confident_diff: np.ndarray  # NLL change summed over the candidate's
+    group_examples: np.ndarray  # per class group (of the true class)
+    group_hits: np.ndarray  # (2, groups): correct predictions of baseline, candidate
+    group_predicted: np.ndarray  # (2, groups): predictions of a class in the group
+    group_nll_diff: np.ndarray
+
+    @staticmethod
+    def of(base: PerExample, cand: PerExample, plan: PairPlan,
+           clusters: np.ndarray | None = None) -> "PairSums":
+        """`clusters`: each example's cluster index (0 .. plan.clusters - 1), with clusters."""
+        groups, count = len(FLIP_GROUPS), plan.clusters
+        flip = flip_group(base, cand)
+        with np.errstate(invalid="ignore"):  # an infinite NLL on both sides: a NaN change
+            nll_diff = cand.nll - base.nll
+        values = per_example_values(plan.settings)
+        diffs = {name: values[name](cand) - values[name](base) for name in plan.metrics}
+
+        def per_flip(weights=None) -> np.ndarray:
+            return np.bincount(flip, weights=weights, minlength=groups)
+
+        by_cluster = sizes = cells = cell_nll = None
+        if clusters is not None:
+            by_cluster = {name: np.bincount(clusters, weights=diff, minlength=count)
+                          for name, diff in diffs.items()}
+            sizes = np.bincount(clusters, minlength=count)
+            cell = clusters.astype(np.int64) * groups + flip
+            cells = np.bincount(cell, minlength=count * groups).reshape(count, groups)
+            cell_nll = np.bincount(cell, weights=nll_diff,
+                                   minlength=count * groups).reshape(count, groups)
+        wrong = np.stack([~pe.correct & (pe.conf >= plan.settings.confident_wrong)
+                          for pe in (base, cand)])
+        class_group = np.asarray(plan.class_group, dtype=np.int64)
+        example_group = class_group[base.label]
+        size = len(GROUP_NAMES)
+
+        def per_group(keys: np.ndarray, weights=None) -> np.ndarray:
+            return np.bincount(keys, weights=weights, minlength=size)
+
+        return PairSums(
+            n=len(base), diffs={name: Moments.of(diff) for name, diff in diffs.items()},
+            diff_by_cluster=by_cluster, cluster_sizes=sizes,
+            flip_count=per_flip(), flip_base_nll=per_flip(base.nll),
+            flip_cand_nll=per_flip(cand.nll), flip_nll_diff=per_flip(nll_diff),
+            flip_nll_diff_sq=per_flip(nll_diff * nll_diff),
+            flip_by_cluster=cells, flip_nll_by_cluster=cell_nll,
+            nll_total=np.array([base.nll.sum(), cand.nll.sum()]),
+            wrong_confident=wrong.sum(axis=1),
+            wrong_confident_nll=np.array([base.nll[wrong[0]].sum(), cand.nll[wrong[1]].sum()]),
+            wrong_confident_diff=np.array(nll_diff[wrong[1]].sum()),
+            group_examples=per_group(example_group),
+            group_hits=np.stack([per_group(example_group, pe.correct) for pe in (base, cand)]),
+            group_predicted=np.stack([per_group(class_group[pe.pred]) for pe in (base, cand)]),
+            group_nll_diff=per_group(example_group, nll_diff))
+
+    @property
+    def clustered(self) -> bool:
+        return self.cluster_sizes is not None
+
+    def variance(self, name: str) -> tuple[float, int]:
+        """The sampling variance of the mean change of a metric, and its df: over examples,
+        or cluster-robust with clusters."""
+        moments = self.diffs[name]
+        if self.diff_by_cluster is None:
+            return moments.variance_of_mean()
+        assert self.cluster_sizes is not None
+        return clustered_variance(self.diff_by_cluster[name], self.cluster_sizes, moments)
+
+    def independent_variance(self, name: str) -> float:
+        """The sampling variance of the mean change as if the examples were independent."""
+        return self.diffs[name].variance_of_mean()[0]
+
+    def paired_t(self, name: str, alpha: float) -> Interval:
+        """Interval and two-sided p-value of the mean change of a metric, as scipy's
+        ttest_rel; with clusters, the cluster-robust variance on C - 1 df."""
+        moments = self.diffs[name]
+        delta = moments.mean if moments.n else float("nan")
+        variance, df = self.variance(name)
+        noise = (NOISE_CLUSTERS,) if self.clustered else (NOISE_EXAMPLES,)
+        method = METHOD_T_CLUSTERED if self.clustered else METHOD_T
+        if df < 1:  # one example (or one cluster): nothing to test against
+            return Interval(delta, None, None, None, method, noise=noise)
+        se = float(np.sqrt(variance))
+        low, high, p_value = t_test(delta, se, df, alpha)
+        return Interval(delta, float(low), float(high), float(p_value), method, df, se, noise)
+
+    def accuracy_test(self, alpha: float) -> Interval:
+        """McNemar's exact test of the accuracy change, or the clustered McNemar test."""
+        if self.flip_by_cluster is None:
+            return mcnemar(int(self.flip_count[FIXED]), int(self.flip_count[BROKEN]), self.n,
+                           alpha)
+        return clustered_mcnemar(self.flip_by_cluster[:, FIXED],
+                                 self.flip_by_cluster[:, BROKEN], self.n, alpha)
+
+    def nll_by_flip(self) -> list[dict]:
+        """How the mean NLL change splits over the flip groups: each group's summed change
+        over all n, so the contributions add up to the whole change."""
+        total = self.flip_nll_diff.sum() / self.n
+        rows = []
+        for g, name in enumerate(FLIP_GROUPS):
+            count = int(self.flip_count[g])
+            contribution = float(self.flip_nll_diff[g] / self.n)
+            rows.append({
+                "group": name, "count": count,
+                "baseline_nll": float(self.flip_base_nll[g] / count) if count else None,
+                "candidate_nll": float(self.flip_cand_nll[g] / count) if count else None,
+                "contribution": contribution, "share": ratio(contribution, total)})
+        return rows
+
+    def flip_intervals(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """The t interval of each flip group's contribution to the NLL change."""
+        if self.flip_nll_by_cluster is None:
+            return contribution_interval_from_sums(self.flip_nll_diff, self.n, alpha,
+                                                   self.flip_nll_diff_sq)
+        assert self.cluster_sizes is not None
+        cells = self.flip_nll_by_cluster
+        sizes = self.cluster_sizes.astype(np.float64)
+        return contribution_interval_from_sums(
+            self.flip_nll_diff, self.n, alpha, (cells * cells).sum(axis=0),
+            clustered=(cells.T @ sizes, float(np.dot(sizes, sizes)), len(sizes)))
+
+    def confident_wrong(self, threshold: float) -> dict:
+        """The examples each run gets wrong at a confidence of `threshold` or more."""
+        total = self.flip_nll_diff.sum() / self.n
+        contribution = float(self.wrong_confident_diff / self.n)
+        return {"threshold": threshold, "baseline_count": int(self.wrong_confident[0]),
+                "candidate_count": int(self.wrong_confident[1]),
+                "baseline_nll_share": ratio(self.wrong_confident_nll[0], self.nll_total[0]),
+                "candidate_nll_share": ratio(self.wrong_confident_nll[1], self.nll_total[1]),
+                "contribution": contribution, "share": ratio(contribution, total)}
+
+    def class_groups(self) -> list[dict]:
+        """Contributions of head / torso / tail classes (by baseline support) to the changes
+        of accuracy and of NLL."""
+        n = self.n
+        acc_parts = (self.group_hits[1] - self.group_hits[0]) / n
+        nll_parts = self.group_nll_diff / n
+        total_acc, total_nll = acc_parts.sum(), nll_parts.sum()
+        predicted = self.group_predicted / n
+        rows = []
+        for g, name in enumerate(GROUP_NAMES):
+            count = int(self.group_examples[g])
+            rows.append({
+                "group": name, "examples": count,
+                "baseline_accuracy": float(self.group_hits[0, g] / count) if count else None,
+                "candidate_accuracy": float(self.group_hits[1, g] / count) if count else None,
+                "baseline_predicted_share": float(predicted[0, g]),
+                "candidate_predicted_share": float(predicted[1, g]),
+                "accuracy_contribution": float(acc_parts[g]),
+                "accuracy_share": ratio(acc_parts[g], total_acc),
+                "nll_contribution": float(nll_parts[g]),
+                "nll_share": ratio(nll_parts[g], total_nll)})
+        return rows
+
+
+def pair_sums(base: PerExample, cand: PerExample, plan: PairPlan,
+              clusters: np.ndarray | None = None, piece: int = 1 << 20) -> PairSums:
+    """A pair's sums over aligned columns, gathered `piece` examples at a time and merged in
+    order: the way a cluster's partitions are merged, and a bounded scratch memory."""
+    total = None
+    for start in range(0, max(len(base), 1), piece):
+        rows = slice(start, start + piece)
+        sums = PairSums.of(_rows(base, rows), _rows(cand, rows), plan,
+                           None if clusters is None else clusters[rows])
+        total = sums if total is None else total.merged(sums)
+    assert total is not None
+    return total
+
+
+def _rows(pe: PerExample, rows: slice) -> PerExample:
+    if rows.start == 0 and rows.stop >= len(pe):
+        return pe
+    return pe.take(np.arange(len(pe))[rows])
