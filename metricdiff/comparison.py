@@ -12,7 +12,8 @@ import numpy as np
 
 from .align import Alignment, align_runs
 from .explain import calibration_view, disagreements, reasons
-from .metrics import (BLOCK_RESAMPLED, RESAMPLED, MetricSettings, RunSums, SummaryPlan,
+from .metrics import (BLOCK_RESAMPLED, RESAMPLED, ClassCounts, MetricSettings, RunSums,
+                      SummaryPlan,
                       class_groups, headline, metric_directions, reliability_rows)
 from .classtests import class_changes
 from .classwise import BlockPlan, ClasswiseSums, classwise_metrics, classwise_values
@@ -28,7 +29,9 @@ from .seeds import mean_metric_delta, resampled_metric_delta
 from .orderstats import LocalParts, Parts
 from .perexample import PerExample
 from .pipeline import RunData
-from .ranking import (Attribution, add_contribution_intervals, change_word, rank_classes,
+from .pairsums import WorstExamples
+from .ranking import (Attribution, add_contribution_intervals, attributed_metric, change_word,
+                      class_contribution, confidence_bin_rows, rank_classes,
                       rank_confidence_bins, rank_examples, rank_metrics, rank_slices)
 from .results import ComparisonReport, describe_run, reading_warnings, run_parts, run_sums
 from .verdict import (Verdict, best_run, check_primary, check_settings, decide, holm,
@@ -100,7 +103,8 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
             if run_draws is not None and extra is not None:
                 run_draws.update(extra)
     group_values = group_summaries(members, summaries, runs)
-    pair_of = _PairSumsOf(aligned, summaries, class_group, plan, metric_settings)
+    pair_of = _PairSumsOf(aligned, alignment.ids, summaries, class_group, plan, settings,
+                          metric_settings)
     if grouped:
         pairs = [_group_deltas(base_idx, members[name], summaries, aligned, draws, plan,
                                block_plan, settings, metric_settings) for name in names[1:]]
@@ -130,9 +134,10 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
                                            metric_settings)
         else:
             comparison = _comparison(runs[0], runs[cand_idx[0]], bases[0], cands[0],
-                                     pair_of(0, cand_idx[0]), deltas, verdict, summaries[0],
-                                     summaries[cand_idx[0]], directions, alignment,
-                                     num_classes, settings, metric_settings)
+                                     pair_of(0, cand_idx[0]), (counts[0], counts[cand_idx[0]]),
+                                     deltas, verdict, summaries[0], summaries[cand_idx[0]],
+                                     directions, alignment, num_classes, settings,
+                                     metric_settings)
         primary = deltas.get(settings.primary)
         comparison["noise"] = list(primary.noise if primary is not None else plan.noise)
         comparison["detectable"] = detectable(
@@ -143,9 +148,8 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
         _add_class_changes(comparison, class_changes(bases, cands, num_classes, settings.fdr,
                                                      settings.paired_seeds, plan.clusters))
         if not grouped:  # for groups, an interval over examples alone would leave out seeds
-            add_contribution_intervals(comparison, pair_of(0, cand_idx[0]), bases[0],
-                                       cands[0], plan.clusters, settings.alpha,
-                                       metric_settings)
+            add_contribution_intervals(comparison, pair_of(0, cand_idx[0]), counts[0],
+                                       settings.alpha)
         comparisons.append(comparison)
     floor = None
     if len(base_idx) > 1:
@@ -361,7 +365,8 @@ def _deltas(base_values: dict, cand_values: dict, pair: PairSums, plan: Bootstra
 
 
 def _comparison(base_run: RunData, cand_run: RunData, base, cand, pair: PairSums,
-                deltas: dict[str, Interval], verdict: Verdict, base_summary: dict,
+                class_counts: tuple[ClassCounts, ClassCounts], deltas: dict[str, Interval],
+                verdict: Verdict, base_summary: dict,
                 cand_summary: dict, directions: dict, alignment: Alignment, num_classes: int,
                 settings: CompareSettings, metric_settings: MetricSettings) -> dict:
     base_values, cand_values = base_summary["metrics"], cand_summary["metrics"]
@@ -372,10 +377,16 @@ def _comparison(base_run: RunData, cand_run: RunData, base, cand, pair: PairSums
     calibration = calibration_view(deltas, temperatures)
     confident = pair.confident_wrong(metric_settings.confident_wrong)
     group_rows = pair.class_groups()
-    attribution = Attribution(settings.primary, base, cand, num_classes, metric_settings)
     class_names = base_run.layout.class_names
-    slices = {col: rank_slices(attribution, base, cand, values[alignment.rows[0]], settings.top)
-              for col, values in base_run.slices.items()}
+    attributed = attributed_metric(settings.primary, metric_settings)
+    by_class, class_metric = class_contribution(settings.primary, attributed,
+                                                pair.class_diff / pair.n, *class_counts)
+    slices = {}
+    if base_run.slices:
+        attribution = Attribution(settings.primary, base, cand, num_classes, metric_settings)
+        slices = {col: rank_slices(attribution, base, cand, values[alignment.rows[0]],
+                                   settings.top)
+                  for col, values in base_run.slices.items()}
     return {
         "baseline": base_run.name,
         "candidate": cand_run.name,
@@ -396,11 +407,12 @@ def _comparison(base_run: RunData, cand_run: RunData, base, cand, pair: PairSums
         },
         "ranked": {
             "metrics": rank_metrics(deltas, directions),
-            "classes": rank_classes(attribution, base, num_classes, class_names, settings.top),
+            "classes": rank_classes(by_class, class_metric, *class_counts, class_names,
+                                    settings.top),
             "slices": slices,
-            "confidence_bins": rank_confidence_bins(attribution, base, cand,
-                                                    metric_settings.ece_bins),
-            "examples": rank_examples(base, cand, alignment.ids, class_names, settings.top),
+            "confidence_bins": confidence_bin_rows(pair.bin_diff / pair.n, attributed,
+                                                   pair.bin_count, *pair.bin_hits),
+            "examples": rank_examples(pair.worst, class_names),
         },
     }
 
@@ -478,13 +490,15 @@ def _group_comparison(base_idx: list[int], cand_idx: list[int], runs: list[RunDa
         },
         "ranked": {
             "metrics": rank_metrics(deltas, directions),
-            "classes": rank_classes(attribution, base_mean, num_classes,
+            "classes": rank_classes(*attribution.by_class(base_mean.label, num_classes),
+                                    attribution.base_counts, attribution.cand_counts,
                                     first.layout.class_names, settings.top),
             "slices": slices,
             "confidence_bins": rank_confidence_bins(attribution, base_mean, cand_mean,
                                                     metric_settings.ece_bins),
-            "examples": rank_examples(base_mean, cand_mean, alignment.ids,
-                                      first.layout.class_names, settings.top),
+            "examples": rank_examples(
+                WorstExamples.of(base_mean, cand_mean, cand_mean.nll - base_mean.nll,
+                                 alignment.ids, settings.top), first.layout.class_names),
         },
     }
 
@@ -537,10 +551,13 @@ class _PairSumsOf:
     """The PairSums of two runs by their indices, gathered once each (a pair serves its
     deltas, its explanation and its intervals)."""
 
-    def __init__(self, aligned: list[PerExample], summaries: list[dict],
-                 class_group: np.ndarray, plan: BootstrapPlan, settings: MetricSettings):
-        self.aligned, self.summaries, self.plan = aligned, summaries, plan
+    def __init__(self, aligned: list[PerExample], ids: np.ndarray, summaries: list[dict],
+                 class_group: np.ndarray, plan: BootstrapPlan, compare: CompareSettings,
+                 settings: MetricSettings):
+        self.aligned, self.ids, self.summaries, self.plan = aligned, ids, summaries, plan
         self.class_group, self.settings = tuple(int(g) for g in class_group), settings
+        self.attributed = attributed_metric(compare.primary, settings)
+        self.top = compare.top
         self.done: dict[tuple[int, int], PairSums] = {}
 
     def __call__(self, base: int, cand: int) -> PairSums:
@@ -550,9 +567,10 @@ class _PairSumsOf:
                          if all(values.get(name) is not None for values in metrics))
             clusters = self.plan.clusters
             plan = PairPlan(both, self.settings, self.class_group,
-                            0 if clusters is None else self.plan.units)
+                            0 if clusters is None else self.plan.units, self.attributed,
+                            self.top)
             self.done[base, cand] = pair_sums(self.aligned[base], self.aligned[cand], plan,
-                                              clusters)
+                                              self.ids, clusters)
         return self.done[base, cand]
 
 

@@ -12,10 +12,11 @@ alone, in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from .metrics import GROUP_NAMES, MetricSettings, Mergeable, Moments, ratio
+from .metrics import GROUP_NAMES, MetricSettings, Mergeable, Moments, equal_width_bin, ratio
 from .paired import (METHOD_T, METHOD_T_CLUSTERED, NOISE_CLUSTERS, NOISE_EXAMPLES, Interval,
                      clustered_mcnemar, clustered_variance, contribution_interval_from_sums,
                      mcnemar, per_example_values, t_test)
@@ -34,6 +35,12 @@ class PairPlan:
     settings: MetricSettings  # top_k, and the confidence of the "confidently wrong"
     class_group: tuple[int, ...]  # head / torso / tail index of each class (the baseline's)
     clusters: int = 0  # with clustered examples, how many clusters; 0: independent examples
+    attributed: str = "nll"  # the per-example mean whose change is split over groups
+    top: int = 10  # the examples kept whose NLL rose the most
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_group)
 
 
 def flip_group(base: PerExample, cand: PerExample) -> np.ndarray:
@@ -66,17 +73,32 @@ class PairSums(Mergeable):
     group_hits: np.ndarray  # (2, groups): correct predictions of baseline, candidate
     group_predicted: np.ndarray  # (2, groups): predictions of a class in the group
     group_nll_diff: np.ndarray
+    class_count: np.ndarray  # per true class (every field class_*)
+    class_diff: np.ndarray  # the attributed metric's change summed, and its square's
+    class_diff_sq: np.ndarray
+    class_acc_diff: np.ndarray  # the correctness change summed, and its square's
+    class_acc_diff_sq: np.ndarray
+    class_cells: "CellSums | None"  # with clusters: the same sums per (class, cluster)
+    bin_count: np.ndarray  # per equal-width bin of the baseline's confidence (every bin_*)
+    bin_hits: np.ndarray  # (2, bins): correct predictions of baseline, candidate
+    bin_diff: np.ndarray  # the attributed metric's change summed
+    worst: "WorstExamples"
 
     @staticmethod
-    def of(base: PerExample, cand: PerExample, plan: PairPlan,
+    def of(base: PerExample, cand: PerExample, plan: PairPlan, ids: np.ndarray,
            clusters: np.ndarray | None = None) -> "PairSums":
-        """`clusters`: each example's cluster index (0 .. plan.clusters - 1), with clusters."""
+        """`ids`: the examples' ids (row numbers where runs have none), which break ties
+        among the worst examples as the alignment's order does. `clusters`: each example's
+        cluster index (0 .. plan.clusters - 1), with clusters."""
         groups, count = len(FLIP_GROUPS), plan.clusters
         flip = flip_group(base, cand)
         with np.errstate(invalid="ignore"):  # an infinite NLL on both sides: a NaN change
             nll_diff = cand.nll - base.nll
         values = per_example_values(plan.settings)
         diffs = {name: values[name](cand) - values[name](base) for name in plan.metrics}
+        with np.errstate(invalid="ignore"):
+            attributed = values[plan.attributed](cand) - values[plan.attributed](base)
+        acc_diff = cand.correct.astype(np.float64) - base.correct
 
         def per_flip(weights=None) -> np.ndarray:
             return np.bincount(flip, weights=weights, minlength=groups)
@@ -113,7 +135,10 @@ class PairSums(Mergeable):
             group_examples=per_group(example_group),
             group_hits=np.stack([per_group(example_group, pe.correct) for pe in (base, cand)]),
             group_predicted=np.stack([per_group(class_group[pe.pred]) for pe in (base, cand)]),
-            group_nll_diff=per_group(example_group, nll_diff))
+            group_nll_diff=per_group(example_group, nll_diff),
+            **_class_sums(base.label, attributed, acc_diff, plan, clusters),
+            **_bin_sums(base, cand, attributed, plan.settings.ece_bins),
+            worst=WorstExamples.of(base, cand, nll_diff, ids, plan.top))
 
     @property
     def clustered(self) -> bool:
@@ -181,6 +206,35 @@ class PairSums(Mergeable):
             self.flip_nll_diff, self.n, alpha, (cells * cells).sum(axis=0),
             clustered=(cells.T @ sizes, float(np.dot(sizes, sizes)), len(sizes)))
 
+    def class_intervals(self, diff: str, alpha: float,
+                        scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The t interval of each class's contribution to a change: of the attributed metric
+        (`diff` "attributed"), or of accuracy ("accuracy"), each class's share of it then
+        multiplied by `scale` (the balanced accuracy's n / (support x classes))."""
+        sums, squares = ((self.class_diff, self.class_diff_sq) if diff == "attributed"
+                         else (self.class_acc_diff, self.class_acc_diff_sq))
+        if scale is None:
+            scale = np.ones(len(sums))
+        sums, squares = sums * scale, squares * scale * scale
+        if self.class_cells is None:
+            return contribution_interval_from_sums(sums, self.n, alpha, squares)
+        assert self.cluster_sizes is not None
+        cells = self.class_cells
+        column = 0 if diff == "attributed" else 1
+        cell_sums = cells.sums[:, column] * scale[cells.owner]
+        sizes = self.cluster_sizes.astype(np.float64)
+        size = len(sums)
+        return contribution_interval_from_sums(
+            sums, self.n, alpha,
+            np.bincount(cells.owner, weights=cell_sums * cell_sums, minlength=size),
+            clustered=(np.bincount(cells.owner, weights=cell_sums * sizes[cells.member],
+                                   minlength=size), float(np.dot(sizes, sizes)), len(sizes)))
+
+    def design_effect(self, name: str) -> float | None:
+        """The clustered over the independent sampling variance of a metric's mean change."""
+        clustered, independent = self.variance(name)[0], self.independent_variance(name)
+        return clustered / independent if independent > 0 else None
+
     def confident_wrong(self, threshold: float) -> dict:
         """The examples each run gets wrong at a confidence of `threshold` or more."""
         total = self.flip_nll_diff.sum() / self.n
@@ -215,14 +269,14 @@ class PairSums(Mergeable):
         return rows
 
 
-def pair_sums(base: PerExample, cand: PerExample, plan: PairPlan,
+def pair_sums(base: PerExample, cand: PerExample, plan: PairPlan, ids: np.ndarray,
               clusters: np.ndarray | None = None, piece: int = 1 << 20) -> PairSums:
     """A pair's sums over aligned columns, gathered `piece` examples at a time and merged in
     order: the way a cluster's partitions are merged, and a bounded scratch memory."""
     total = None
     for start in range(0, max(len(base), 1), piece):
         rows = slice(start, start + piece)
-        sums = PairSums.of(_rows(base, rows), _rows(cand, rows), plan,
+        sums = PairSums.of(_rows(base, rows), _rows(cand, rows), plan, ids[rows],
                            None if clusters is None else clusters[rows])
         total = sums if total is None else total.merged(sums)
     assert total is not None
@@ -233,3 +287,117 @@ def _rows(pe: PerExample, rows: slice) -> PerExample:
     if rows.start == 0 and rows.stop >= len(pe):
         return pe
     return pe.take(np.arange(len(pe))[rows])
+
+
+@dataclass(frozen=True)
+class CellSums(Mergeable):
+    """Sums per (group, cluster) cell, for the cells that hold examples only (a groups x
+    clusters table would be mostly empty): each cell's key group * clusters + cluster, in
+    increasing order, and its sums (one column per quantity)."""
+
+    clusters: int
+    keys: np.ndarray
+    sums: np.ndarray  # (cells, quantities)
+
+    @staticmethod
+    def of(groups: np.ndarray, clusters: np.ndarray, count: int,
+           values: np.ndarray) -> "CellSums":
+        """`values`: (examples, quantities)."""
+        keys, cell = np.unique(groups.astype(np.int64) * count + clusters, return_inverse=True)
+        return CellSums(count, keys, _summed(cell, values, len(keys)))
+
+    def merged(self, other: "CellSums") -> "CellSums":
+        assert self.clusters == other.clusters
+        keys, cell = np.unique(np.r_[self.keys, other.keys], return_inverse=True)
+        return CellSums(self.clusters, keys,
+                        _summed(cell, np.r_[self.sums, other.sums], len(keys)))
+
+    @property
+    def owner(self) -> np.ndarray:
+        return self.keys // self.clusters
+
+    @property
+    def member(self) -> np.ndarray:
+        return self.keys % self.clusters
+
+
+def _summed(cell: np.ndarray, values: np.ndarray, cells: int) -> np.ndarray:
+    return np.stack([np.bincount(cell, weights=column, minlength=cells)
+                     for column in values.T], axis=1)
+
+
+def _class_sums(label: np.ndarray, attributed: np.ndarray, acc_diff: np.ndarray,
+                plan: PairPlan, clusters: np.ndarray | None) -> dict:
+    size = plan.num_classes
+
+    def per_class(weights=None) -> np.ndarray:
+        return np.bincount(label, weights=weights, minlength=size)
+
+    with np.errstate(invalid="ignore"):
+        squares = attributed * attributed
+    return {"class_count": per_class(), "class_diff": per_class(attributed),
+            "class_diff_sq": per_class(squares), "class_acc_diff": per_class(acc_diff),
+            "class_acc_diff_sq": per_class(acc_diff * acc_diff),
+            "class_cells": None if clusters is None else CellSums.of(
+                label, clusters, plan.clusters, np.stack([attributed, acc_diff], axis=1))}
+
+
+def _bin_sums(base: PerExample, cand: PerExample, attributed: np.ndarray, bins: int) -> dict:
+    which = equal_width_bin(base.conf, bins)
+
+    def per_bin(weights=None) -> np.ndarray:
+        return np.bincount(which, weights=weights, minlength=bins)
+
+    return {"bin_count": per_bin(), "bin_hits": np.stack([per_bin(base.correct),
+                                                           per_bin(cand.correct)]),
+            "bin_diff": per_bin(attributed)}
+
+
+class Listed(Protocol):
+    """What the worst examples list of a run: its PerExample, or a group's averages."""
+
+    label: np.ndarray
+    pred: np.ndarray
+    conf: np.ndarray
+    nll: np.ndarray
+
+
+@dataclass(frozen=True)
+class WorstExamples(Mergeable):
+    """The examples whose NLL rose the most, at most `top`, worst first (ties: by id): those
+    of two sets of examples merge into those of their union."""
+
+    top: int
+    rise: np.ndarray
+    ids: np.ndarray
+    columns: dict  # label, and each run's prediction, NLL and confidence, of each example
+
+    @staticmethod
+    def of(base: Listed, cand: Listed, rise: np.ndarray, ids: np.ndarray,
+           top: int) -> "WorstExamples":
+        rows = np.flatnonzero(rise > 0)
+        if len(rows) > top:  # a partial selection first: the full sort is of top rows only
+            rows = rows[np.argpartition(-rise[rows], top - 1)[:top]] if top else rows[:0]
+            kth = rise[rows].min() if top else np.inf
+            rows = np.flatnonzero(rise >= kth)  # every example tied with the last one kept
+        columns = {"label": base.label[rows], "baseline_pred": base.pred[rows],
+                   "candidate_pred": cand.pred[rows], "baseline_nll": base.nll[rows],
+                   "candidate_nll": cand.nll[rows], "baseline_conf": base.conf[rows],
+                   "candidate_conf": cand.conf[rows]}
+        return WorstExamples(top, rise[rows], ids[rows], columns)._kept()
+
+    def _kept(self) -> "WorstExamples":
+        if self.ids.dtype.kind in "iuf":  # by rise, then id
+            order = np.lexsort((self.ids, -self.rise))[:self.top]
+        else:  # text ids: np.lexsort takes no objects; a Python sort, of the rows kept
+            order = np.array(sorted(range(len(self.rise)),
+                                    key=lambda i: (-self.rise[i], self.ids[i]))[:self.top],
+                             dtype=np.int64)
+        return WorstExamples(self.top, self.rise[order], self.ids[order],
+                             {name: values[order] for name, values in self.columns.items()})
+
+    def merged(self, other: "WorstExamples") -> "WorstExamples":
+        return WorstExamples(self.top, np.r_[self.rise, other.rise],
+                             np.concatenate([self.ids, other.ids]),
+                             {name: np.r_[values, other.columns[name]]
+                              for name, values in self.columns.items()})._kept()

@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from .metrics import ClassCounts, MetricSettings, bin_edges, equal_width_bin, ratio
-from .pairsums import FLIP_GROUPS, PairSums
+from .pairsums import FLIP_GROUPS, PairSums, WorstExamples
 from .paired import Interval, contribution_interval_from_sums, per_example_values
 from .perexample import PerExample
 
@@ -61,9 +61,8 @@ class Attribution:
         then the mean of its runs' changes (contributions are linear in the runs)."""
         bases = base if isinstance(base, list) else [base]
         cands = cand if isinstance(cand, list) else [cand]
-        values = per_example_values(settings)
-        self.metric = primary if primary in values else "nll"
-        value = values[self.metric]
+        self.metric = attributed_metric(primary, settings)
+        value = per_example_values(settings)[self.metric]
         self.diff = (np.mean([value(pe) for pe in cands], axis=0)
                      - np.mean([value(pe) for pe in bases], axis=0))
         self.n = len(bases[0])
@@ -76,26 +75,41 @@ class Attribution:
         return np.bincount(keys, weights=self.diff, minlength=size) / self.n
 
     def by_class(self, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, str]:
-        b, c = self.base_counts, self.cand_counts
-        if self.primary == "balanced_accuracy":
-            present = b.support > 0
-            def recall(k: ClassCounts) -> np.ndarray:
-                return np.divide(k.hits, k.support, out=np.zeros(num_classes), where=present)
-
-            return (recall(c) - recall(b)) / present.sum(), self.primary
-        if self.primary == "macro_f1":
-            base_present = (b.support > 0) | (b.predicted > 0)
-            cand_present = (c.support > 0) | (c.predicted > 0)
-            return c.f1() / cand_present.sum() - b.f1() / base_present.sum(), self.primary
-        return self.by_group(labels, num_classes), self.metric
+        return class_contribution(self.primary, self.metric, self.by_group(labels, num_classes),
+                                  self.base_counts, self.cand_counts)
 
 
-def rank_classes(attribution: Attribution, base: Examples, num_classes: int,
+def attributed_metric(primary: str, settings: MetricSettings) -> str:
+    """The per-example mean whose change is split over groups of examples: the primary
+    metric where it is one, else the mean NLL."""
+    return primary if primary in per_example_values(settings) else "nll"
+
+
+def class_contribution(primary: str, metric: str, by_class: np.ndarray, base: ClassCounts,
+                       cand: ClassCounts) -> tuple[np.ndarray, str]:
+    """Each class's contribution to the change of the primary metric, and the metric it is of:
+    `by_class`, the change of the attributed `metric` split over the true classes, except
+    for balanced accuracy and macro F1, which split over classes themselves."""
+    num_classes = len(by_class)
+    if primary == "balanced_accuracy":
+        present = base.support > 0
+
+        def recall(k: ClassCounts) -> np.ndarray:
+            return np.divide(k.hits, k.support, out=np.zeros(num_classes), where=present)
+
+        return (recall(cand) - recall(base)) / present.sum(), primary
+    if primary == "macro_f1":
+        base_present = (base.support > 0) | (base.predicted > 0)
+        cand_present = (cand.support > 0) | (cand.predicted > 0)
+        return cand.f1() / cand_present.sum() - base.f1() / base_present.sum(), primary
+    return by_class, metric
+
+
+def rank_classes(contribution: np.ndarray, metric: str, b: ClassCounts, c: ClassCounts,
                  class_names, limit: int) -> dict:
-    contribution, metric = attribution.by_class(base.label, num_classes)
+    """The classes whose contribution to the change is largest, from `class_contribution`."""
     seen = np.flatnonzero(contribution != 0)
     order = seen[np.argsort(-np.abs(contribution[seen]), kind="stable")][:limit or None]
-    b, c = attribution.base_counts, attribution.cand_counts
     rows = [{"class": int(k), "name": class_names[k] if class_names is not None else str(k),
              "support": int(b.support[k]), "contribution": float(contribution[k]),
              "baseline_recall": ratio(b.hits[k], b.support[k]),
@@ -126,33 +140,41 @@ def rank_confidence_bins(attribution: Attribution, base: Examples, cand: Example
                          bins: int) -> dict:
     """Examples grouped by the baseline's top-1 confidence."""
     which = equal_width_bin(base.conf, bins)
-    contribution = attribution.by_group(which, bins)
+    return confidence_bin_rows(
+        attribution.by_group(which, bins), attribution.metric,
+        np.bincount(which, minlength=bins), np.bincount(which, weights=base.correct,
+                                                        minlength=bins),
+        np.bincount(which, weights=cand.correct, minlength=bins))
+
+
+def confidence_bin_rows(contribution: np.ndarray, metric: str, count: np.ndarray,
+                        base_hits: np.ndarray, cand_hits: np.ndarray) -> dict:
+    """The equal-width bins of the baseline's confidence, largest contribution first, from
+    each bin's contribution, examples and correct predictions of each run."""
+    bins = len(count)
     edges = bin_edges(bins)
-    count = np.bincount(which, minlength=bins)
-    base_hits = np.bincount(which, weights=base.correct, minlength=bins)
-    cand_hits = np.bincount(which, weights=cand.correct, minlength=bins)
     order = [i for i in np.argsort(-np.abs(contribution), kind="stable") if count[i]]
     rows = [{"lower": float(edges[i]), "upper": float(edges[i + 1]), "count": int(count[i]),
              "contribution": float(contribution[i]),
              "baseline_accuracy": float(base_hits[i] / count[i]),
              "candidate_accuracy": float(cand_hits[i] / count[i])} for i in order]
-    return {"metric": attribution.metric, "grouped_by": "baseline confidence", "rows": rows}
+    return {"metric": metric, "grouped_by": "baseline confidence", "rows": rows}
 
 
-def rank_examples(base: Examples, cand: Examples, ids: np.ndarray, class_names,
-                  limit: int) -> list[dict]:
+def rank_examples(worst: WorstExamples, class_names) -> list[dict]:
     """The examples whose loss rose the most, to go and look at."""
-    rise = cand.nll - base.nll
-    top = min(limit, len(rise))
-    order = np.argpartition(-rise, top - 1)[:top] if top else np.array([], dtype=int)
-    order = order[np.argsort(-rise[order], kind="stable")]
     name = (lambda k: class_names[k]) if class_names is not None else int
-    return [{"id": ids[i].item() if hasattr(ids[i], "item") else ids[i],
-             "label": name(int(base.label[i])),
-             "baseline_pred": name(int(base.pred[i])), "candidate_pred": name(int(cand.pred[i])),
-             "baseline_nll": float(base.nll[i]), "candidate_nll": float(cand.nll[i]),
-             "nll_rise": float(rise[i]), "baseline_conf": float(base.conf[i]),
-             "candidate_conf": float(cand.conf[i])} for i in order if rise[i] > 0]
+    columns = worst.columns
+    return [{"id": worst.ids[i].item() if hasattr(worst.ids[i], "item") else worst.ids[i],
+             "label": name(int(columns["label"][i])),
+             "baseline_pred": name(int(columns["baseline_pred"][i])),
+             "candidate_pred": name(int(columns["candidate_pred"][i])),
+             "baseline_nll": float(columns["baseline_nll"][i]),
+             "candidate_nll": float(columns["candidate_nll"][i]),
+             "nll_rise": float(worst.rise[i]),
+             "baseline_conf": float(columns["baseline_conf"][i]),
+             "candidate_conf": float(columns["candidate_conf"][i])}
+            for i in range(len(worst.rise))]
 
 
 def contribution_intervals(diff: np.ndarray, keys: np.ndarray, size: int, alpha: float,
@@ -177,30 +199,35 @@ def contribution_intervals(diff: np.ndarray, keys: np.ndarray, size: int, alpha:
                    float(np.dot(sizes, sizes)), count))
 
 
-def add_contribution_intervals(comparison: dict, pair: PairSums, base: PerExample,
-                               cand: PerExample, clusters: np.ndarray | None, alpha: float,
-                               settings: MetricSettings) -> None:
-    """ci_low and ci_high on the plotted contributions of one pair of runs: the NLL change by
-    example group (from the pair's sums), and the ranked classes (where the class
-    contribution is a sum over its examples: not for macro F1, whose per-class F1 is not)."""
+def add_contribution_intervals(comparison: dict, pair: PairSums, base: ClassCounts,
+                               alpha: float) -> None:
+    """ci_low and ci_high on the plotted contributions of one pair of runs, from its sums:
+    the NLL change by example group, and the ranked classes (where the class contribution
+    is a sum over its examples: not for macro F1, whose per-class F1 is not). `base`: the
+    baseline's class counts."""
     low, high = pair.flip_intervals(alpha)
     for row in comparison["explanation"]["nll_by_flip"]:
         g = FLIP_GROUPS.index(row["group"])
         row["ci_low"], row["ci_high"] = low[g], high[g]
     ranked = comparison["ranked"]["classes"]
     metric = ranked["metric"]
-    values = per_example_values(settings)
     if metric == "balanced_accuracy":  # (recall change) / classes = sum over the class of
-        support = np.bincount(base.label)  # (cand - base correctness) / (support x classes)
+        support = _sized(base.support, len(pair.class_count))  # (cand - base correctness)
+        #                                                       / (support x classes)
         present = int((support > 0).sum())
-        diff = (len(base) * (cand.correct.astype(np.float64) - base.correct)
-                / (support[base.label] * present))
-    elif metric in values:
-        diff = values[metric](cand) - values[metric](base)
-    else:
+        with np.errstate(divide="ignore"):
+            scale = np.where(support > 0, pair.n / (support * present), 0.0)
+        low, high = pair.class_intervals("accuracy", alpha, scale)
+    elif metric == "macro_f1":
         return
-    size = max(int(base.label.max()) + 1, max((row["class"] + 1 for row in ranked["rows"]),
-                                              default=0))
-    low, high = contribution_intervals(diff, base.label, size, alpha, clusters)
+    else:
+        low, high = pair.class_intervals("attributed", alpha)
     for row in ranked["rows"]:
         row["ci_low"], row["ci_high"] = low[row["class"]], high[row["class"]]
+
+
+def _sized(values: np.ndarray, size: int) -> np.ndarray:
+    """`values` cut or padded with zeros to `size` entries."""
+    out = np.zeros(size, dtype=np.float64)
+    out[:min(size, len(values))] = values[:size]
+    return out

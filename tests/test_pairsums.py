@@ -14,7 +14,8 @@ from scipy import stats
 
 from metricdiff.metrics import GROUP_NAMES, MetricSettings, Moments
 from metricdiff.paired import per_example_values
-from metricdiff.pairsums import FLIP_GROUPS, PairPlan, PairSums, flip_group, pair_sums
+from metricdiff.pairsums import (FLIP_GROUPS, CellSums, PairPlan, PairSums, WorstExamples,
+                                 flip_group, pair_sums)
 from metricdiff.perexample import PerExample
 from metricdiff.ranking import contribution_intervals
 
@@ -22,6 +23,7 @@ K = 9
 SETTINGS = MetricSettings()
 METRICS = tuple(per_example_values(SETTINGS))
 CLASS_GROUP = tuple(int(g) for g in np.arange(K) % 3)
+IDS = np.arange(10_000) * 3 + 5  # the alignment's ids, increasing
 
 
 def run(n: int, seed: int) -> PerExample:
@@ -46,10 +48,12 @@ def plan(clusters: int = 0) -> PairPlan:
     return PairPlan(METRICS, SETTINGS, CLASS_GROUP, clusters)
 
 
-def assert_same_state(a: PairSums, b: PairSums) -> None:
+def assert_same_state(a, b) -> None:
     for name, value in vars(a).items():
         other = getattr(b, name)
-        if isinstance(value, dict):
+        if isinstance(value, (CellSums, WorstExamples)):
+            assert_same_state(value, other)
+        elif isinstance(value, dict):
             assert value.keys() == other.keys()
             for key in value:
                 if isinstance(value[key], Moments):
@@ -70,7 +74,7 @@ def merged_over(base, cand, order, cuts, clusters=None, count=0) -> PairSums:
     total = None
     for a, b in zip(cuts[:-1], cuts[1:]):
         rows = order[a:b]
-        part = PairSums.of(base.take(rows), cand.take(rows), plan(count),
+        part = PairSums.of(base.take(rows), cand.take(rows), plan(count), IDS[rows],
                            None if clusters is None else clusters[rows])
         total = part if total is None else total.merged(part)
     assert total is not None
@@ -86,10 +90,10 @@ def test_merged_random_splits_in_any_order_equal_one_pass(seed, clustered):
     base, cand = pair(n, seed)
     clusters = rng.integers(0, 40, n) if clustered else None
     count = 40 if clustered else 0
-    one = PairSums.of(base, cand, plan(count), clusters)
+    one = PairSums.of(base, cand, plan(count), IDS[:n], clusters)
     cuts = np.unique(np.r_[0, 1, np.sort(rng.choice(n, 5, replace=False)), n])
     assert_same_state(one, merged_over(base, cand, rng.permutation(n), cuts, clusters, count))
-    assert_same_state(one, pair_sums(base, cand, plan(count), clusters, piece=137))
+    assert_same_state(one, pair_sums(base, cand, plan(count), IDS[:n], clusters, piece=137))
 
 
 def test_moments_merge_keeps_a_small_spread_about_a_large_mean():
@@ -106,7 +110,7 @@ def test_moments_merge_keeps_a_small_spread_about_a_large_mean():
 def test_paired_t_is_scipys_ttest_rel(name):
     base, cand = pair(3000, 7)
     value = per_example_values(SETTINGS)[name]
-    interval = pair_sums(base, cand, plan(), piece=500).paired_t(name, 0.05)
+    interval = pair_sums(base, cand, plan(), IDS[:3000], piece=500).paired_t(name, 0.05)
     reference = stats.ttest_rel(value(cand), value(base))
     low, high = reference.confidence_interval(0.95)
     assert interval.delta == pytest.approx(float(np.mean(value(cand) - value(base))), rel=1e-12)
@@ -120,7 +124,7 @@ def test_clustered_variance_is_the_cr1_formula_by_hand():
     n, count = 1500, 30
     base, cand = pair(n, 11)
     clusters = rng.integers(0, count, n)
-    sums = pair_sums(base, cand, plan(count), clusters, piece=211)
+    sums = pair_sums(base, cand, plan(count), IDS[:len(base)], clusters, piece=211)
     diff = cand.nll - base.nll
     centred = pd.Series(diff - diff.mean()).groupby(clusters).sum().to_numpy()
     by_hand = count / (count - 1) * float((centred ** 2).sum()) / n ** 2
@@ -134,7 +138,7 @@ def test_clustered_variance_is_the_cr1_formula_by_hand():
 
 def test_mcnemar_counts_and_p_value_match_a_direct_count():
     base, cand = pair(2500, 5)
-    sums = pair_sums(base, cand, plan(), piece=300)
+    sums = pair_sums(base, cand, plan(), IDS[:len(base)], piece=300)
     fixed = int((~base.correct & cand.correct).sum())
     broken = int((base.correct & ~cand.correct).sum())
     test = sums.accuracy_test(0.05)
@@ -148,7 +152,7 @@ def test_clustered_mcnemar_uses_each_clusters_flips():
     n, count = 1200, 25
     base, cand = pair(n, 8)
     clusters = rng.integers(0, count, n)
-    test = pair_sums(base, cand, plan(count), clusters, piece=100).accuracy_test(0.05)
+    test = pair_sums(base, cand, plan(count), IDS[:n], clusters, piece=100).accuracy_test(0.05)
     d = (pd.Series((~base.correct & cand.correct).astype(int)
                    - (base.correct & ~cand.correct).astype(int)).groupby(clusters).sum())
     chi2 = float(d.sum()) ** 2 / float((d ** 2).sum())
@@ -157,7 +161,7 @@ def test_clustered_mcnemar_uses_each_clusters_flips():
 
 def test_tables_match_a_direct_grouping_of_the_examples():
     base, cand = pair(4000, 21)
-    sums = pair_sums(base, cand, plan(), piece=999)
+    sums = pair_sums(base, cand, plan(), IDS[:len(base)], piece=999)
     n = len(base)
     frame = pd.DataFrame({"flip": np.array(FLIP_GROUPS)[flip_group(base, cand)],
                           "base": base.nll, "cand": cand.nll, "diff": cand.nll - base.nll})
@@ -198,9 +202,73 @@ def test_flip_intervals_equal_those_from_the_examples(clustered):
     n, count = 3000, 50
     base, cand = pair(n, 4)
     clusters = rng.integers(0, count, n) if clustered else None
-    sums = pair_sums(base, cand, plan(count if clustered else 0), clusters, piece=700)
+    sums = pair_sums(base, cand, plan(count if clustered else 0), IDS[:n], clusters,
+                     piece=700)
     low, high = sums.flip_intervals(0.05)
     ref_low, ref_high = contribution_intervals(cand.nll - base.nll, flip_group(base, cand),
                                                len(FLIP_GROUPS), 0.05, clusters)
+    np.testing.assert_allclose(low, ref_low, rtol=1e-9)
+    np.testing.assert_allclose(high, ref_high, rtol=1e-9)
+
+
+def test_ranked_bins_and_classes_match_a_direct_grouping():
+    base, cand = pair(3000, 31)
+    n, bins = len(base), SETTINGS.ece_bins
+    sums = pair_sums(base, cand, plan(), IDS[:n], piece=450)
+    frame = pd.DataFrame({"label": base.label, "diff": cand.nll - base.nll,
+                          "bin": np.clip(np.ceil(base.conf * bins).astype(int) - 1, 0, bins - 1),
+                          "base_hit": base.correct, "cand_hit": cand.correct})
+    by_bin = frame.groupby("bin").sum().reindex(range(bins), fill_value=0)
+    np.testing.assert_allclose(sums.bin_diff, by_bin["diff"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(sums.bin_count, frame.groupby("bin").size().reindex(
+        range(bins), fill_value=0))
+    np.testing.assert_array_equal(sums.bin_hits, [by_bin["base_hit"], by_bin["cand_hit"]])
+    by_class = frame.groupby("label")["diff"].sum().reindex(range(K), fill_value=0)
+    np.testing.assert_allclose(sums.class_diff, by_class, rtol=1e-12, atol=1e-12)
+
+
+def test_worst_examples_are_the_largest_rises_ties_by_id_over_any_split():
+    rng = np.random.default_rng(2)
+    n, top = 2000, 10
+    base, cand = pair(n, 2)
+    cand.nll[rng.choice(n, 40, replace=False)] = base.nll.max() + 50.0  # rises tied...
+    rise = cand.nll - base.nll
+    ids = rng.permutation(n) * 7  # ...broken by id, which is not the row order
+    expected = sorted((i for i in range(n) if rise[i] > 0), key=lambda i: (-rise[i], ids[i]))
+    order = rng.permutation(n)
+    cuts = np.unique(np.r_[0, np.sort(rng.choice(n, 6, replace=False)), n])
+    worst = None
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        rows = order[a:b]
+        part = WorstExamples.of(base.take(rows), cand.take(rows), rise[rows], ids[rows], top)
+        worst = part if worst is None else worst.merged(part)
+    assert worst is not None
+    np.testing.assert_array_equal(worst.ids, ids[expected[:top]])
+    np.testing.assert_array_equal(worst.rise, rise[expected[:top]])
+    np.testing.assert_array_equal(worst.columns["candidate_pred"], cand.pred[expected[:top]])
+    text_ids = np.array([f"ex-{i}" for i in ids], dtype=object)  # text ids sort as text
+    by_text = sorted((i for i in range(n) if rise[i] > 0), key=lambda i: (-rise[i], text_ids[i]))
+    text = WorstExamples.of(base, cand, rise, text_ids, top)
+    assert list(text.ids) == list(text_ids[by_text[:top]])
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_class_intervals_equal_those_from_the_examples(clustered):
+    rng = np.random.default_rng(9)
+    n, count = 3000, 60
+    base, cand = pair(n, 9)
+    clusters = rng.integers(0, count, n) if clustered else None
+    sums = pair_sums(base, cand, plan(count if clustered else 0), IDS[:n], clusters, piece=800)
+    low, high = sums.class_intervals("attributed", 0.05)
+    ref_low, ref_high = contribution_intervals(cand.nll - base.nll, base.label, K, 0.05,
+                                               clusters)
+    np.testing.assert_allclose(low, ref_low, rtol=1e-9)
+    np.testing.assert_allclose(high, ref_high, rtol=1e-9)
+    support = np.bincount(base.label, minlength=K)
+    scale = n / (support * K)
+    acc = cand.correct.astype(np.float64) - base.correct
+    low, high = sums.class_intervals("accuracy", 0.05, scale)
+    ref_low, ref_high = contribution_intervals(acc * scale[base.label], base.label, K, 0.05,
+                                               clusters)
     np.testing.assert_allclose(low, ref_low, rtol=1e-9)
     np.testing.assert_allclose(high, ref_high, rtol=1e-9)
