@@ -26,8 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+import numpy as np
+
 from .errors import MetricdiffError, UsageError
 from .io import ReadOptions, RunLayout, iter_batches
+from .orderstats import Keyed
 from .perexample import PerExample
 from .pipeline import (Keys, Progress, RunAssembler, RunPart, Scoring, joined_keys,
                        reduce_batches)
@@ -121,6 +124,62 @@ class ClusterParts:
 
     def gather(self) -> list:
         return self.client.gather(self.futures)
+
+    def by_ranges(self, fn: Callable[[Any], Keyed], bounds: np.ndarray) -> "ClusterParts":
+        """Dask's shuffle moves the rows: dask.dataframe's set_index on the key, with the
+        ranges' bounds as its divisions; each range stays on the worker that holds it."""
+        import dask.dataframe as dd
+
+        frames = self.map(_keyed_frame, fn)
+        ranges = [r for r in frames.map(_frame_key_range).gather() if r is not None]
+        low = min((r[0] for r in ranges), default=0)
+        high = max((r[1] for r in ranges), default=0)
+        divisions = sorted({low, high, *(int(b) for b in _signed(bounds) if low < b < high)})
+        if len(divisions) < 2:  # one range: its rows joined on one worker
+            joined = self.client.submit(_joined_frames, *frames.futures, pure=False)
+            return ClusterParts(self.client, [joined]).map(_from_frame)
+        meta = self.client.submit(_no_rows, frames.futures[0], pure=False).result()
+        table = dd.from_delayed(frames.futures, meta=meta, verify_meta=False)
+        ranged = table.set_index("key", divisions=divisions, sorted=False)
+        return ClusterParts(self.client, self.client.compute(ranged.to_delayed())).map(
+            _from_frame)
+
+
+KEY_SIGN = np.uint64(1 << 63)
+
+
+def _signed(keys: np.ndarray) -> np.ndarray:
+    """uint64 keys as int64 in the same order (a Dask index is signed)."""
+    return (np.asarray(keys, dtype=np.uint64) ^ KEY_SIGN).view(np.int64)
+
+
+def _keyed_frame(part: Any, fn: Callable[[Any], Keyed]):
+    import pandas as pd
+
+    keys, values = fn(part)
+    frame = pd.DataFrame(values, columns=[f"v{i}" for i in range(values.shape[1])])
+    frame.insert(0, "key", _signed(keys))
+    return frame
+
+
+def _frame_key_range(frame) -> tuple[int, int] | None:
+    return None if frame.empty else (int(frame["key"].min()), int(frame["key"].max()))
+
+
+def _joined_frames(*frames):
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True).set_index("key").sort_index(kind="stable")
+
+
+def _no_rows(frame):
+    return frame.iloc[:0]
+
+
+def _from_frame(frame) -> Keyed:
+    """A range's rows, sorted by key, as a Keyed (the key is the frame's index)."""
+    keys = (frame.index.to_numpy(dtype=np.int64).view(np.uint64) ^ KEY_SIGN)
+    return keys, frame.to_numpy(dtype=np.float64).reshape(len(frame), -1)
 
 
 class DaskEngine:

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .orderstats import LocalParts, Parts, RunOrder, float_values
+from .orderstats import (LocalParts, Parts, RunOrder, float_keys, float_values, range_bounds,
+                         rows_of)
 from .perexample import PerExample
 from .smoothece import smooth_ece_of
 
@@ -383,15 +384,32 @@ def risk_at(count: np.ndarray, errors: np.ndarray, coverages: np.ndarray
     sums of example weights and weighted errors (rows, groups), most confident group first;
     and the group each cut falls in. The groups before the cut are kept whole, the
     group at the cut in proportion (its expected errors under a random order of its ties)."""
-    cum_n, cum_errors = np.cumsum(count, axis=1), np.cumsum(errors, axis=1)
+    cum_n = np.cumsum(count, axis=1)
     kept = cum_n[:, -1:] * coverages[None, :]
+    errors_kept, cut = _errors_kept(count, errors, kept, np.zeros(len(count)),
+                                    np.zeros(len(count)))
+    return errors_kept / kept, cut
+
+
+def _errors_kept(count: np.ndarray, errors: np.ndarray, kept: np.ndarray,
+                 before_n: np.ndarray, before_errors: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The expected errors among the `kept` (rows, cuts) most confident examples, and the
+    group each cut falls in, for groups that follow `before_n` examples with
+    `before_errors` errors (rows,); NaN for a cut outside these groups."""
+    cum_n = before_n[:, None] + np.cumsum(count, axis=1)
+    cum_errors = before_errors[:, None] + np.cumsum(errors, axis=1)
     target = kept * (1 - 1e-12)  # rounding never skips a group
     cut = np.stack([np.searchsorted(row, row_target) for row, row_target in zip(cum_n, target)])
+    inside = cut < count.shape[1]
+    cut = np.minimum(cut, count.shape[1] - 1)
     rows = np.arange(len(count))[:, None]
-    before_n = cum_n[rows, cut] - count[rows, cut]
-    before_errors = cum_errors[rows, cut] - errors[rows, cut]
-    share = (kept - before_n) / count[rows, cut]
-    return (before_errors + share * errors[rows, cut]) / kept, cut
+    n_ahead = cum_n[rows, cut] - count[rows, cut]
+    errors_ahead = cum_errors[rows, cut] - errors[rows, cut]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = (kept - n_ahead) / count[rows, cut]
+        inside &= target > before_n[:, None]
+        return np.where(inside, errors_ahead + share * errors[rows, cut], np.nan), cut
 
 
 def selective_from_sums(count: np.ndarray, errors: np.ndarray) -> dict[str, np.ndarray]:
@@ -405,32 +423,101 @@ def selective_from_sums(count: np.ndarray, errors: np.ndarray) -> dict[str, np.n
     group at the cut taken in proportion (the expectation under a random order of its ties).
     """
     n, wrong = count.sum(axis=1), errors.sum(axis=1)
-    right = n - wrong
-    cum_n, cum_wrong = np.cumsum(count, axis=1), np.cumsum(errors, axis=1)
-    out = {}
+    kept = n[:, None] * np.array(COVERAGES)[None, :] / 100
+    none = np.zeros(len(count))
+    return _selective_of(n, wrong, selective_part(count, errors, none, none, wrong, kept))
+
+
+# The sums of a run of consecutive groups that make the selective metrics: (rows,) of the
+# AURC's sum of count x risk, and of the AUROC's right-over-wrong pairs; (rows, cuts) of the
+# errors kept at each cut that falls in these groups (NaN elsewhere). They add up over runs.
+SelectivePart = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def selective_part(count: np.ndarray, errors: np.ndarray, before_n: np.ndarray,
+                   before_errors: np.ndarray, wrong: np.ndarray,
+                   kept: np.ndarray) -> SelectivePart:
+    """The sums of consecutive groups (rows, groups), most confident first, that follow
+    `before_n` examples with `before_errors` errors, in runs of `wrong` errors in all;
+    `kept`: the examples kept at each cut (rows, cuts)."""
+    cum_n = before_n[:, None] + np.cumsum(count, axis=1)
+    cum_wrong = before_errors[:, None] + np.cumsum(errors, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         risk = np.where(cum_n > 0, cum_wrong / cum_n, 0.0)
-        out["aurc"] = (count * risk).sum(axis=1) / n
         # right answers of each group against the wrong ones less confident, and half its own
         beaten = (count - errors) * (wrong[:, None] - cum_wrong + 0.5 * errors)
-        out["auroc"] = np.where((right > 0) & (wrong > 0), beaten.sum(axis=1) / (right * wrong),
-                                np.nan)
-        risks, _ = risk_at(count, errors, np.array(COVERAGES) / 100)
+    errors_kept, _ = _errors_kept(count, errors, kept, before_n, before_errors)
+    return (count * risk).sum(axis=1), beaten.sum(axis=1), errors_kept
+
+
+def _selective_of(n: np.ndarray, wrong: np.ndarray, part: SelectivePart
+                  ) -> dict[str, np.ndarray]:
+    """The selective metrics from the sums of every group (selective_part, added up)."""
+    aurc_sum, beaten, errors_kept = part
+    right = n - wrong
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["aurc"] = aurc_sum / n
+        out["auroc"] = np.where((right > 0) & (wrong > 0), beaten / (right * wrong), np.nan)
+        kept = n[:, None] * np.array(COVERAGES)[None, :] / 100
         for column, coverage in enumerate(COVERAGES):
-            out[f"risk_at_{coverage}"] = risks[:, column]
+            out[f"risk_at_{coverage}"] = errors_kept[:, column] / kept[:, column]
     return out
 
 
 def selective_prediction(conf: np.ndarray, correct: np.ndarray) -> dict[str, float | None]:
     """The selective-prediction metrics of one run (see selective_from_sums)."""
-    if len(conf) == 0:
+    parts = _one_part(conf, correct)
+    return selective_of(parts, RunOrder(parts, "conf"))
+
+
+def selective_of(parts: Parts, by_conf: RunOrder) -> dict[str, float | None]:
+    """The selective-prediction metrics of a run held in parts, exactly: its rows moved
+    into ranges of confidence, one per part (on a cluster, by Dask's shuffle), each range's
+    groups of equal confidence summed where it is held, then the sums of the ranges added,
+    each given the examples and errors of the more confident ranges."""
+    if by_conf.n == 0:
         return dict.fromkeys(SELECTIVE)
-    group, groups = confidence_groups(conf)
-    count = np.bincount(group, minlength=groups).astype(np.float64)[None, :]
-    errors = np.bincount(group, weights=~correct, minlength=groups)[None, :]
-    values = selective_from_sums(count, errors)
+    ranges = parts.by_ranges(_confidence_keys,
+                             range_bounds(by_conf, len(parts.map(rows_of).gather())))
+    groups = ranges.map(_confidence_group_sums)  # ranges ascending, groups descending
+    totals = np.array(groups.map(_group_totals).gather(), dtype=np.float64).reshape(-1, 2)
+    ahead = np.cumsum(totals[::-1], axis=0)[::-1] - totals  # in the more confident ranges
+    n, wrong = (np.array([total]) for total in totals.sum(axis=0))
+    kept = n[:, None] * np.array(COVERAGES)[None, :] / 100
+    parts_sums = groups.map_each(_selective_sums, [(a, wrong, kept) for a in ahead]).gather()
+    aurc = sum(part[0] for part in parts_sums)
+    beaten = sum(part[1] for part in parts_sums)
+    errors_kept = np.nansum(np.stack([part[2] for part in parts_sums]), axis=0)
+    values = _selective_of(n, wrong, (aurc, beaten, errors_kept))
     return {name: (None if np.isnan(values[name][0]) else float(values[name][0]))
             for name in SELECTIVE}
+
+
+def _infinite_nlls(examples: PerExample) -> int:
+    return int(np.isposinf(examples.nll).sum())
+
+
+def _confidence_keys(examples) -> tuple[np.ndarray, np.ndarray]:
+    return float_keys(examples.conf), (~examples.correct).astype(np.float64)[:, None]
+
+
+def _confidence_group_sums(keyed: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Examples and errors of each distinct confidence of a range, most confident first."""
+    keys, values = keyed
+    distinct, group = np.unique(~keys, return_inverse=True)
+    return (np.bincount(group, minlength=len(distinct)).astype(np.float64),
+            np.bincount(group, weights=values[:, 0], minlength=len(distinct)))
+
+
+def _group_totals(groups: tuple[np.ndarray, ...]) -> tuple[float, float]:
+    return float(groups[0].sum()), float(groups[1].sum())
+
+
+def _selective_sums(groups: tuple[np.ndarray, ...], args) -> SelectivePart:
+    ahead, wrong, kept = args
+    count, errors = groups
+    return selective_part(count[None, :], errors[None, :], ahead[:1], ahead[1:], wrong, kept)
 
 
 def adaptive_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
@@ -757,7 +844,6 @@ def headline(pe: PerExample, run_sums: RunSums, rank_depth: int | None,
     cluster's), for the statistics of an order; default: `pe` as one part."""
     parts = parts or LocalParts([pe])
     by_conf = RunOrder(parts, "conf")  # for both kinds of equal-mass bins
-    correct = pe.correct
     sums, counts = run_sums.means, run_sums.classes
     ece, mce = run_sums.bins.errors()
     accuracy = sums.mean("correct")
@@ -783,7 +869,7 @@ def headline(pe: PerExample, run_sums: RunSums, rank_depth: int | None,
         "smooth_ece": smooth_ece_of(parts),
         "rmsce_debiased": debiased_rms_of(by_conf, settings.ece_bins),
         **(classwise or dict.fromkeys(CLASSWISE)),
-        **selective_prediction(pe.conf, correct),
+        **selective_of(parts, by_conf),
     }
     unavailable: dict[str, str] = {}
     if classwise is None:
@@ -798,9 +884,9 @@ def headline(pe: PerExample, run_sums: RunSums, rank_depth: int | None,
     if values["auroc"] is None:
         unavailable["auroc"] = ("undefined: needs both right and wrong predictions, and every "
                                 f"one is {'right' if accuracy == 1 else 'wrong'}")
-    zero = int(np.isposinf(pe.nll).sum())
+    zero = int(sum(parts.map(_infinite_nlls).gather()))
     if zero:
-        unavailable["nll"] = (f"infinite: {zero:,} of {len(pe):,} examples give the true class "
+        unavailable["nll"] = (f"infinite: {zero:,} of {sums.n:,} examples give the true class "
                               "probability 0 (--min-prob floors the probabilities)")
     if temperature is None:
         why = ("needs the whole predicted distribution (top-k run)" if rank_depth is not None

@@ -44,6 +44,15 @@ class Parts(Protocol):
         """The parts themselves, here."""
         ...
 
+    def by_ranges(self, fn: Callable[[Any], "Keyed"], bounds: np.ndarray) -> "Parts":
+        """The rows of every part, keyed by fn(part), moved into consecutive ranges of keys:
+        part j holds the rows with keys in [bounds[j - 1], bounds[j]) (the first from the
+        smallest key, the last to the largest), as one Keyed. Equal keys are never split."""
+        ...
+
+
+Keyed = tuple[np.ndarray, np.ndarray]  # uint64 keys (rows,), float64 values (rows, columns)
+
 
 class LocalParts:
     """Parts held in this process (the local engine: one part, the whole run)."""
@@ -59,6 +68,17 @@ class LocalParts:
 
     def gather(self) -> list:
         return self.items
+
+    def by_ranges(self, fn: Callable[[Any], Keyed], bounds: np.ndarray) -> "LocalParts":
+        pieces = [fn(item) for item in self.items]
+        keys = np.concatenate([keys for keys, _ in pieces])
+        values = np.concatenate([values for _, values in pieces])
+        if not len(bounds):
+            return LocalParts([(keys, values)])
+        order = np.argsort(keys, kind="stable")
+        keys, values = keys[order], values[order]
+        cuts = np.r_[0, np.searchsorted(keys, bounds, side="left"), len(keys)]
+        return LocalParts([(keys[a:b], values[a:b]) for a, b in zip(cuts[:-1], cuts[1:])])
 
 
 def rows_of(examples) -> int:
@@ -175,3 +195,12 @@ class RunOrder:
             rows.append(np.where(some, below + taken, 0))
             left = left - taken
         return sum(self.sorted.map_each(_running_at, rows).gather())
+
+
+def range_bounds(order: RunOrder, ranges: int) -> np.ndarray:
+    """The keys that cut the run into `ranges` ranges of about equal rows: the lower keys
+    of ranges 1 .. ranges - 1 (fewer where keys repeat), from the order's own search."""
+    if ranges < 2 or order.n < 2:
+        return np.array([], dtype=np.uint64)
+    ranks = (np.arange(1, ranges) * order.n) // ranges
+    return np.unique(order.keys_at(ranks))

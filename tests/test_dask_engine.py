@@ -218,9 +218,11 @@ def test_worker_killed_mid_run_gives_the_same_numbers(tmp_path, predictions):
 
 def test_the_order_statistics_run_on_the_parts_the_workers_hold(tmp_path, scheduler,
                                                                  predictions):
-    """Equal-mass bins, the smooth ECE's grids, the worst examples' share of the NLL and the
-    class groups' table come from the partitions the workers keep: the run's gathered
-    columns, changed on the client, change none of them, and they are the local engine's."""
+    """Equal-mass bins, the smooth ECE's grids, the selective-prediction metrics (the rows
+    moved into ranges of confidence by Dask's shuffle), the worst examples' share of the NLL
+    and the class groups' table come from the partitions the workers keep: the run's
+    gathered columns, changed on the client, change none of them, and they are the local
+    engine's."""
     logits, labels = predictions
     path = write_layout(tmp_path, "shards", logits, labels)
     settings = MetricSettings()
@@ -233,7 +235,8 @@ def test_the_order_statistics_run_on_the_parts_the_workers_hold(tmp_path, schedu
         data.examples.conf[:] = 0.5  # what the client holds is not what is read
         data.examples.nll[:] = 1.0
         report = build_report(data, settings)
-    for name in ("ece_adaptive", "rmsce_debiased", "smooth_ece"):
+    for name in ("ece_adaptive", "rmsce_debiased", "smooth_ece", "auroc", "aurc",
+                 "risk_at_80", "risk_at_90", "risk_at_95"):
         assert Close(report.metrics[name]) == local.metrics[name], name
     assert to_rounding(report.class_groups) == to_rounding(local.class_groups)
     # a share is the worst examples' NLL over the total NLL of the client's columns, now n

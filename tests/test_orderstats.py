@@ -126,3 +126,41 @@ def test_worst_shares_by_hand():
     anatomy = loss_anatomy(pe, 0.9, split(pe, [50, 60, 60]))
     assert math.isclose(anatomy["worst_1pct_nll_share"], 101 / 299, rel_tol=1e-15)
     assert math.isclose(anatomy["worst_10pct_nll_share"], (99 + 20) / 299, rel_tol=1e-15)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("decimals", [1, 2, 6])
+def test_selective_metrics_over_ranges_of_parts_equal_one_part(seed, decimals):
+    """The rows moved into ranges of confidence (ties never split across ranges), each range
+    summed given the more confident ones: AUROC, AURC and the risks of one pass over the run,
+    to the rounding of a sum, and scikit-learn's AUROC (ties count half)."""
+    from sklearn.metrics import roc_auc_score
+
+    from metricdiff.metrics import selective_of, selective_prediction
+    from metricdiff.orderstats import range_bounds
+
+    rng = np.random.default_rng(seed)
+    pe = examples(3000, seed, decimals)
+    whole = selective_prediction(pe.conf, pe.correct)
+    parts = split(pe, random_cuts(rng, len(pe)))
+    by_conf = RunOrder(parts, "conf")
+    for ranges in (1, 2, 5, 40):
+        assert range_bounds(by_conf, ranges).size <= ranges - 1
+    held = selective_of(parts, by_conf)  # as many ranges as parts
+    assert held == {name: Close(value) for name, value in whole.items()}
+    assert whole["auroc"] == pytest.approx(roc_auc_score(pe.correct, pe.conf), rel=1e-12)
+
+
+def test_ranges_hold_every_row_once_and_never_split_a_key():
+    from metricdiff.orderstats import range_bounds
+
+    pe = examples(2000, 5, decimals=1)  # nine distinct confidences
+    parts = split(pe, [100, 1500])
+    bounds = range_bounds(RunOrder(parts, "conf"), 7)
+    ranges = parts.by_ranges(lambda p: (float_keys(p.conf), p.nll[:, None]), bounds).gather()
+    assert sum(len(keys) for keys, _ in ranges) == len(pe)
+    seen = [set(keys.tolist()) for keys, _ in ranges]
+    assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1:])
+    for (keys, _), (later, _) in zip(ranges[:-1], ranges[1:]):
+        if len(keys) and len(later):
+            assert keys.max() < later.min()
