@@ -71,6 +71,8 @@ class LocalParts:
 
     def by_ranges(self, fn: Callable[[Any], Keyed], bounds: np.ndarray) -> "LocalParts":
         pieces = [fn(item) for item in self.items]
+        if len(pieces) == 1 and not len(bounds):  # the local engine's one part: as it is
+            return LocalParts(pieces)
         keys = np.concatenate([keys for keys, _ in pieces])
         values = np.concatenate([values for _, values in pieces])
         if not len(bounds):
