@@ -17,7 +17,7 @@ from .metrics import (BLOCK_RESAMPLED, RESAMPLED, ClassCounts, MetricSettings, R
                       class_groups, headline, metric_directions, reliability_rows)
 from .classtests import class_changes
 from .classwise import BlockPlan, ClasswiseSums, classwise_metrics, classwise_values
-from .curves import run_curves
+from .curves import run_curves_of
 from .detect import detectable
 from .errors import InputError, UsageError
 from .groups import (GroupExamples, average_over_pairs, group_summaries, noise_floor_table,
@@ -26,7 +26,7 @@ from .paired import (FEW_PER_SUBSET, METHOD_NONE, BootstrapPlan, Interval, boots
                      per_example_values, resample_values, sampling_variance)
 from .pairsums import PairPlan, PairSums, pair_sums
 from .seeds import mean_metric_delta, resampled_metric_delta
-from .orderstats import LocalParts, Parts
+from .orderstats import LocalParts, Parts, RunOrder
 from .perexample import PerExample
 from .pipeline import RunData
 from .pairsums import WorstExamples
@@ -327,7 +327,7 @@ def _summary(run: RunData, pe: PerExample, sums: RunSums, parts: Parts,
                                    classwise_metrics(run.classwise), parts)
     return {**describe_run(run), "n": len(pe), "metrics": values, "unavailable": unavailable,
             "confidence_bins": reliability_rows(sums.bins),
-            "curves": run_curves(pe.conf, pe.correct, metric_settings.seed)}
+            "curves": run_curves_of(parts, RunOrder(parts, "conf"), metric_settings.seed)}
 
 
 def _lined_up(examples: PerExample, rows: np.ndarray) -> PerExample:

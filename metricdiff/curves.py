@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import confidence_groups, risk_at
-from .smoothece import SmoothECE, grid_sizes, reliability_curve
+from types import SimpleNamespace
+
+from .metrics import ConfidenceGroups, confidence_groups, risk_at
+from .orderstats import LocalParts, Parts, RunOrder
+from .smoothece import grid_sizes, reliability_curve, smooth_fit_of
 
 CURVE_POINTS = 101  # confidence 0, 0.01, ..., 1
 COVERAGE_POINTS = 100  # coverage 1%, 2%, ..., 100%
@@ -38,12 +41,22 @@ STREAM = 14  # this module's own random stream: [seed, STREAM, curve], apart fro
 
 def run_curves(conf: np.ndarray, correct: np.ndarray, seed: int = 0) -> dict | None:
     """Both curves of one run, JSON-ready; None without examples."""
-    if len(conf) == 0:
+    parts = _one_part(conf, correct)
+    return run_curves_of(parts, RunOrder(parts, "conf"), seed)
+
+
+def run_curves_of(parts: Parts, by_conf: RunOrder, seed: int = 0) -> dict | None:
+    """Both curves of a run held in parts (a cluster's), from sums over the parts: the
+    smoothing grids, and the groups of equal confidence in order (ConfidenceGroups)."""
+    if by_conf.n == 0:
         return None
-    conf = np.asarray(conf, dtype=np.float64)
-    correct = np.asarray(correct, dtype=bool)
-    return {"reliability": smoothed_reliability(conf, correct, seed),
-            "risk_coverage": risk_coverage(conf, correct, seed)}
+    return {"reliability": smoothed_reliability_of(parts, by_conf.n, seed),
+            "risk_coverage": risk_coverage_of(ConfidenceGroups(parts, by_conf), seed)}
+
+
+def _one_part(conf: np.ndarray, correct: np.ndarray) -> LocalParts:
+    return LocalParts([SimpleNamespace(conf=np.asarray(conf, dtype=np.float64),
+                                       correct=np.asarray(correct, dtype=bool))])
 
 
 def _band(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +75,11 @@ def _blocks(width: int) -> list[int]:
 
 def grid_cells(conf: np.ndarray, correct: np.ndarray, sigma: float
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """grid_cells_of one run's examples."""
+    return grid_cells_of(_one_part(conf, correct), sigma)
+
+
+def grid_cells_of(parts: Parts, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The examples pooled by (cell of the smoothing grid at sigma, correctness): each cell's
     mean confidence, correctness and count, empty cells left out.
 
@@ -73,21 +91,26 @@ def grid_cells(conf: np.ndarray, correct: np.ndarray, sigma: float
     leaves out is where within a cell (a tenth of a bandwidth at most) each drawn example
     lies."""
     size = int(grid_sizes(np.array([sigma]))[0])
-    key = np.clip((conf * (size - 1)).astype(np.int64), 0, size - 2) * 2 + correct
-    count = np.bincount(key, minlength=2 * size).astype(np.float64)
+    count, conf_sum = sum(parts.map(_cell_sums, size).gather())
     cells = np.flatnonzero(count)
-    conf_sum = np.bincount(key, weights=conf, minlength=2 * size)[cells]
-    return conf_sum / count[cells], (cells % 2).astype(bool), count[cells]
+    return conf_sum[cells] / count[cells], (cells % 2).astype(bool), count[cells]
 
 
-def smoothed_reliability(conf: np.ndarray, correct: np.ndarray, seed: int = 0) -> dict:
+def _cell_sums(examples, size: int) -> np.ndarray:
+    """(examples, summed confidence) of each (grid cell, correctness) of a part: (2, 2 size)."""
+    conf = np.asarray(examples.conf, dtype=np.float64)
+    key = np.clip((conf * (size - 1)).astype(np.int64), 0, size - 2) * 2 + examples.correct
+    return np.stack([np.bincount(key, minlength=2 * size).astype(np.float64),
+                     np.bincount(key, weights=conf, minlength=2 * size)])
+
+
+def smoothed_reliability_of(parts: Parts, n: int, seed: int = 0) -> dict:
     """The smoothed reliability curve on CURVE_POINTS confidences, with its bootstrap band,
-    the density of confidences, and the bandwidth (the smooth ECE's fixed point)."""
-    n = len(conf)
-    ece, sigmas = SmoothECE(conf, correct).fit(np.ones((1, n)))
-    sigma = float(sigmas[0])
+    the density of confidences, and the bandwidth (the smooth ECE's fixed point), of a run
+    of n examples held in parts."""
+    ece, sigma = smooth_fit_of(parts)
     t = np.linspace(0, 1, CURVE_POINTS)
-    cell_conf, cell_correct, count = grid_cells(conf, correct, sigma)
+    cell_conf, cell_correct, count = grid_cells_of(parts, sigma)
     curve, density = reliability_curve(cell_conf, cell_correct, sigma, t, count[None, :])
     rng = np.random.default_rng([seed, STREAM, 0])
     share = count / n
@@ -102,21 +125,21 @@ def smoothed_reliability(conf: np.ndarray, correct: np.ndarray, seed: int = 0) -
                "low": float(lo) if ok else None, "high": float(hi) if ok else None,
                "density": float(d)}
               for x, v, lo, hi, d, ok in zip(t, curve[0], low, high, density[0], shown)]
-    return {"bandwidth": sigma, "smooth_ece": float(ece[0]), "level": LEVEL,
+    return {"bandwidth": sigma, "smooth_ece": ece, "level": LEVEL,
             "resamples": RESAMPLES, "seed": seed, "min_examples_near": MIN_NEAR,
             "points": points}
 
 
 # ----------------------------------------------------------------------------- risk-coverage
 
-def _cells(before: np.ndarray) -> np.ndarray:
-    """Cells numbered 0, 1... for groups with `before` examples ahead of them (ascending):
-    cell widths of one example up to 1 / RISK_CELL_SHARE examples, then RISK_CELL_SHARE of
-    the examples ahead, so about (1 + ln(RISK_CELL_SHARE * n)) / RISK_CELL_SHARE cells."""
+def _raw_cells(before: np.ndarray) -> np.ndarray:
+    """The cell of each group with `before` examples ahead of it (ascending), numbered with
+    gaps: cell widths of one example up to 1 / RISK_CELL_SHARE examples, then
+    RISK_CELL_SHARE of the examples ahead, so about (1 + ln(RISK_CELL_SHARE * n)) /
+    RISK_CELL_SHARE cells."""
     steps = before * RISK_CELL_SHARE
     position = np.where(steps < 1, steps, 1 + np.log(np.maximum(steps, 1)))
-    cells = np.floor(position / RISK_CELL_SHARE).astype(np.int64)
-    return np.cumsum(np.diff(cells, prepend=cells[0]) > 0)  # ascending: numbered without gaps
+    return np.floor(position / RISK_CELL_SHARE).astype(np.int64)
 
 
 def risk_coverage_steps(conf: np.ndarray, correct: np.ndarray
@@ -131,36 +154,51 @@ def risk_coverage_steps(conf: np.ndarray, correct: np.ndarray
 
 
 def risk_coverage(conf: np.ndarray, correct: np.ndarray, seed: int = 0) -> dict:
+    """risk_coverage_of one run's examples."""
+    parts = _one_part(conf, correct)
+    return risk_coverage_of(ConfidenceGroups(parts, RunOrder(parts, "conf")), seed)
+
+
+def risk_coverage_of(groups: ConfidenceGroups, seed: int = 0) -> dict:
     """The risk at COVERAGE_POINTS coverages, with its bootstrap band and the confidence
-    threshold each coverage keeps."""
-    n = len(conf)
+    threshold each coverage keeps, of a run's groups of equal confidence."""
+    n = groups.n
     coverages = np.arange(1, COVERAGE_POINTS + 1) / COVERAGE_POINTS
-    group, groups = confidence_groups(conf)
-    wrong = ~correct
-    count = np.bincount(group, minlength=groups).astype(np.float64)
-    errors = np.bincount(group, weights=wrong, minlength=groups)
-    risk, cut = risk_at(count[None, :], errors[None, :], coverages)
-    thresholds = np.empty(groups)
-    thresholds[group] = conf  # the confidence of each group
+    errors_kept, thresholds = groups.at_cuts(n * coverages)
+    risk = errors_kept / (n * coverages)
     # The resamples draw from cells of whole groups next to each other in confidence: the
     # sums of each cell are drawn exactly (multinomial counts of its right and wrong
     # examples); only the order within the cell at a cut is averaged over, as within a group
     # of ties. Cells hold one example, or 1 / RISK_CELL_SHARE of the more confident ones:
-    # the averaged part of a cut stays a small share of the examples it keeps.
-    cell = _cells(np.cumsum(count) - count)[group]
-    cells = int(cell.max()) + 1
-    sizes = np.bincount(cell * 2 + wrong, minlength=2 * cells)
+    # the averaged part of a cut stays a small share of the examples it keeps. Each range
+    # of confidence gives its cells' sums, numbered with gaps; numbered here without.
+    found = groups.each(_cell_counts)
+    raw, right, wrong = (np.concatenate([part[i] for part in found]) for i in range(3))
+    numbered, cell = np.unique(raw, return_inverse=True)
+    cells = len(numbered)
+    sizes = np.stack([np.bincount(cell, weights=right, minlength=cells),
+                      np.bincount(cell, weights=wrong, minlength=cells)], axis=1).ravel()
     kinds = np.flatnonzero(sizes)  # (cell, right or wrong) holding examples
     share = sizes[kinds] / n
     rng = np.random.default_rng([seed, STREAM, 1])
     samples = []
     for rows in _blocks(2 * cells):
         flat = np.zeros((rows, 2 * cells))
-        flat[:, kinds] = rng.multinomial(n, share, size=rows)
+        flat[:, kinds] = rng.multinomial(int(n), share, size=rows)
         sums = flat.reshape(rows, cells, 2)  # (right, wrong) of each cell
         samples.append(risk_at(sums[:, :, 0] + sums[:, :, 1], sums[:, :, 1], coverages)[0])
     low, high = _band(np.concatenate(samples))
     points = [{"coverage": float(c), "risk": float(r), "low": float(lo), "high": float(hi),
-               "threshold": float(thresholds[g])}
-              for c, r, lo, hi, g in zip(coverages, risk[0], low, high, cut[0])]
+               "threshold": float(t)}
+              for c, r, lo, hi, t in zip(coverages, risk, low, high, thresholds)]
     return {"level": LEVEL, "resamples": RESAMPLES, "seed": seed, "points": points}
+
+
+def _cell_counts(groups: tuple[np.ndarray, ...], ahead: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A range's cells (numbered with gaps) with their right and wrong examples."""
+    _, count, errors = groups
+    raw = _raw_cells(ahead[0] + np.cumsum(count) - count)
+    numbered, cell = np.unique(raw, return_inverse=True)
+    return (numbered, np.bincount(cell, weights=count - errors, minlength=len(numbered)),
+            np.bincount(cell, weights=errors, minlength=len(numbered)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, is_dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -397,6 +397,8 @@ def _errors_kept(count: np.ndarray, errors: np.ndarray, kept: np.ndarray,
     """The expected errors among the `kept` (rows, cuts) most confident examples, and the
     group each cut falls in, for groups that follow `before_n` examples with
     `before_errors` errors (rows,); NaN for a cut outside these groups."""
+    if count.shape[1] == 0:  # an empty range of confidence: no cut falls in it
+        return np.full(kept.shape, np.nan), np.zeros(kept.shape, dtype=np.int64)
     cum_n = before_n[:, None] + np.cumsum(count, axis=1)
     cum_errors = before_errors[:, None] + np.cumsum(errors, axis=1)
     target = kept * (1 - 1e-12)  # rounding never skips a group
@@ -471,24 +473,52 @@ def selective_prediction(conf: np.ndarray, correct: np.ndarray) -> dict[str, flo
     return selective_of(parts, RunOrder(parts, "conf"))
 
 
+class ConfidenceGroups:
+    """A run's groups of equal confidence, exactly, without the run in one place: its rows
+    moved into ranges of confidence, one per part, cut at the run's own quantiles
+    (RunOrder), so that tied confidences never straddle two ranges (on a cluster, by Dask's
+    shuffle; locally, by one sort). Each range holds its distinct confidences, most confident
+    first, with their examples and errors, where it lies; a statistic of the groups in order
+    is a sum over the ranges, each given the examples and errors of the more confident
+    ranges (`ahead`)."""
+
+    def __init__(self, parts: Parts, by_conf: RunOrder):
+        ranges = parts.by_ranges(_confidence_keys,
+                                 range_bounds(by_conf, len(parts.map(rows_of).gather())))
+        self.groups = ranges.map(_confidence_group_sums)  # ranges ascending, groups descending
+        totals = np.array(self.groups.map(_group_totals).gather(),
+                          dtype=np.float64).reshape(-1, 2)
+        self.ahead = np.cumsum(totals[::-1], axis=0)[::-1] - totals  # (ranges, 2)
+        self.n, self.wrong = (float(total) for total in totals.sum(axis=0))
+
+    def each(self, fn: Callable[..., Any], *args: Any) -> list:
+        """fn(groups, ahead, *args) of every range, where it is held."""
+        return self.groups.map_each(_with_ahead, [(fn, a, args) for a in self.ahead]).gather()
+
+    def at_cuts(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The expected errors among the `kept` most confident examples, and the confidence
+        of the group at each cut (selective_part's rule)."""
+        found = self.each(_cut_sums, self.wrong, kept)
+        return (np.nansum(np.stack([errors for errors, _ in found]), axis=0),
+                np.nansum(np.stack([conf for _, conf in found]), axis=0))
+
+
+def _with_ahead(groups, job):
+    fn, ahead, args = job
+    return fn(groups, ahead, *args)
+
+
 def selective_of(parts: Parts, by_conf: RunOrder) -> dict[str, float | None]:
-    """The selective-prediction metrics of a run held in parts, exactly: its rows moved
-    into ranges of confidence, one per part (on a cluster, by Dask's shuffle), each range's
-    groups of equal confidence summed where it is held, then the sums of the ranges added,
-    each given the examples and errors of the more confident ranges."""
+    """The selective-prediction metrics of a run held in parts (ConfidenceGroups)."""
     if by_conf.n == 0:
         return dict.fromkeys(SELECTIVE)
-    ranges = parts.by_ranges(_confidence_keys,
-                             range_bounds(by_conf, len(parts.map(rows_of).gather())))
-    groups = ranges.map(_confidence_group_sums)  # ranges ascending, groups descending
-    totals = np.array(groups.map(_group_totals).gather(), dtype=np.float64).reshape(-1, 2)
-    ahead = np.cumsum(totals[::-1], axis=0)[::-1] - totals  # in the more confident ranges
-    n, wrong = (np.array([total]) for total in totals.sum(axis=0))
+    groups = ConfidenceGroups(parts, by_conf)
+    n, wrong = np.array([groups.n]), np.array([groups.wrong])
     kept = n[:, None] * np.array(COVERAGES)[None, :] / 100
-    parts_sums = groups.map_each(_selective_sums, [(a, wrong, kept) for a in ahead]).gather()
-    aurc = sum(part[0] for part in parts_sums)
-    beaten = sum(part[1] for part in parts_sums)
-    errors_kept = np.nansum(np.stack([part[2] for part in parts_sums]), axis=0)
+    found = groups.each(_selective_sums, wrong, kept)
+    aurc = sum(part[0] for part in found)
+    beaten = sum(part[1] for part in found)
+    errors_kept = np.nansum(np.stack([part[2] for part in found]), axis=0)
     values = _selective_of(n, wrong, (aurc, beaten, errors_kept))
     return {name: (None if np.isnan(values[name][0]) else float(values[name][0]))
             for name in SELECTIVE}
@@ -503,21 +533,32 @@ def _confidence_keys(examples) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _confidence_group_sums(keyed: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
-    """Examples and errors of each distinct confidence of a range, most confident first."""
+    """Each distinct confidence of a range, most confident first, with its examples and
+    errors."""
     keys, values = keyed
     distinct, group = np.unique(~keys, return_inverse=True)
-    return (np.bincount(group, minlength=len(distinct)).astype(np.float64),
-            np.bincount(group, weights=values[:, 0], minlength=len(distinct)))
+    return (float_values(~distinct), np.bincount(group, minlength=len(distinct)).astype(
+        np.float64), np.bincount(group, weights=values[:, 0], minlength=len(distinct)))
 
 
 def _group_totals(groups: tuple[np.ndarray, ...]) -> tuple[float, float]:
-    return float(groups[0].sum()), float(groups[1].sum())
+    return float(groups[1].sum()), float(groups[2].sum())
 
 
-def _selective_sums(groups: tuple[np.ndarray, ...], args) -> SelectivePart:
-    ahead, wrong, kept = args
-    count, errors = groups
+def _selective_sums(groups: tuple[np.ndarray, ...], ahead: np.ndarray, wrong: np.ndarray,
+                    kept: np.ndarray) -> SelectivePart:
+    _, count, errors = groups
     return selective_part(count[None, :], errors[None, :], ahead[:1], ahead[1:], wrong, kept)
+
+
+def _cut_sums(groups: tuple[np.ndarray, ...], ahead: np.ndarray, wrong: float,
+              kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    conf, count, errors = groups
+    if not len(count):
+        return np.full(len(kept), np.nan), np.full(len(kept), np.nan)
+    errors_kept, cut = _errors_kept(count[None, :], errors[None, :], kept[None, :], ahead[:1],
+                                    ahead[1:])
+    return errors_kept[0], np.where(np.isnan(errors_kept[0]), np.nan, conf[cut[0]])
 
 
 def adaptive_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:

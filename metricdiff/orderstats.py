@@ -18,6 +18,7 @@ added part by part; with one part they are its bits.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -158,9 +159,13 @@ class RunOrder:
     """A run's rows in one order (an ORDERS name), over its parts."""
 
     def __init__(self, parts: Parts, order: str):
-        self.parts = parts
-        self.sorted = parts.map(sorted_part, order)
+        self.parts, self.order = parts, order
         self.n = total_rows(parts)
+
+    @functools.cached_property
+    def sorted(self) -> Parts:
+        """Each part sorted, once, when a statistic first asks for the order."""
+        return self.parts.map(sorted_part, self.order)
 
     def keys_at(self, ranks: np.ndarray) -> np.ndarray:
         """The key at each 0-based rank of the run (each below n)."""

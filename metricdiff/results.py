@@ -9,12 +9,12 @@ import numpy as np
 
 from . import __version__
 from .classwise import classwise_metrics
-from .curves import run_curves
+from .curves import run_curves_of
 from .metrics import (MetricSettings, RunSums, SummaryPlan, class_group_table, headline,
                       loss_anatomy, metric_directions, noise_floor, per_class_table,
                       reliability_rows, slice_table)
 from .errors import UsageError
-from .orderstats import LocalParts, Parts
+from .orderstats import LocalParts, Parts, RunOrder
 from .pipeline import RunData
 from .temperature import T_MAX, T_MIN
 
@@ -307,5 +307,5 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
         slices=slices,
         noise_floor=floor,
         warnings=warnings,
-        curves=run_curves(pe.conf, pe.correct, settings.seed),
+        curves=run_curves_of(parts, RunOrder(parts, "conf"), settings.seed),
     )

@@ -184,13 +184,19 @@ def reliability_curve(conf: np.ndarray, correct: np.ndarray, sigma: float, t: np
 
 def smooth_ece_of(parts: "Parts") -> float:
     """The smooth ECE of a run held in parts: each grid is the sum of the parts' grids."""
+    return smooth_fit_of(parts)[0]
+
+
+def smooth_fit_of(parts: "Parts") -> tuple[float, float]:
+    """(smooth ECE, its fixed-point bandwidth) of a run held in parts; NaN without rows."""
     if total_rows(parts) == 0:
-        return float("nan")
+        return float("nan"), float("nan")
 
     def grids(size: int) -> np.ndarray:  # once per size: _Block keeps its spectrum
         return sum(parts.map(part_grids, size).gather())
 
-    return float(_fixed_point(_Block(grids), 1)[0][0])
+    ece, sigma = _fixed_point(_Block(grids), 1)
+    return float(ece[0]), float(sigma[0])
 
 
 def smooth_ece(conf: np.ndarray, correct: np.ndarray) -> float:

@@ -218,11 +218,11 @@ def test_worker_killed_mid_run_gives_the_same_numbers(tmp_path, predictions):
 
 def test_the_order_statistics_run_on_the_parts_the_workers_hold(tmp_path, scheduler,
                                                                  predictions):
-    """Equal-mass bins, the smooth ECE's grids, the selective-prediction metrics (the rows
-    moved into ranges of confidence by Dask's shuffle), the worst examples' share of the NLL
-    and the class groups' table come from the partitions the workers keep: the run's
-    gathered columns, changed on the client, change none of them, and they are the local
-    engine's."""
+    """Equal-mass bins, the smooth ECE's grids, the selective-prediction metrics and the
+    curves (the rows moved into ranges of confidence by Dask's shuffle), the worst examples'
+    share of the NLL and the class groups' table come from the partitions the workers keep:
+    the run's gathered columns, changed on the client, change none of them, and they are the
+    local engine's."""
     logits, labels = predictions
     path = write_layout(tmp_path, "shards", logits, labels)
     settings = MetricSettings()
@@ -239,6 +239,7 @@ def test_the_order_statistics_run_on_the_parts_the_workers_hold(tmp_path, schedu
                  "risk_at_80", "risk_at_90", "risk_at_95"):
         assert Close(report.metrics[name]) == local.metrics[name], name
     assert to_rounding(report.class_groups) == to_rounding(local.class_groups)
+    assert to_rounding(report.curves) == to_rounding(local.curves)
     # a share is the worst examples' NLL over the total NLL of the client's columns, now n
     local_total = float(local_run.examples.nll.sum())
     for name in ("worst_1pct_nll_share", "worst_10pct_nll_share"):

@@ -164,3 +164,18 @@ def test_ranges_hold_every_row_once_and_never_split_a_key():
     for (keys, _), (later, _) in zip(ranges[:-1], ranges[1:]):
         if len(keys) and len(later):
             assert keys.max() < later.min()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_curves_over_ranges_of_parts_equal_one_part(seed):
+    """The smoothed reliability curve (grids summed over parts) and the risk-coverage curve
+    with its band (cells summed over ranges of confidence) of a run in parts are those of
+    the run in one piece."""
+    from conftest import to_rounding
+    from metricdiff.curves import run_curves, run_curves_of
+
+    rng = np.random.default_rng(seed)
+    pe = examples(2500, seed, decimals=2)
+    parts = split(pe, random_cuts(rng, len(pe)))
+    held = run_curves_of(parts, RunOrder(parts, "conf"), seed=3)
+    assert to_rounding(held) == to_rounding(run_curves(pe.conf, pe.correct, seed=3))
