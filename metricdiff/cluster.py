@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import MetricdiffError, UsageError
 from .io import ReadOptions, RunLayout, iter_batches
-from .orderstats import Keyed
+from .orderstats import Keyed, Parts
 from .perexample import PerExample
 from .pipeline import (Keys, Progress, RunAssembler, RunPart, Scoring, joined_keys,
                        reduce_batches)
@@ -107,6 +107,10 @@ def _examples(part: RunPart) -> PerExample:
     return part.examples
 
 
+def _slices(part: RunPart) -> dict:
+    return part.slices
+
+
 class ClusterParts:
     """A run's parts as the workers hold them (orderstats.Parts): each map is a task per
     part, run where the part is; only what a task returns is gathered."""
@@ -121,6 +125,13 @@ class ClusterParts:
     def map_each(self, fn: Callable[..., Any], args: list) -> "ClusterParts":
         return ClusterParts(self.client, [self.client.submit(fn, future, arg, pure=False)
                                           for future, arg in zip(self.futures, args)])
+
+    def map_with(self, fn: Callable[..., Any], other: Parts, *args: Any) -> "ClusterParts":
+        assert isinstance(other, ClusterParts)
+        return ClusterParts(self.client, [self.client.submit(fn, future, with_future, *args,
+                                                             pure=False)
+                                          for future, with_future in zip(self.futures,
+                                                                         other.futures)])
 
     def gather(self) -> list:
         return self.client.gather(self.futures)
@@ -213,7 +224,8 @@ class DaskEngine:
         # the parts stay on the workers too, for the statistics of an order (orderstats.py)
         self._collect(futures, arrived, stop, keep=True)
         run = assembled.result()
-        run.held = ClusterParts(self.client, futures).map(_examples)
+        held = ClusterParts(self.client, futures)
+        run.held, run.held_slices = held.map(_examples), held.map(_slices)
         return run
 
     def read_keys(self, layout: RunLayout, options: ReadOptions) -> Keys:

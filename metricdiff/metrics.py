@@ -730,54 +730,106 @@ def per_class_table(counts: ClassCounts, class_names: tuple[str, ...] | None,
 # ----------------------------------------------------------------------------- loss anatomy
 
 def loss_anatomy(pe: PerExample, confident_wrong: float, parts: Parts | None = None) -> dict:
-    """Where the NLL comes from. `parts`: as headline's."""
-    nll_total = float(pe.nll.sum())
-    correct = pe.correct
-    wrong = ~correct
-    confidently_wrong = wrong & (pe.conf >= confident_wrong)
-    zero_prob = np.isposinf(pe.nll)  # the true class at probability 0: an infinite NLL
+    """Where the NLL comes from, from sums over the parts. `parts`: as headline's."""
+    parts = parts or LocalParts([pe])
+    n, nll_total, right, right_nll, wrong, wrong_nll, confident, confident_nll, zero = \
+        sum(parts.map(_anatomy_sums, confident_wrong).gather())
     # the NLL of the worst 1% and 10% of the examples (at least one each)
-    tops = np.array([max(1, math.ceil(fraction * len(pe))) for fraction in (0.01, 0.10)])
-    worst = (RunOrder(parts or LocalParts([pe]), "nll_desc").first_sums(tops)[0] if len(pe)
-             else np.zeros(2))
-
+    tops = np.array([max(1, math.ceil(fraction * n)) for fraction in (0.01, 0.10)])
+    worst = RunOrder(parts, "nll_desc").first_sums(tops)[0] if n else np.zeros(2)
     return {
-        "correct": {"count": int(correct.sum()), "mean_nll": _mean(pe.nll[correct]),
-                    "nll_share": ratio(pe.nll[correct].sum(), nll_total)},
-        "wrong": {"count": int(wrong.sum()), "mean_nll": _mean(pe.nll[wrong]),
-                  "nll_share": ratio(pe.nll[wrong].sum(), nll_total)},
+        "correct": {"count": int(right), "mean_nll": ratio(right_nll, right) if right else None,
+                    "nll_share": ratio(right_nll, nll_total)},
+        "wrong": {"count": int(wrong), "mean_nll": ratio(wrong_nll, wrong) if wrong else None,
+                  "nll_share": ratio(wrong_nll, nll_total)},
         "worst_1pct_nll_share": ratio(worst[0], nll_total),
         "worst_10pct_nll_share": ratio(worst[1], nll_total),
-        "confidently_wrong": {"threshold": confident_wrong, "count": int(confidently_wrong.sum()),
-                              "share": ratio(confidently_wrong.sum(), len(pe)),
-                              "nll_share": ratio(pe.nll[confidently_wrong].sum(), nll_total)},
-        "zero_probability": {"count": int(zero_prob.sum()), "share": ratio(zero_prob.sum(),
-                                                                            len(pe))},
+        "confidently_wrong": {"threshold": confident_wrong, "count": int(confident),
+                              "share": ratio(confident, n),
+                              "nll_share": ratio(confident_nll, nll_total)},
+        "zero_probability": {"count": int(zero), "share": ratio(zero, n)},
     }
+
+
+def _anatomy_sums(examples: PerExample, confident_wrong: float) -> np.ndarray:
+    """A part's examples and NLL: in all, right, wrong, confidently wrong; and how many have
+    an infinite NLL."""
+    nll, correct = examples.nll, examples.correct
+    wrong = ~correct
+    confident = wrong & (examples.conf >= confident_wrong)
+    return np.array([len(nll), nll.sum(), correct.sum(), nll[correct].sum(), wrong.sum(),
+                     nll[wrong].sum(), confident.sum(), nll[confident].sum(),
+                     np.isposinf(nll).sum()], dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- slices
 
-def headline_subset(pe: PerExample, bins: int) -> dict:
-    """The few numbers worth showing for a slice."""
-    ece, _ = calibration_error(pe.conf, pe.correct, bins)
-    accuracy = _mean(pe.correct)
-    confidence = _mean(pe.conf)
-    return {"n": len(pe), "accuracy": accuracy, "nll": _mean(pe.nll), "ece": ece,
-            "mean_confidence": confidence,
-            "overconfidence": None if accuracy is None or confidence is None
-            else confidence - accuracy}
+@dataclass(frozen=True)
+class SliceSums(Mergeable):
+    """The sums behind a slice table: per distinct value (text, ascending), its examples,
+    hits, NLL and confidence summed, and its equal-width confidence bins' examples, hits and
+    confidences (bins on the last axis). Two sets of examples merge value by value."""
+
+    keys: np.ndarray
+    sums: np.ndarray  # (values, 4): examples, hits, NLL, confidence
+    bins: np.ndarray  # (values, 3, bins): examples, hits, confidence
+
+    @staticmethod
+    def of(pe: PerExample, values: np.ndarray, bins: int) -> "SliceSums":
+        keys, value = np.unique(np.asarray(values).astype(str), return_inverse=True)
+        size = len(keys)
+        cell = value * bins + equal_width_bin(pe.conf, bins)
+        correct = pe.correct.astype(np.float64)
+
+        def per(index: np.ndarray, count: int, weights=None) -> np.ndarray:
+            return np.bincount(index, weights=weights, minlength=count).astype(np.float64)
+
+        sums = np.stack([per(value, size), per(value, size, correct), per(value, size, pe.nll),
+                         per(value, size, pe.conf)], axis=1)
+        binned = np.stack([per(cell, size * bins), per(cell, size * bins, correct),
+                           per(cell, size * bins, pe.conf)]).reshape(3, size, bins)
+        return SliceSums(keys, sums, binned.transpose(1, 0, 2))
+
+    def merged(self, other: "SliceSums") -> "SliceSums":
+        keys, index = np.unique(np.r_[self.keys, other.keys], return_inverse=True)
+        sums = np.zeros((len(keys), *self.sums.shape[1:]))
+        binned = np.zeros((len(keys), *self.bins.shape[1:]))
+        for part, where in ((self, index[:len(self.keys)]), (other, index[len(self.keys):])):
+            sums[where] += part.sums
+            binned[where] += part.bins
+        return SliceSums(keys, sums, binned)
+
+    def table(self, limit: int) -> dict:
+        """The `limit` largest values (ties: in text order), with the few numbers worth
+        showing for a slice."""
+        count, hits, nll, conf = self.sums.T
+        order = np.lexsort((self.keys, -count))
+        rows = []
+        for i in order[:limit]:
+            accuracy, confidence = hits[i] / count[i], conf[i] / count[i]
+            bin_count, bin_hits, bin_conf = self.bins[i]
+            rows.append({"value": str(self.keys[i]), "n": int(count[i]),
+                         "accuracy": float(accuracy), "nll": float(nll[i] / count[i]),
+                         "ece": float(ece_from_sums(bin_hits - bin_conf, bin_count.sum())),
+                         "mean_confidence": float(confidence),
+                         "overconfidence": float(confidence - accuracy)})
+        return {"values": int(len(self.keys)), "shown": len(rows), "rows": rows}
 
 
-def slice_table(pe: PerExample, values: np.ndarray, bins: int, limit: int) -> dict:
-    keys, inverse, sizes = np.unique(values.astype(str), return_inverse=True, return_counts=True)
-    order = np.lexsort((keys, -sizes))
-    rows = []
-    for i in order[:limit]:
-        row = {"value": str(keys[i])}
-        row.update(headline_subset(pe.take(inverse == i), bins))
-        rows.append(row)
-    return {"values": int(len(keys)), "shown": len(rows), "rows": rows}
+def slice_tables(parts: Parts, slice_parts: Parts, bins: int, limit: int) -> dict:
+    """The table of every slice column of a run held in parts, with `slice_parts` holding
+    each part's slice values (column -> values)."""
+    found = parts.map_with(_slice_sums, slice_parts, bins).gather()
+    if not found or not found[0]:
+        return {}
+    merged = found[0]
+    for part in found[1:]:
+        merged = {col: sums.merged(part[col]) for col, sums in merged.items()}
+    return {col: sums.table(limit) for col, sums in merged.items()}
+
+
+def _slice_sums(examples: PerExample, slices: dict, bins: int) -> dict:
+    return {col: SliceSums.of(examples, values, bins) for col, values in slices.items()}
 
 
 # ----------------------------------------------------------------------------- noise floor

@@ -43,6 +43,7 @@ class RunData:
     classwise: ClasswiseSums | None = None  # per-(class, bin) sums; None for top-k runs
     sums: RunSums | None = None  # gathered by the main pass, when load_run was given a plan
     parts: Parts | None = None  # the examples in parts on a cluster's workers (orderstats.py)
+    slice_parts: Parts | None = None  # each of those parts' slice values (column -> values)
 
     @property
     def labels(self) -> np.ndarray:
@@ -148,7 +149,7 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                    classwise=part.classwise,
                    sums=None if part.sums is None else dataclasses.replace(
                        part.sums, classes=part.sums.classes.padded(num_classes)),
-                   parts=part.held)
+                   parts=part.held, slice_parts=part.held_slices)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class RunPart:
     classwise: ClasswiseSums | None
     sums: RunSums | None = None
     held: Parts | None = None  # the whole run's parts where an engine keeps them (a cluster)
+    held_slices: Parts | None = None  # and each part's slice values (column -> values)
 
 
 class RunAssembler:

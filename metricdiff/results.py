@@ -12,7 +12,7 @@ from .classwise import classwise_metrics
 from .curves import run_curves_of
 from .metrics import (MetricSettings, RunSums, SummaryPlan, class_group_table, headline,
                       loss_anatomy, metric_directions, noise_floor, per_class_table,
-                      reliability_rows, slice_table)
+                      reliability_rows, slice_tables)
 from .errors import UsageError
 from .orderstats import LocalParts, Parts, RunOrder
 from .pipeline import RunData
@@ -281,9 +281,9 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
         warnings.append(f"temperature fitted on a sample of {run.temperature_rows} of {len(pe)} "
                         "rows (row groups spread over the run); nll_calibrated and "
                         "ece_calibrated use every row")
-    slices = {}
-    for col, slice_values in run.slices.items():
-        slices[col] = slice_table(pe, slice_values, settings.ece_bins, settings.max_slice_values)
+    slices = slice_tables(parts, run.slice_parts or LocalParts([run.slices]),
+                          settings.ece_bins, settings.max_slice_values)
+    for col in slices:
         if slices[col]["values"] > slices[col]["shown"]:
             warnings.append(f"--by {col}: {slices[col]['values']} distinct values, showing the "
                             f"{slices[col]['shown']} largest")

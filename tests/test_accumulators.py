@@ -211,3 +211,39 @@ def test_documents_to_rounding_still_tell_a_real_difference():
     assert to_rounding({"x": [0.3 + 1e-10]}) != to_rounding({"x": [0.3]})
     assert to_rounding({"x": 1e6 * (1 + 1e-13)}) == to_rounding({"x": 1e6})
     assert to_rounding({"x": 1e6 * (1 + 1e-11)}) != to_rounding({"x": 1e6})
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_slice_sums_merged_over_splits_give_a_direct_grouping(seed):
+    """A slice table from SliceSums of random parts, merged, equals a pandas groupby over the
+    examples (n, accuracy, NLL, confidence) and each value's own ECE."""
+    import pandas as pd
+
+    from metricdiff.metrics import SliceSums
+
+    rng = np.random.default_rng(seed)
+    pe = examples(3000, seed)
+    values = rng.choice(["web", "app", "partner", "kiosk", "x"], 3000, p=[.4, .3, .2, .09, .01])
+    cuts = np.unique(np.r_[0, np.sort(rng.choice(3000, 4, replace=False)), 3000])
+    order = rng.permutation(3000)
+    merged = None
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        rows = order[a:b]
+        part = SliceSums.of(pe.take(rows), values[rows], BINS)
+        merged = part if merged is None else merged.merged(part)
+    assert merged is not None
+    table = merged.table(limit=4)
+    frame = pd.DataFrame({"value": values, "correct": pe.correct, "nll": pe.nll,
+                          "conf": pe.conf})
+    sizes = frame.groupby("value").size().sort_values(ascending=False, kind="stable")
+    assert table["values"] == 5 and table["shown"] == 4
+    assert [row["value"] for row in table["rows"]] == list(sizes.index[:4])
+    for row in table["rows"]:
+        member = values == row["value"]
+        group = frame[member]
+        assert row["n"] == len(group)
+        assert row["accuracy"] == pytest.approx(group["correct"].mean(), rel=1e-12)
+        assert row["nll"] == pytest.approx(group["nll"].mean(), rel=1e-12)
+        assert row["mean_confidence"] == pytest.approx(group["conf"].mean(), rel=1e-12)
+        ece, _ = calibration_error(pe.conf[member], pe.correct[member], BINS)
+        assert row["ece"] == pytest.approx(ece, rel=1e-12)
