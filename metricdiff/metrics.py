@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .keyhash import counter_uniforms, key_hash, salt
 from .orderstats import (LocalParts, Parts, RunOrder, float_keys, float_values, range_bounds,
                          rows_of)
 from .perexample import PerExample
@@ -834,37 +835,109 @@ def _slice_sums(examples: PerExample, slices: dict, bins: int) -> dict:
 
 # ----------------------------------------------------------------------------- noise floor
 
-def noise_floor(pe: PerExample, batch_size: int, seed: int) -> dict:
-    """How much accuracy and NLL move between random mini-batches of this run by chance alone.
+# The noise floor measures at most this many batches: their spread is known to a fraction of
+# a percent by then, and a run of any size gives the client at most this many batches' rows.
+MAX_NOISE_BATCHES = 100_000
+NOISE_STREAM = 15  # the keyed draws of the batches' rows beyond it: [seed, NOISE_STREAM]
 
-    Rows are shuffled with a fixed seed and cut into whole batches. `disagree_rate` is the share
-    of consecutive batch pairs where loss and accuracy point opposite ways about which batch is
-    better (both rise or both fall), i.e. how often a per-batch disagreement is pure noise.
+
+def noise_floor(pe: PerExample, batch_size: int, seed: int) -> dict:
+    """noise_floor_of a run in one piece."""
+    return noise_floor_of(LocalParts([pe]), batch_size, seed)
+
+
+def noise_floor_of(parts: Parts, batch_size: int, seed: int) -> dict:
+    """How much accuracy and NLL move between random mini-batches of a run (held in parts) by
+    chance alone.
+
+    Rows are shuffled with a fixed seed and cut into whole batches. `disagree_rate` is the
+    share of consecutive batch pairs where loss and accuracy point opposite ways about which
+    batch is better (both rise or both fall), i.e. how often a per-batch disagreement is
+    pure noise. A run of more than MAX_NOISE_BATCHES batches is measured on that many: the
+    rows with the smallest keyed uniforms (of the seed and the row), in that order.
     """
-    batches = len(pe) // batch_size
-    result: dict[str, Any] = {"batch_size": batch_size, "batches": batches, "seed": seed}
+    sizes = parts.map(rows_of).gather()
+    n = int(sum(sizes))
+    batches = n // batch_size
+    measured = min(batches, MAX_NOISE_BATCHES)
+    result: dict[str, Any] = {"batch_size": batch_size, "batches": batches,
+                              "measured_batches": measured, "seed": seed}
     if batches < 2:
         return result | {"accuracy": None, "nll": None, "disagree_rate": None}
-    order = np.random.default_rng(seed).permutation(len(pe))[: batches * batch_size]
-    accuracy = pe.correct[order].reshape(batches, batch_size).mean(axis=1)
-    nll = pe.nll[order].reshape(batches, batch_size).mean(axis=1)
+    totals = parts.map(_noise_totals).gather()
+    hits = sum(total[0] for total in totals)
+    infinite = sum(total[1] for total in totals)
+    moments = totals[0][2]
+    for total in totals[1:]:
+        moments = moments.merged(total[2])
+    if measured == batches:
+        correct, nll = (np.concatenate(column) for column in
+                        zip(*parts.map(_correct_and_nll).gather()))
+        order = np.random.default_rng(seed).permutation(n)[: batches * batch_size]
+        correct, nll = correct[order], nll[order]
+    else:
+        correct, nll = _keyed_rows(parts, sizes, measured * batch_size, seed)
+    accuracy = correct.reshape(measured, batch_size).mean(axis=1)
+    nll = nll.reshape(measured, batch_size).mean(axis=1)
     with np.errstate(invalid="ignore"):  # inf - inf where true classes have probability 0
         d_acc, d_nll = np.diff(accuracy), np.diff(nll)
     moved = (d_acc != 0) & (d_nll != 0)
     disagree = moved & (np.sign(d_acc) == np.sign(d_nll))
-    p = float(pe.correct.mean())
+    p = hits / n
 
     def spread(values: np.ndarray) -> dict:
         low, high = np.percentile(values, [5, 95])
         return {"std": float(values.std(ddof=1)), "p5": float(low), "p95": float(high)}
 
     result["accuracy"] = spread(accuracy) | {"expected_std": math.sqrt(p * (1 - p) / batch_size)}
-    if np.isposinf(pe.nll).any():  # true classes at probability 0: no NLL to spread
+    if infinite:  # true classes at probability 0: no NLL to spread
         return result | {"nll": None, "disagree_rate": None}
+    nll_std = math.sqrt(moments.m2 / (n - 1))
     return result | {
-        "nll": spread(nll) | {"expected_std": float(pe.nll.std(ddof=1) / math.sqrt(batch_size))},
+        "nll": spread(nll) | {"expected_std": nll_std / math.sqrt(batch_size)},
         "disagree_rate": ratio(disagree.sum(), moved.sum()),
     }
+
+
+def _noise_totals(examples: PerExample) -> tuple[int, int, Moments]:
+    nll = examples.nll
+    return int(examples.correct.sum()), int(np.isposinf(nll).sum()), Moments.of(nll)
+
+
+def _correct_and_nll(examples: PerExample) -> tuple[np.ndarray, np.ndarray]:
+    return examples.correct, examples.nll
+
+
+def _keyed_rows(parts: Parts, sizes: list, count: int, seed: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The correctness and NLL of the `count` rows of the run with the smallest uniforms
+    keyed on (seed, row), in increasing order of those: a random subset in random order,
+    drawn where the parts are. Each part sends the rows below a threshold a little above
+    count / n, so the client receives about `count` rows (again with a higher one, should
+    too few fall below it)."""
+    n = sum(sizes)
+    firsts = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
+    share = count / n
+    while True:
+        threshold = min(1.0, share * 1.05 + 10 / n)
+        found = parts.map_each(_rows_below, [(int(first), seed, threshold)
+                                             for first in firsts]).gather()
+        uniforms = np.concatenate([u for u, _, _ in found])
+        if len(uniforms) >= count or threshold >= 1.0:
+            break
+        share *= 2
+    order = np.argsort(uniforms, kind="stable")[:count]
+    return (np.concatenate([c for _, c, _ in found])[order],
+            np.concatenate([v for _, _, v in found])[order])
+
+
+def _rows_below(examples: PerExample, job: tuple[int, int, float]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    first, seed, threshold = job
+    rows = np.arange(first, first + len(examples.nll), dtype=np.int64)
+    uniforms = counter_uniforms(key_hash(rows), salt(seed, NOISE_STREAM), 0, 1)[0]
+    kept = np.flatnonzero(uniforms < threshold)
+    return uniforms[kept], examples.correct[kept], examples.nll[kept]
 
 
 # ----------------------------------------------------------------------------- headline

@@ -11,14 +11,14 @@ from . import __version__
 from .classwise import classwise_metrics
 from .curves import run_curves_of
 from .metrics import (MetricSettings, RunSums, SummaryPlan, class_group_table, headline,
-                      loss_anatomy, metric_directions, noise_floor, per_class_table,
+                      loss_anatomy, metric_directions, noise_floor_of, per_class_table,
                       reliability_rows, slice_tables)
 from .errors import UsageError
 from .orderstats import LocalParts, Parts, RunOrder
 from .pipeline import RunData
 from .temperature import T_MAX, T_MIN
 
-SCHEMA_VERSION = "2.1"
+SCHEMA_VERSION = "2.2"
 
 
 REPORT_TABLES = ("metrics", "classes", "class_groups", "confidence_bins", "slices")
@@ -287,7 +287,7 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
         if slices[col]["values"] > slices[col]["shown"]:
             warnings.append(f"--by {col}: {slices[col]['values']} distinct values, showing the "
                             f"{slices[col]['shown']} largest")
-    floor = noise_floor(pe, settings.noise_batch, settings.seed)
+    floor = noise_floor_of(parts, settings.noise_batch, settings.seed)
     if floor["accuracy"] is None:
         warnings.append(f"too few rows for a noise floor at batch size {settings.noise_batch}")
     directions = metric_directions(settings.top_k)

@@ -119,7 +119,7 @@ def test_directions_in_words_and_labels_as_numbers(two_runs):
     a, b = two_runs
     for document in (metricdiff.report(a).to_dict(),
                      metricdiff.compare(a, b, resamples=200).to_dict()):
-        assert document["schema_version"] == "2.1"
+        assert document["schema_version"] == "2.2"
         for metric, higher in document["directions"].items():
             assert document["better"][metric] == {True: "higher", False: "lower",
                                                   None: None}[higher]

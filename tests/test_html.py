@@ -522,7 +522,7 @@ def test_new_json_fields_validate_and_are_what_the_page_draws(comparison, single
     the bins their Wilson intervals, a one-run candidate its contribution intervals."""
     jsonschema.validate(single, load_schema("report"))
     jsonschema.validate(comparison, load_schema("compare"))
-    assert single["schema_version"] == comparison["schema_version"] == "2.1"
+    assert single["schema_version"] == comparison["schema_version"] == "2.2"
     for run_curves in [single["curves"]] + [run["curves"] for run in comparison["runs"]]:
         assert len(run_curves["reliability"]["points"]) == curves.CURVE_POINTS
         assert len(run_curves["risk_coverage"]["points"]) == curves.COVERAGE_POINTS

@@ -179,3 +179,32 @@ def test_curves_over_ranges_of_parts_equal_one_part(seed):
     parts = split(pe, random_cuts(rng, len(pe)))
     held = run_curves_of(parts, RunOrder(parts, "conf"), seed=3)
     assert to_rounding(held) == to_rounding(run_curves(pe.conf, pe.correct, seed=3))
+
+
+def test_noise_floor_beyond_its_batches_measures_the_keyed_rows_over_any_split(monkeypatch):
+    """Above MAX_NOISE_BATCHES, the batches are the rows with the smallest keyed uniforms of
+    (seed, row), in that order: any split into parts gives the same numbers, and they are
+    the spread of those rows' batch means computed directly."""
+    from metricdiff import metrics
+    from metricdiff.keyhash import counter_uniforms, key_hash, salt
+
+    monkeypatch.setattr(metrics, "MAX_NOISE_BATCHES", 40)
+    rng = np.random.default_rng(12)
+    pe = examples(32 * 150 + 7, 12, decimals=6)
+    whole = metrics.noise_floor(pe, 32, seed=3)
+    assert whole["batches"] == 150 and whole["measured_batches"] == 40
+    held = metrics.noise_floor_of(split(pe, random_cuts(rng, len(pe))), 32, seed=3)
+    assert held == {key: (value if not isinstance(value, dict) else
+                          {k: Close(v) for k, v in value.items()})
+                    for key, value in whole.items()}
+    uniforms = counter_uniforms(key_hash(np.arange(len(pe))), salt(3, metrics.NOISE_STREAM),
+                                0, 1)[0]
+    rows = np.argsort(uniforms)[:40 * 32]
+    accuracy = pe.correct[rows].reshape(40, 32).mean(axis=1)
+    nll = pe.nll[rows].reshape(40, 32).mean(axis=1)
+    assert whole["accuracy"]["std"] == pytest.approx(accuracy.std(ddof=1), rel=1e-12)
+    assert whole["nll"]["p95"] == pytest.approx(np.percentile(nll, 95), rel=1e-12)
+    assert whole["nll"]["expected_std"] == pytest.approx(pe.nll.std(ddof=1) / math.sqrt(32),
+                                                         rel=1e-10)
+    below = metrics.noise_floor(pe.take(np.arange(32 * 40)), 32, seed=3)  # every batch
+    assert below["measured_batches"] == below["batches"] == 40
