@@ -109,8 +109,8 @@ def report(run: str | os.PathLike, *, name: str | None = None, label_col: str = 
                         temperature_values=temperature_values, progress=progress,
                         given_temperature=temperature, temperature_source=source,
                         classwise=ClasswisePlan(ece_bins), cross_fit=cross_fit,
-                        engine=runner, summary=SummaryPlan.of(settings))
-        # within the engine: a cluster's workers hold the parts some statistics read
+                        engine=runner, summary=SummaryPlan.of(settings), columns=False)
+        # within the engine: a cluster's workers hold the parts the statistics read
         return build_report(data, settings)
 
 

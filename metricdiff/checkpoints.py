@@ -134,7 +134,7 @@ def _one_series(one: Checkpoints, settings: SeriesSettings,
         report = build_report(run, metric_settings)  # exactly what `report` says of it
         checkpoints.append({
             "index": index, "name": run.name, "step": step, "path": run.layout.path,
-            "n": len(run.examples),
+            "n": run.n,
             "metrics": {name: report.metrics.get(name) for name in SERIES_METRICS},
             "unavailable": {name: why for name, why in report.unavailable.items()
                             if name in SERIES_METRICS},
@@ -198,7 +198,7 @@ def _named(checkpoints: list[dict], index: int | None, metric: str | None) -> di
 def checkpoint_intervals(run: RunData, alpha: float) -> dict:
     """Pointwise intervals of one checkpoint's NLL, calibrated NLL (means over examples: t)
     and accuracy (a binomial proportion: Clopper-Pearson); None where the value is."""
-    pe = run.examples
+    pe = run.columns
     correct = int(pe.correct.sum())
     return {"nll": _mean_interval(pe.nll, alpha),
             "accuracy": exact_interval(correct, len(pe), alpha),

@@ -104,7 +104,14 @@ def partition_keys(layout: RunLayout, options: ReadOptions, partition: Partition
 
 
 def _examples(part: RunPart) -> PerExample:
+    assert part.examples is not None  # a task's part holds its columns
     return part.examples
+
+
+def _without_columns(part: RunPart) -> RunPart:
+    """What the client takes of a part when the columns stay on the workers: its sums."""
+    return RunPart(examples=None, ids=None, slices={}, clusters=None,
+                   classwise=part.classwise, sums=part.sums)
 
 
 def _slices(part: RunPart) -> dict:
@@ -202,7 +209,9 @@ class DaskEngine:
 
     def reduce_run(self, layout: RunLayout, options: ReadOptions, scoring: Scoring,
                    name: str, progress: Progress | None,
-                   stop: threading.Event | None) -> RunPart:
+                   stop: threading.Event | None, columns: bool = True) -> RunPart:
+        """`columns`: bring the parts' per-example columns here too; else their sums only
+        (the columns stay in the parts the workers keep)."""
         parts = partitions(layout, self.partition_values)
         futures = []
         for part in parts:
@@ -222,7 +231,15 @@ class DaskEngine:
                 progress(name, done_rows, layout.n_rows)
 
         # the parts stay on the workers too, for the statistics of an order (orderstats.py)
-        self._collect(futures, arrived, stop, keep=True)
+        if columns:
+            self._collect(futures, arrived, stop, keep=True)
+        else:
+            try:
+                self._collect([self.client.submit(_without_columns, future, pure=False)
+                               for future in futures], arrived, stop)
+            except BaseException:
+                self.client.cancel(futures)
+                raise
         run = assembled.result()
         held = ClusterParts(self.client, futures)
         run.held, run.held_slices = held.map(_examples), held.map(_slices)

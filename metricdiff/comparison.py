@@ -64,13 +64,13 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     members = _members(runs, groups, settings.paired_seeds)
     grouped = any(len(indices) > 1 for indices in members.values())
     alignment = align_runs(runs, settings.allow_partial)
-    aligned = [_lined_up(run.examples, rows) for run, rows in zip(runs, alignment.rows)]
+    aligned = [_lined_up(run.columns, rows) for run, rows in zip(runs, alignment.rows)]
     num_classes = runs[0].num_classes
     # a run whose every example is compared has the sums its main pass gathered
-    sums = [run_sums(run, metric_settings) if len(rows) == len(run.examples)
+    sums = [run_sums(run, metric_settings) if len(rows) == run.n
             else RunSums.of(pe, SummaryPlan.of(metric_settings), num_classes)
             for run, rows, pe in zip(runs, alignment.rows, aligned)]
-    parts = [run_parts(run) if len(rows) == len(run.examples) else LocalParts([pe])
+    parts = [run_parts(run) if len(rows) == run.n else LocalParts([pe])
              for run, rows, pe in zip(runs, alignment.rows, aligned)]
     counts = [run_sum.classes for run_sum in sums]
     # each run's numbers are independent of the others', and numpy's sorts and passes release
@@ -591,7 +591,7 @@ def _warnings(runs: list[RunData], alignment: Alignment, plan: BootstrapPlan) ->
                             "run (--allow-partial)")
     for run in runs:
         warnings += [f"{run.name}: {warning}" for warning in reading_warnings(run)]
-        if run.temperature is not None and 0 < run.temperature_rows < len(run.examples):
+        if run.temperature is not None and 0 < run.temperature_rows < run.n:
             warnings.append(f"{run.name}: temperature fitted on a sample of "
-                            f"{run.temperature_rows} of {len(run.examples)} rows")
+                            f"{run.temperature_rows} of {run.n} rows")
     return warnings

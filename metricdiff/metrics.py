@@ -525,6 +525,14 @@ def selective_of(parts: Parts, by_conf: RunOrder) -> dict[str, float | None]:
             for name in SELECTIVE}
 
 
+def _parts_of(pe: PerExample | None, parts: Parts | None) -> Parts:
+    """The parts given, else the examples as one part (a run's columns held here)."""
+    if parts is not None:
+        return parts
+    assert pe is not None, "neither the examples nor their parts"
+    return LocalParts([pe])
+
+
 def _infinite_nlls(examples: PerExample) -> int:
     return int(np.isposinf(examples.nll).sum())
 
@@ -672,13 +680,13 @@ def class_groups(counts: ClassCounts, cuts: tuple[float, float]) -> np.ndarray:
 GROUP_NAMES = ("head", "torso", "tail")
 
 
-def class_group_table(pe: PerExample, counts: ClassCounts, cuts: tuple[float, float],
+def class_group_table(pe: PerExample | None, counts: ClassCounts, cuts: tuple[float, float],
                       parts: Parts | None = None) -> list[dict]:
     """Head, torso and tail classes (class_groups): their examples' share, accuracy and NLL.
     From each part's sums per group, once the groups are known from the class counts;
     `parts`: as headline's."""
     groups = class_groups(counts, cuts)
-    sums = sum((parts or LocalParts([pe])).map(_class_group_sums, groups).gather())
+    sums = sum(_parts_of(pe, parts).map(_class_group_sums, groups).gather())
     examples, predicted, hits, nll = sums
     n, total_errors, nll_total = examples.sum(), examples.sum() - hits.sum(), nll.sum()
     return [{"group": name,
@@ -730,9 +738,9 @@ def per_class_table(counts: ClassCounts, class_names: tuple[str, ...] | None,
 
 # ----------------------------------------------------------------------------- loss anatomy
 
-def loss_anatomy(pe: PerExample, confident_wrong: float, parts: Parts | None = None) -> dict:
+def loss_anatomy(pe: PerExample | None, confident_wrong: float, parts: Parts | None = None) -> dict:
     """Where the NLL comes from, from sums over the parts. `parts`: as headline's."""
-    parts = parts or LocalParts([pe])
+    parts = _parts_of(pe, parts)
     n, nll_total, right, right_nll, wrong, wrong_nll, confident, confident_nll, zero = \
         sum(parts.map(_anatomy_sums, confident_wrong).gather())
     # the NLL of the worst 1% and 10% of the examples (at least one each)
@@ -1000,7 +1008,7 @@ class RunSums(Mergeable):
                        classes=ClassCounts.of(pe, num_classes))
 
 
-def headline(pe: PerExample, run_sums: RunSums, rank_depth: int | None,
+def headline(pe: PerExample | None, run_sums: RunSums, rank_depth: int | None,
              settings: MetricSettings, temperature: float | None,
              classwise: dict[str, float] | None = None,
              parts: Parts | None = None) -> tuple[dict, dict[str, str]]:
@@ -1008,7 +1016,7 @@ def headline(pe: PerExample, run_sums: RunSums, rank_depth: int | None,
     the examples' RunSums at the settings' top_k and bins. `classwise`: the CLASSWISE
     metrics, from the run's per-(class, bin) sums. `parts`: the same examples in parts (a
     cluster's), for the statistics of an order; default: `pe` as one part."""
-    parts = parts or LocalParts([pe])
+    parts = _parts_of(pe, parts)
     by_conf = RunOrder(parts, "conf")  # for both kinds of equal-mass bins
     sums, counts = run_sums.means, run_sums.classes
     ece, mce = run_sums.bins.errors()

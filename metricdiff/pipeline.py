@@ -30,7 +30,7 @@ class RunData:
 
     name: str
     layout: RunLayout
-    examples: PerExample
+    examples: PerExample | None  # None: held by a cluster's workers alone (in `parts`)
     ids: np.ndarray | None
     slices: dict[str, np.ndarray]
     temperature: float | None
@@ -47,7 +47,21 @@ class RunData:
 
     @property
     def labels(self) -> np.ndarray:
-        return self.examples.label
+        return self.columns.label
+
+    @property
+    def columns(self) -> PerExample:
+        """The per-example columns, held here (not for a report on a cluster)."""
+        assert self.examples is not None, f"{self.name}: its examples are held by the workers"
+        return self.examples
+
+    @property
+    def n(self) -> int:
+        """The run's examples."""
+        if self.examples is not None:
+            return len(self.examples)
+        assert self.sums is not None  # a run held by the workers alone has its sums
+        return self.sums.means.n
 
     @property
     def rank_depth(self) -> int | None:
@@ -64,7 +78,7 @@ class Engine(Protocol):
 
     def reduce_run(self, layout: RunLayout, options: ReadOptions, scoring: "Scoring",
                    name: str, progress: Progress | None,
-                   stop: threading.Event | None) -> "RunPart": ...
+                   stop: threading.Event | None, columns: bool = True) -> "RunPart": ...
 
     def read_keys(self, layout: RunLayout, options: ReadOptions) -> "Keys": ...
 
@@ -76,7 +90,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
              layout: RunLayout | None = None, given_temperature: float | None = None,
              temperature_source: str | None = None,
              classwise: ClasswisePlan | None = None, cross_fit: bool = False,
-             engine: "Engine | None" = None, summary: SummaryPlan | None = None) -> RunData:
+             engine: "Engine | None" = None, summary: SummaryPlan | None = None,
+             columns: bool = True) -> RunData:
     """Read one run; `stop`, when set by another thread, ends the read at the next batch.
     `layout`: the run's footers, when they were already checked. `given_temperature`: apply
     this T instead of fitting one here, `temperature_source` saying where it came from.
@@ -84,7 +99,9 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
     `cross_fit`: nll_calibrated and ece_calibrated of each half of the examples use the
     temperature fitted on the other half (halves by id, or cluster, as the blocks are).
     `engine`: where the main pass runs (a Dask cluster); None: here, one batch at a time.
-    `summary`: gather the run's RunSums with these settings as the pass goes."""
+    `summary`: gather the run's RunSums with these settings as the pass goes. `columns`:
+    bring the per-example columns here; with an engine and `summary`, False leaves them on
+    the workers alone (a report needs nothing but its sums and the workers' parts)."""
     layout = layout or inspect_run(path, options)
     min_prob = options.min_prob  # the opt-in floor on every probability; else 0 stays 0
     if min_prob is not None and layout.prediction.kind == "topk":
@@ -121,7 +138,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                           if layout.prediction.kind != "topk" and layout.num_classes else None,
                           summary)
         if engine is not None:
-            part = engine.reduce_run(layout, options, scoring, name, progress, stop)
+            part = engine.reduce_run(layout, options, scoring, name, progress, stop,
+                                     columns=columns or summary is None)
         else:
             batches: Iterable[Batch] = reader if reader is not None else sample_batches
             if reader is None:  # the sample is the whole run, read once and floored already
@@ -133,13 +151,19 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
         if reader is not None:
             reader.close()
     examples = part.examples
-    if temperature is not None and np.isposinf(examples.nll).any():
+    infinite = (np.isposinf(examples.nll).any() if examples is not None
+                else part.sums is not None and np.isposinf(part.sums.means.nll))
+    if temperature is not None and infinite:
         # a true class at probability 0: the NLL is infinite at every temperature
         temperature, temperature_rows = None, 0
-        examples.without_temperature()
+        if examples is not None:
+            examples.without_temperature()
     num_classes = layout.num_classes
-    if num_classes is None:
+    if num_classes is None and examples is not None:
         num_classes = int(max(examples.label.max(), examples.pred.max())) + 1
+    elif num_classes is None:  # the classes the workers' sums have seen, as labels or picks
+        assert part.sums is not None
+        num_classes = max(len(part.sums.classes.support), len(part.sums.classes.predicted))
     return RunData(name=name, layout=layout, examples=examples, ids=part.ids,
                    slices=part.slices, temperature=temperature,
                    temperature_rows=temperature_rows, num_classes=num_classes,
@@ -169,7 +193,7 @@ class RunPart:
     """Consecutive rows of a run reduced: their per-example columns, keys and metadata, and
     their share of the classwise sums and of the RunSums."""
 
-    examples: PerExample
+    examples: PerExample | None  # None: left where the engine holds them (RunAssembler)
     ids: np.ndarray | None
     slices: dict[str, np.ndarray]
     clusters: np.ndarray | None
@@ -201,13 +225,22 @@ class RunAssembler:
         self._waiting: dict[int, tuple[int, RunSums]] = {}
         self._merged_until = 0
         self._merged: RunSums | None = None
+        self._columns = True  # False: the parts came without their columns
 
     def add(self, row_start: int, part: RunPart) -> None:
+        """A part of the run: its columns go into place; a part without them (left on a
+        cluster's workers) brings its sums alone."""
         at = row_start - self.first_row
-        columns = {f"examples.{f.name}": getattr(part.examples, f.name)
-                   for f in dataclasses.fields(PerExample)}
-        columns.update({f"slices.{col}": values for col, values in part.slices.items()})
-        columns.update(ids=part.ids, clusters=part.clusters)
+        if part.examples is None:
+            assert part.sums is not None  # its rows are counted by its sums
+            self._columns, rows = False, part.sums.means.n
+            columns: dict[str, np.ndarray | None] = {}
+        else:
+            rows = len(part.examples)
+            columns = {f"examples.{f.name}": getattr(part.examples, f.name)
+                       for f in dataclasses.fields(PerExample)}
+            columns.update({f"slices.{col}": values for col, values in part.slices.items()})
+            columns.update(ids=part.ids, clusters=part.clusters)
         for name, values in columns.items():
             if values is None:
                 continue
@@ -230,13 +263,13 @@ class RunAssembler:
             if filled is None:
                 filled = self._filled[name] = np.empty(self.rows, dtype=values.dtype)
             filled[at:at + len(values)] = values
-        self._ranges.append((at, len(part.examples)))
+        self._ranges.append((at, rows))
         if not self._slice_cols:
             self._slice_cols = list(part.slices)
         if part.classwise is not None:
             self._sums.append(part.classwise)
         if part.sums is not None:
-            self._waiting[at] = (len(part.examples), part.sums)
+            self._waiting[at] = (rows, part.sums)
             while self._merged_until in self._waiting:
                 rows, sums = self._waiting.pop(self._merged_until)
                 self._merged = sums if self._merged is None else self._merged.merged(sums)
@@ -258,10 +291,11 @@ class RunAssembler:
             assert values is not None  # every part has these columns
             return values
 
-        examples = PerExample(**{f.name: present(f"examples.{f.name}")
-                                 for f in dataclasses.fields(PerExample)})
+        examples = None if not self._columns else PerExample(
+            **{f.name: present(f"examples.{f.name}") for f in dataclasses.fields(PerExample)})
         return RunPart(examples=examples, ids=column("ids"),
-                       slices={col: present(f"slices.{col}") for col in self._slice_cols},
+                       slices={col: present(f"slices.{col}") for col in self._slice_cols
+                               if self._columns},
                        clusters=column("clusters"),
                        classwise=ClasswiseSums.merged(self._sums) if self._sums else None,
                        sums=self._merged)

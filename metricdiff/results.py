@@ -239,7 +239,7 @@ def describe_run(run: RunData) -> dict:
         "name": run.name,
         "path": layout.path,
         "files": list(layout.files),
-        "n": len(run.examples),
+        "n": run.n,
         "num_classes": run.num_classes,
         "prediction": {"kind": layout.prediction.kind,
                        "columns": (list(layout.prediction.columns) if not layout.prediction.wide
@@ -258,12 +258,12 @@ def run_sums(run: RunData, settings: MetricSettings) -> RunSums:
     plan = SummaryPlan.of(settings)
     if run.sums is not None and run.sums.plan == plan:
         return run.sums
-    return RunSums.of(run.examples, plan, run.num_classes)
+    return RunSums.of(run.columns, plan, run.num_classes)
 
 
 def run_parts(run: RunData) -> Parts:
     """The run's examples in parts: a cluster's, else the examples as one part."""
-    return run.parts or LocalParts([run.examples])
+    return run.parts or LocalParts([run.columns])
 
 
 def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> RunReport:
@@ -277,8 +277,8 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
     if run.temperature is not None and run.temperature in (T_MIN, T_MAX):
         warnings.append(f"the NLL-minimising temperature lies at the search limit "
                         f"{run.temperature:g}: the true optimum is further out")
-    if run.temperature is not None and 0 < run.temperature_rows < len(pe):
-        warnings.append(f"temperature fitted on a sample of {run.temperature_rows} of {len(pe)} "
+    if run.temperature is not None and 0 < run.temperature_rows < run.n:
+        warnings.append(f"temperature fitted on a sample of {run.temperature_rows} of {run.n} "
                         "rows (row groups spread over the run); nll_calibrated and "
                         "ece_calibrated use every row")
     slices = slice_tables(parts, run.slice_parts or LocalParts([run.slices]),

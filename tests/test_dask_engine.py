@@ -435,3 +435,25 @@ def test_series_of_checkpoints(scheduler):
     dask = metricdiff.series(wide, narrow, names=["wide", "narrow"], resamples=200,
                              engine="dask", scheduler=scheduler).to_dict()
     assert to_rounding(dask) == to_rounding(local)
+
+
+@pytest.mark.parametrize("layout", ["shards", "topk"])
+def test_a_report_on_a_cluster_brings_no_column_to_the_client(tmp_path, scheduler,
+                                                              predictions, layout):
+    """report's read leaves every per-example column on the workers: the client holds the
+    run's sums and its parts' futures, and the report is the local engine's."""
+    logits, labels = predictions
+    path = write_layout(tmp_path, layout, logits, labels)
+    settings = MetricSettings()
+    read = ReadOptions(slice_cols=() if layout == "topk" else ("source",))
+    local = build_report(load_run(str(path), options=read, summary=SummaryPlan.of(settings)),
+                         settings)
+    with distributed.Client(scheduler, set_as_default=False) as client:
+        data = load_run(str(path), options=read,
+                        engine=cluster.DaskEngine(client, SMALL_PARTITIONS),
+                        summary=SummaryPlan.of(settings), columns=False)
+        assert data.examples is None and data.ids is None and not data.slices
+        assert data.n == len(labels)
+        report = build_report(data, settings)
+    assert to_rounding(without_paths(report.to_dict())) == \
+        to_rounding(without_paths(local.to_dict()))
