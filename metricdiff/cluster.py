@@ -7,12 +7,12 @@ own row, and batches are cut per row group in both engines, so the parts concate
 order are the columns one pass gives; the mergeable sums (classwise, RunSums) are added up
 part by part, to floating-point rounding.
 
-What is gathered on the client today: each run's ids and labels (read by tasks too, to line
-the runs up), then its per-example columns (about ten numbers per example), its parts' sums
-and metadata. The K-wide work, reading and reducing the predictions, and the sums of the
-headline, the calibration bins and the class counts, run on the workers. The workers also
-keep the parts (ClusterParts) for the statistics of an order (orderstats.py), which gather
-only counts and sums.
+What is gathered on the client: for a report, each part's mergeable sums alone; every
+statistic of a report is computed from those and from the parts the workers keep
+(ClusterParts: orders and ranges of confidence, orderstats.py; sums per part), which send
+back counts and sums. For a comparison, also each run's ids and labels (read by tasks, to
+line the runs up) and its per-example columns (about ten numbers per example), for the
+statistics of a pair still computed on the client.
 """
 
 from __future__ import annotations
