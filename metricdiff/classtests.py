@@ -19,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError, UsageError
+from .metrics import MetricSettings
 from .paired import mcnemar_exact
+from .pairsums import PairPlan, PairSums, pair_sums
 from .perexample import PerExample
 from .seeds import class_mean_deltas
 
@@ -87,24 +89,49 @@ def _bh(p: np.ndarray) -> np.ndarray:
 
 def _class_changes(bases: list[PerExample], cands: list[PerExample], num_classes: int,
                    fdr: float, paired: bool, clusters: np.ndarray | None) -> dict:
+    if len(bases) == 1 and len(cands) == 1:  # one pair: from its mergeable sums
+        plan = PairPlan((), MetricSettings(), (0,) * num_classes,
+                        0 if clusters is None else int(clusters.max()) + 1, top=0)
+        return pair_class_changes(pair_sums(bases[0], cands[0], plan,
+                                            np.arange(len(bases[0])), clusters), fdr)
     label = bases[0].label
-    present = np.bincount(label, minlength=num_classes) > 0
-    one_pair = len(bases) == 1 and len(cands) == 1
 
     def values(runs: list[PerExample], of) -> np.ndarray:
         return np.stack([of(pe) for pe in runs])
 
-    if one_pair and clusters is None:
-        recall_delta, recall_p = _recall_mcnemar(label, bases[0].correct, cands[0].correct,
-                                                 num_classes)
-    else:
-        correct = lambda pe: pe.correct.astype(np.float64)  # noqa: E731
-        recall_delta, recall_p = class_mean_deltas(values(bases, correct), values(cands, correct),
-                                                   label, num_classes, fdr, paired, clusters)
+    correct = lambda pe: pe.correct.astype(np.float64)  # noqa: E731
+    recall_delta, recall_p = class_mean_deltas(values(bases, correct), values(cands, correct),
+                                               label, num_classes, fdr, paired, clusters)
     with np.errstate(invalid="ignore"):  # inf - inf (p = 0 in both runs): NaN, left untested
         nll_delta, nll_p = class_mean_deltas(values(bases, lambda pe: pe.nll),
                                              values(cands, lambda pe: pe.nll), label,
                                              num_classes, fdr, paired, clusters)
+    present = np.bincount(label, minlength=num_classes) > 0
+    return _found(recall_delta, recall_p, nll_delta, nll_p, present, fdr, METHOD_SHARED)
+
+
+def pair_class_changes(pair: PairSums, fdr: float) -> dict:
+    """class_changes of one pair of runs, from the pair's sums: recall by McNemar's exact
+    test on each class's flips (a t test on its correctness with clusters), mean NLL by the
+    paired t test."""
+    support = pair.class_count
+    present = support > 0
+    if pair.class_cells is None:
+        fixed, broken = pair.class_fixed, pair.class_broken
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall_delta = np.where(present, (fixed - broken) / support, np.nan)
+        recall_p = np.where(present, mcnemar_exact(fixed, broken), np.nan)
+        method = METHOD
+    else:
+        recall_delta, recall_p = pair.class_mean_test("accuracy")
+        method = METHOD_SHARED
+    nll_delta, nll_p = pair.class_mean_test("nll")
+    return _found(recall_delta, recall_p, nll_delta, nll_p, present, fdr, method)
+
+
+def _found(recall_delta: np.ndarray, recall_p: np.ndarray, nll_delta: np.ndarray,
+           nll_p: np.ndarray, present: np.ndarray, fdr: float, method: str) -> dict:
+    """The classes found changed at the false discovery rate `fdr`, each family apart."""
     nll_p = np.where(np.isfinite(nll_delta), nll_p, np.nan)
     recall_q, nll_q = _bh(recall_p), _bh(nll_p)
 
@@ -112,7 +139,7 @@ def _class_changes(bases: list[PerExample], cands: list[PerExample], num_classes
         recall_found, nll_found = recall_q < fdr, nll_q < fdr
     return {
         "fdr": fdr,
-        "method": METHOD if one_pair and clusters is None else METHOD_SHARED,
+        "method": method,
         "classes_tested": int(present.sum()),
         "recall": {"tested": int((~np.isnan(recall_p)).sum()),
                    "better": int((recall_found & (recall_delta > 0)).sum()),
@@ -123,15 +150,3 @@ def _class_changes(bases: list[PerExample], cands: list[PerExample], num_classes
         "per_class": {"recall_delta": recall_delta, "recall_p": recall_p, "recall_q": recall_q,
                       "nll_delta": nll_delta, "nll_p": nll_p, "nll_q": nll_q},
     }
-
-
-def _recall_mcnemar(label: np.ndarray, base_correct: np.ndarray, cand_correct: np.ndarray,
-                    num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Recall change per class and McNemar's exact p-value."""
-    support = np.bincount(label, minlength=num_classes)
-    fixed = np.bincount(label[~base_correct & cand_correct], minlength=num_classes)
-    broken = np.bincount(label[base_correct & ~cand_correct], minlength=num_classes)
-    present = support > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        delta = np.where(present, (fixed - broken) / support, np.nan)
-    return delta, np.where(present, mcnemar_exact(fixed, broken), np.nan)

@@ -15,7 +15,7 @@ from .explain import calibration_view, disagreements, reasons
 from .metrics import (BLOCK_RESAMPLED, RESAMPLED, ClassCounts, MetricSettings, RunSums,
                       SummaryPlan,
                       class_groups, headline, metric_directions, reliability_rows)
-from .classtests import class_changes
+from .classtests import class_changes, pair_class_changes
 from .classwise import BlockPlan, ClasswiseSums, classwise_metrics, classwise_values
 from .curves import run_curves_of
 from .detect import detectable
@@ -144,9 +144,11 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
             primary, settings.alpha, plan.n, None if plan.clusters is None else plan.units,
             round((len(bases) + len(cands)) / 2))
         comparison["clusters"] = _cluster_summary(bases, cands, plan, settings,
-                                                  metric_settings)
-        _add_class_changes(comparison, class_changes(bases, cands, num_classes, settings.fdr,
-                                                     settings.paired_seeds, plan.clusters))
+                                                  metric_settings,
+                                                  None if grouped else pair_of(0, cand_idx[0]))
+        _add_class_changes(comparison, class_changes(
+            bases, cands, num_classes, settings.fdr, settings.paired_seeds, plan.clusters)
+            if grouped else pair_class_changes(pair_of(0, cand_idx[0]), settings.fdr))
         if not grouped:  # for groups, an interval over examples alone would leave out seeds
             add_contribution_intervals(comparison, pair_of(0, cand_idx[0]), counts[0],
                                        settings.alpha)
@@ -241,21 +243,28 @@ def _add_class_changes(comparison: dict, found: dict) -> None:
 
 
 def _cluster_summary(bases: list[PerExample], cands: list[PerExample], plan: BootstrapPlan,
-                     settings: CompareSettings, metric_settings: MetricSettings) -> dict | None:
+                     settings: CompareSettings, metric_settings: MetricSettings,
+                     pair: PairSums | None) -> dict | None:
     """Clusters, and the effective sample size: n over the design effect, the ratio of the
     clustered to the independent variance of the primary metric's per-example change (of
-    the NLL change where the primary is not a mean over examples)."""
+    the NLL change where the primary is not a mean over examples). `pair`: the sums of a
+    candidate that is one run, which hold both variances; for groups, the change is the
+    mean over their runs."""
     if plan.clusters is None:
         return None
     values = per_example_values(metric_settings)
-    value = values.get(settings.primary, values["nll"])
-    diff = (np.mean([value(pe) for pe in cands], axis=0)
-            - np.mean([value(pe) for pe in bases], axis=0))
-    clustered, _ = sampling_variance(diff, plan.clusters)
-    independent, _ = sampling_variance(diff)
-    effect = clustered / independent if independent > 0 else None
+    metric = settings.primary if settings.primary in values else "nll"
+    if pair is not None and metric in pair.diffs:
+        effect = pair.design_effect(metric)
+    else:
+        value = values[metric]
+        diff = (np.mean([value(pe) for pe in cands], axis=0)
+                - np.mean([value(pe) for pe in bases], axis=0))
+        clustered, _ = sampling_variance(diff, plan.clusters)
+        independent, _ = sampling_variance(diff)
+        effect = clustered / independent if independent > 0 else None
     return {"column": settings.cluster, "count": plan.units,
-            "metric": settings.primary if settings.primary in values else "nll",
+            "metric": metric,
             "design_effect": effect,
             "effective_n": plan.n / effect if effect else None}
 

@@ -190,6 +190,56 @@ class Moments(Mergeable):
 
 
 @dataclass(frozen=True)
+class GroupMoments(Mergeable):
+    """Moments of some values within each group at once (arrays, one entry per group):
+    counts, means and sums of squared deviations, merged group by group as Moments are."""
+
+    n: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @staticmethod
+    def of(values: np.ndarray, groups: np.ndarray, count: int) -> "GroupMoments":
+        n = np.bincount(groups, minlength=count).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # two passes, about each group's mean: sum(v^2) - sum(v)^2 / n loses every
+            # digit when the spread is small next to the mean
+            mean = np.where(n > 0, np.bincount(groups, weights=values, minlength=count) / n,
+                            0.0)
+            centred = values - mean[groups]
+            return GroupMoments(n, mean, np.bincount(groups, weights=centred * centred,
+                                                     minlength=count))
+
+    def merged(self, other: "GroupMoments") -> "GroupMoments":
+        n = self.n + other.n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            step = other.mean - self.mean
+            share = np.where(n > 0, other.n / n, 0.0)
+            return GroupMoments(n, self.mean + step * share,
+                                self.m2 + other.m2 + step * step * self.n * share)
+
+    def variance_of_means(self) -> tuple[np.ndarray, np.ndarray]:
+        """s^2 / n of each group's mean, and its df (NaN and 0 below two values)."""
+        df = self.n - 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            variance = self.m2 / df / self.n
+        return np.where(df >= 1, variance, np.nan), np.maximum(df, 0).astype(np.int64)
+
+    def clustered_variance_of_means(self, owner: np.ndarray, sums: np.ndarray,
+                                    sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The CR1 variance of each group's mean, from the sums and sizes of its (group,
+        cluster) cells (`owner`: each cell's group), and its df: cells - 1."""
+        count = len(self.n)
+        units = np.bincount(owner, minlength=count)
+        df = units - 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            centred = sums - sizes * self.mean[owner]
+            variance = (units / df * np.bincount(owner, weights=centred * centred,
+                                                 minlength=count) / self.n ** 2)
+        return np.where(df >= 1, variance, np.nan), np.maximum(df, 0)
+
+
+@dataclass(frozen=True)
 class BinSums(Mergeable):
     """Equal-width confidence bins: examples, hits, confidences and NLLs summed per bin; ECE,
     MCE and the reliability table are computed from these sums alone."""

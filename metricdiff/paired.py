@@ -19,7 +19,7 @@ import numpy as np
 from scipy import special  # scipy.stats would add a second to every start-up
 
 from .keyhash import counter_uniforms, key_hash, salt, smallest
-from .metrics import (SELECTIVE, MetricSettings, Moments, adaptive_from_copies,
+from .metrics import (SELECTIVE, GroupMoments, MetricSettings, Moments, adaptive_from_copies,
                       class_scores_from_sums, confidence_groups, debiased_rms_from_sums,
                       ece_from_sums,
                       equal_width_bin, mass_bin_edges, mce_from_sums, selective_from_sums)
@@ -139,27 +139,14 @@ def clustered_variance(sums: np.ndarray, sizes: np.ndarray,
 
 def _grouped_sampling_variance(values: np.ndarray, clusters: np.ndarray | None,
                                groups: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    n = np.bincount(groups, minlength=count)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # two passes, about each group's mean: sum(v^2) - sum(v)^2 / n loses every digit
-        # when the spread is small next to the mean
-        mean = np.bincount(groups, weights=values, minlength=count) / n
-        centred = values - mean[groups]
-        if clusters is None:
-            df = n - 1
-            variance = np.bincount(groups, weights=centred * centred, minlength=count) / df / n
-        else:  # sums over each (group, cluster) cell; cells found by np.unique, not C x count
-            cells, cell = np.unique(groups.astype(np.int64) * (int(clusters.max()) + 1)
-                                    + clusters, return_inverse=True)
-            sums = np.bincount(cell, weights=centred)
-            owner = cells // (int(clusters.max()) + 1)
-            units = np.bincount(owner, minlength=count)
-            df = units - 1
-            variance = (units / df * np.bincount(owner, weights=sums * sums, minlength=count)
-                        / n ** 2)
-    df = np.maximum(df, 0)
-    return np.where(df >= 1, variance, np.nan), df
-
+    moments = GroupMoments.of(values, groups, count)
+    if clusters is None:
+        return moments.variance_of_means()
+    # sums over each (group, cluster) cell; cells found by np.unique, not C x count
+    width = int(clusters.max()) + 1
+    cells, cell = np.unique(groups.astype(np.int64) * width + clusters, return_inverse=True)
+    return moments.clustered_variance_of_means(cells // width, np.bincount(cell, weights=values),
+                                               np.bincount(cell).astype(np.float64))
 
 def contribution_interval_from_sums(sums: np.ndarray, n: int, alpha: float,
                                     squares: np.ndarray,

@@ -16,7 +16,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .metrics import GROUP_NAMES, MetricSettings, Mergeable, Moments, equal_width_bin, ratio
+from .metrics import (GROUP_NAMES, GroupMoments, Mergeable, MetricSettings, Moments,
+                      equal_width_bin, ratio)
 from .paired import (METHOD_T, METHOD_T_CLUSTERED, NOISE_CLUSTERS, NOISE_EXAMPLES, Interval,
                      clustered_mcnemar, clustered_variance, contribution_interval_from_sums,
                      mcnemar, per_example_values, t_test)
@@ -78,7 +79,11 @@ class PairSums(Mergeable):
     class_diff_sq: np.ndarray
     class_acc_diff: np.ndarray  # the correctness change summed, and its square's
     class_acc_diff_sq: np.ndarray
-    class_cells: "CellSums | None"  # with clusters: the same sums per (class, cluster)
+    class_fixed: np.ndarray  # examples the candidate fixed, and broke, per true class
+    class_broken: np.ndarray
+    class_acc: GroupMoments  # of the correctness change within each class
+    class_nll: GroupMoments  # of the NLL change within each class
+    class_cells: "CellSums | None"  # with clusters, per (class, cluster): CELL_COLUMNS
     bin_count: np.ndarray  # per equal-width bin of the baseline's confidence (every bin_*)
     bin_hits: np.ndarray  # (2, bins): correct predictions of baseline, candidate
     bin_diff: np.ndarray  # the attributed metric's change summed
@@ -136,7 +141,7 @@ class PairSums(Mergeable):
             group_hits=np.stack([per_group(example_group, pe.correct) for pe in (base, cand)]),
             group_predicted=np.stack([per_group(class_group[pe.pred]) for pe in (base, cand)]),
             group_nll_diff=per_group(example_group, nll_diff),
-            **_class_sums(base.label, attributed, acc_diff, plan, clusters),
+            **_class_sums(base.label, attributed, acc_diff, nll_diff, flip, plan, clusters),
             **_bin_sums(base, cand, attributed, plan.settings.ece_bins),
             worst=WorstExamples.of(base, cand, nll_diff, ids, plan.top))
 
@@ -229,6 +234,26 @@ class PairSums(Mergeable):
             np.bincount(cells.owner, weights=cell_sums * cell_sums, minlength=size),
             clustered=(np.bincount(cells.owner, weights=cell_sums * sizes[cells.member],
                                    minlength=size), float(np.dot(sizes, sizes)), len(sizes)))
+
+    def class_mean_test(self, change: str) -> tuple[np.ndarray, np.ndarray]:
+        """Each class's mean change of correctness ("accuracy") or of NLL ("nll") and the
+        p-value of its t test: over examples, or cluster-robust with clusters; NaN for a
+        class with fewer than two examples (or clusters)."""
+        from .seeds import crossed_variance  # the one-pair case of the groups' variance
+
+        moments = self.class_acc if change == "accuracy" else self.class_nll
+        if self.class_cells is None:
+            variance, df = moments.variance_of_means()
+        else:
+            cells = self.class_cells
+            variance, df = moments.clustered_variance_of_means(
+                cells.owner, cells.sums[:, CELL_COLUMNS.index(change)],
+                cells.sums[:, CELL_COLUMNS.index("examples")])
+        with np.errstate(invalid="ignore"):
+            delta = np.where(moments.n > 0, moments.mean, np.nan)
+        total, crossed_df, _ = crossed_variance(variance, df, [])
+        _, _, p_value = t_test(delta, np.sqrt(total), np.where(df > 0, crossed_df, 0), 0.05)
+        return delta, p_value
 
     def design_effect(self, name: str) -> float | None:
         """The clustered over the independent sampling variance of a metric's mean change."""
@@ -326,8 +351,14 @@ def _summed(cell: np.ndarray, values: np.ndarray, cells: int) -> np.ndarray:
                      for column in values.T], axis=1)
 
 
+# the sums of each (class, cluster) cell: the attributed change, the correctness change, the
+# NLL change, and the examples
+CELL_COLUMNS = ("attributed", "accuracy", "nll", "examples")
+
+
 def _class_sums(label: np.ndarray, attributed: np.ndarray, acc_diff: np.ndarray,
-                plan: PairPlan, clusters: np.ndarray | None) -> dict:
+                nll_diff: np.ndarray, flip: np.ndarray, plan: PairPlan,
+                clusters: np.ndarray | None) -> dict:
     size = plan.num_classes
 
     def per_class(weights=None) -> np.ndarray:
@@ -338,8 +369,13 @@ def _class_sums(label: np.ndarray, attributed: np.ndarray, acc_diff: np.ndarray,
     return {"class_count": per_class(), "class_diff": per_class(attributed),
             "class_diff_sq": per_class(squares), "class_acc_diff": per_class(acc_diff),
             "class_acc_diff_sq": per_class(acc_diff * acc_diff),
+            "class_fixed": per_class(flip == FIXED).astype(np.int64),
+            "class_broken": per_class(flip == BROKEN).astype(np.int64),
+            "class_acc": GroupMoments.of(acc_diff, label, size),
+            "class_nll": GroupMoments.of(nll_diff, label, size),
             "class_cells": None if clusters is None else CellSums.of(
-                label, clusters, plan.clusters, np.stack([attributed, acc_diff], axis=1))}
+                label, clusters, plan.clusters,
+                np.stack([attributed, acc_diff, nll_diff, np.ones(len(label))], axis=1))}
 
 
 def _bin_sums(base: PerExample, cand: PerExample, attributed: np.ndarray, bins: int) -> dict:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from metricdiff.metrics import GROUP_NAMES, MetricSettings, Moments
+from metricdiff.metrics import GROUP_NAMES, GroupMoments, MetricSettings, Moments
 from metricdiff.paired import per_example_values
 from metricdiff.pairsums import (FLIP_GROUPS, CellSums, PairPlan, PairSums, WorstExamples,
                                  flip_group, pair_sums)
@@ -51,7 +51,7 @@ def plan(clusters: int = 0) -> PairPlan:
 def assert_same_state(a, b) -> None:
     for name, value in vars(a).items():
         other = getattr(b, name)
-        if isinstance(value, (CellSums, WorstExamples)):
+        if isinstance(value, (CellSums, WorstExamples, GroupMoments)):
             assert_same_state(value, other)
         elif isinstance(value, dict):
             assert value.keys() == other.keys()
