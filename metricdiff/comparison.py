@@ -32,7 +32,8 @@ from .pipeline import RunData
 from .pairsums import WorstExamples
 from .ranking import (Attribution, add_contribution_intervals, attributed_metric, change_word,
                       class_contribution, confidence_bin_rows, rank_classes,
-                      rank_confidence_bins, rank_examples, rank_metrics, rank_slices)
+                      rank_confidence_bins, rank_examples, rank_metrics, rank_slices,
+                      slice_rows)
 from .results import ComparisonReport, describe_run, reading_warnings, run_parts, run_sums
 from .verdict import (Verdict, best_run, check_primary, check_settings, decide, holm,
                       should_fail)
@@ -104,7 +105,8 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
                 run_draws.update(extra)
     group_values = group_summaries(members, summaries, runs)
     pair_of = _PairSumsOf(aligned, alignment.ids, summaries, class_group, plan, settings,
-                          metric_settings)
+                          metric_settings, {col: values[alignment.rows[0]]
+                                            for col, values in runs[0].slices.items()})
     if grouped:
         pairs = [_group_deltas(base_idx, members[name], summaries, aligned, draws, plan,
                                block_plan, settings, metric_settings) for name in names[1:]]
@@ -390,12 +392,8 @@ def _comparison(base_run: RunData, cand_run: RunData, base, cand, pair: PairSums
     attributed = attributed_metric(settings.primary, metric_settings)
     by_class, class_metric = class_contribution(settings.primary, attributed,
                                                 pair.class_diff / pair.n, *class_counts)
-    slices = {}
-    if base_run.slices:
-        attribution = Attribution(settings.primary, base, cand, num_classes, metric_settings)
-        slices = {col: rank_slices(attribution, base, cand, values[alignment.rows[0]],
-                                   settings.top)
-                  for col, values in base_run.slices.items()}
+    slices = {col: slice_rows(sums, pair.n, attributed, settings.top)
+              for col, sums in pair.slices.items()}
     return {
         "baseline": base_run.name,
         "candidate": cand_run.name,
@@ -562,8 +560,10 @@ class _PairSumsOf:
 
     def __init__(self, aligned: list[PerExample], ids: np.ndarray, summaries: list[dict],
                  class_group: np.ndarray, plan: BootstrapPlan, compare: CompareSettings,
-                 settings: MetricSettings):
+                 settings: MetricSettings, slices: dict[str, np.ndarray]):
+        """`slices`: the baseline's slice values of the aligned examples."""
         self.aligned, self.ids, self.summaries, self.plan = aligned, ids, summaries, plan
+        self.slices = slices
         self.class_group, self.settings = tuple(int(g) for g in class_group), settings
         self.attributed = attributed_metric(compare.primary, settings)
         self.top = compare.top
@@ -579,7 +579,7 @@ class _PairSumsOf:
                             0 if clusters is None else self.plan.units, self.attributed,
                             self.top)
             self.done[base, cand] = pair_sums(self.aligned[base], self.aligned[cand], plan,
-                                              self.ids, clusters)
+                                              self.ids, clusters, slices=self.slices)
         return self.done[base, cand]
 
 

@@ -88,13 +88,16 @@ class PairSums(Mergeable):
     bin_hits: np.ndarray  # (2, bins): correct predictions of baseline, candidate
     bin_diff: np.ndarray  # the attributed metric's change summed
     worst: "WorstExamples"
+    slices: dict  # slice column -> ValueSums of SLICE_COLUMNS per value
 
     @staticmethod
     def of(base: PerExample, cand: PerExample, plan: PairPlan, ids: np.ndarray,
-           clusters: np.ndarray | None = None) -> "PairSums":
+           clusters: np.ndarray | None = None,
+           slices: dict[str, np.ndarray] | None = None) -> "PairSums":
         """`ids`: the examples' ids (row numbers where runs have none), which break ties
         among the worst examples as the alignment's order does. `clusters`: each example's
-        cluster index (0 .. plan.clusters - 1), with clusters."""
+        cluster index (0 .. plan.clusters - 1), with clusters. `slices`: each slice
+        column's values of the examples."""
         groups, count = len(FLIP_GROUPS), plan.clusters
         flip = flip_group(base, cand)
         with np.errstate(invalid="ignore"):  # an infinite NLL on both sides: a NaN change
@@ -143,7 +146,10 @@ class PairSums(Mergeable):
             group_nll_diff=per_group(example_group, nll_diff),
             **_class_sums(base.label, attributed, acc_diff, nll_diff, flip, plan, clusters),
             **_bin_sums(base, cand, attributed, plan.settings.ece_bins),
-            worst=WorstExamples.of(base, cand, nll_diff, ids, plan.top))
+            worst=WorstExamples.of(base, cand, nll_diff, ids, plan.top),
+            slices={col: ValueSums.of(values, np.stack(
+                [np.ones(len(base)), attributed, base.correct, cand.correct, base.nll,
+                 cand.nll], axis=1)) for col, values in (slices or {}).items()})
 
     @property
     def clustered(self) -> bool:
@@ -295,14 +301,16 @@ class PairSums(Mergeable):
 
 
 def pair_sums(base: PerExample, cand: PerExample, plan: PairPlan, ids: np.ndarray,
-              clusters: np.ndarray | None = None, piece: int = 1 << 20) -> PairSums:
+              clusters: np.ndarray | None = None, piece: int = 1 << 20,
+              slices: dict[str, np.ndarray] | None = None) -> PairSums:
     """A pair's sums over aligned columns, gathered `piece` examples at a time and merged in
     order: the way a cluster's partitions are merged, and a bounded scratch memory."""
     total = None
     for start in range(0, max(len(base), 1), piece):
         rows = slice(start, start + piece)
         sums = PairSums.of(_rows(base, rows), _rows(cand, rows), plan, ids[rows],
-                           None if clusters is None else clusters[rows])
+                           None if clusters is None else clusters[rows],
+                           {col: values[rows] for col, values in (slices or {}).items()})
         total = sums if total is None else total.merged(sums)
     assert total is not None
     return total
@@ -349,6 +357,30 @@ class CellSums(Mergeable):
 def _summed(cell: np.ndarray, values: np.ndarray, cells: int) -> np.ndarray:
     return np.stack([np.bincount(cell, weights=column, minlength=cells)
                      for column in values.T], axis=1)
+
+
+# the sums of each value of a slice column: examples, the attributed change, each run's hits
+# and NLL
+SLICE_COLUMNS = ("examples", "attributed", "baseline_hits", "candidate_hits", "baseline_nll",
+                 "candidate_nll")
+
+
+@dataclass(frozen=True)
+class ValueSums(Mergeable):
+    """Sums of some columns per distinct value (text, ascending) of a column of the
+    examples: those of two sets of examples merge value by value."""
+
+    keys: np.ndarray
+    sums: np.ndarray  # (values, columns)
+
+    @staticmethod
+    def of(values: np.ndarray, columns: np.ndarray) -> "ValueSums":
+        keys, value = np.unique(np.asarray(values).astype(str), return_inverse=True)
+        return ValueSums(keys, _summed(value, columns, len(keys)))
+
+    def merged(self, other: "ValueSums") -> "ValueSums":
+        keys, index = np.unique(np.r_[self.keys, other.keys], return_inverse=True)
+        return ValueSums(keys, _summed(index, np.r_[self.sums, other.sums], len(keys)))
 
 
 # the sums of each (class, cluster) cell: the attributed change, the correctness change, the

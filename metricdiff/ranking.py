@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from .metrics import ClassCounts, MetricSettings, bin_edges, equal_width_bin, ratio
-from .pairsums import FLIP_GROUPS, PairSums, WorstExamples
+from .pairsums import FLIP_GROUPS, PairSums, ValueSums, WorstExamples
 from .paired import Interval, contribution_interval_from_sums, per_example_values
 from .perexample import PerExample
 
@@ -121,19 +121,25 @@ def rank_classes(contribution: np.ndarray, metric: str, b: ClassCounts, c: Class
 
 def rank_slices(attribution: Attribution, base: Examples, cand: Examples,
                 values: np.ndarray, limit: int) -> dict:
-    keys, inverse = np.unique(values.astype(str), return_inverse=True)
-    contribution = attribution.by_group(inverse, len(keys))
+    """The values of a slice column whose examples contribute most to the change (a
+    group's runs: their per-example means)."""
+    columns = np.stack([np.ones(len(values)), attribution.diff, base.correct, cand.correct,
+                        base.nll, cand.nll], axis=1)
+    return slice_rows(ValueSums.of(values, columns), attribution.n, attribution.metric, limit)
+
+
+def slice_rows(sums: ValueSums, n: int, metric: str, limit: int) -> dict:
+    """The values largest in contribution first, from their sums of SLICE_COLUMNS."""
+    count, attributed, base_hits, cand_hits, base_nll, cand_nll = sums.sums.T
+    contribution = attributed / n
     order = np.argsort(-np.abs(contribution), kind="stable")[:limit or None]
-    rows = []
-    for i in order:
-        member = inverse == i
-        rows.append({"value": str(keys[i]), "n": int(member.sum()),
-                     "contribution": float(contribution[i]),
-                     "baseline_accuracy": float(base.correct[member].mean()),
-                     "candidate_accuracy": float(cand.correct[member].mean()),
-                     "baseline_nll": float(base.nll[member].mean()),
-                     "candidate_nll": float(cand.nll[member].mean())})
-    return {"metric": attribution.metric, "rows": rows}
+    rows = [{"value": str(sums.keys[i]), "n": int(count[i]),
+             "contribution": float(contribution[i]),
+             "baseline_accuracy": float(base_hits[i] / count[i]),
+             "candidate_accuracy": float(cand_hits[i] / count[i]),
+             "baseline_nll": float(base_nll[i] / count[i]),
+             "candidate_nll": float(cand_nll[i] / count[i])} for i in order]
+    return {"metric": metric, "rows": rows}
 
 
 def rank_confidence_bins(attribution: Attribution, base: Examples, cand: Examples,

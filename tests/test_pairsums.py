@@ -272,3 +272,28 @@ def test_class_intervals_equal_those_from_the_examples(clustered):
                                                clusters)
     np.testing.assert_allclose(low, ref_low, rtol=1e-9)
     np.testing.assert_allclose(high, ref_high, rtol=1e-9)
+
+
+def test_slice_sums_merge_value_by_value_and_rank_as_a_direct_grouping():
+    from metricdiff.ranking import slice_rows
+
+    rng = np.random.default_rng(6)
+    n = 2500
+    base, cand = pair(n, 6)
+    values = {"source": rng.choice(["web", "app", "partner"], n, p=[.5, .3, .2])}
+    sums = pair_sums(base, cand, plan(), IDS[:n], piece=333, slices=values)
+    one = PairSums.of(base, cand, plan(), IDS[:n], None, values)
+    np.testing.assert_array_equal(sums.slices["source"].keys, one.slices["source"].keys)
+    np.testing.assert_allclose(sums.slices["source"].sums, one.slices["source"].sums,
+                               rtol=1e-12)
+    table = slice_rows(sums.slices["source"], n, "nll", limit=2)
+    frame = pd.DataFrame({"value": values["source"], "diff": cand.nll - base.nll,
+                          "hit": cand.correct})
+    contribution = frame.groupby("value")["diff"].sum() / n
+    top = contribution.abs().sort_values(ascending=False).index[:2]
+    assert [row["value"] for row in table["rows"]] == list(top)
+    for row in table["rows"]:
+        group = frame[frame["value"] == row["value"]]
+        assert row["n"] == len(group)
+        assert row["contribution"] == pytest.approx(contribution[row["value"]], rel=1e-12)
+        assert row["candidate_accuracy"] == pytest.approx(group["hit"].mean(), rel=1e-12)
