@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import MetricdiffError, UsageError
 from .io import ReadOptions, RunLayout, iter_batches
-from .orderstats import Keyed, Parts
+from .orderstats import Keyed
 from .perexample import PerExample
 from .pipeline import (Keys, Progress, RunAssembler, RunPart, Scoring, joined_keys,
                        reduce_batches)
@@ -118,6 +118,10 @@ def _slices(part: RunPart) -> dict:
     return part.slices
 
 
+def _keys(part: RunPart, first_row: int) -> tuple[np.ndarray | None, int]:
+    return part.ids, first_row
+
+
 class ClusterParts:
     """A run's parts as the workers hold them (orderstats.Parts): each map is a task per
     part, run where the part is; only what a task returns is gathered."""
@@ -133,12 +137,12 @@ class ClusterParts:
         return ClusterParts(self.client, [self.client.submit(fn, future, arg, pure=False)
                                           for future, arg in zip(self.futures, args)])
 
-    def map_with(self, fn: Callable[..., Any], other: Parts, *args: Any) -> "ClusterParts":
-        assert isinstance(other, ClusterParts)
-        return ClusterParts(self.client, [self.client.submit(fn, future, with_future, *args,
-                                                             pure=False)
-                                          for future, with_future in zip(self.futures,
-                                                                         other.futures)])
+    def map_with(self, fn: Callable[..., Any], others: list, *args: Any) -> "ClusterParts":
+        assert all(isinstance(other, ClusterParts) for other in others)
+        return ClusterParts(self.client, [
+            self.client.submit(fn, future, *with_futures, *args, pure=False)
+            for future, *with_futures in zip(self.futures,
+                                             *(other.futures for other in others))])
 
     def gather(self) -> list:
         return self.client.gather(self.futures)
@@ -243,6 +247,7 @@ class DaskEngine:
         run = assembled.result()
         held = ClusterParts(self.client, futures)
         run.held, run.held_slices = held.map(_examples), held.map(_slices)
+        run.held_keys = held.map_each(_keys, [part.first_row for part in parts])
         return run
 
     def read_keys(self, layout: RunLayout, options: ReadOptions) -> Keys:

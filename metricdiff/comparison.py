@@ -24,7 +24,7 @@ from .groups import (GroupExamples, average_over_pairs, group_summaries, noise_f
                      run_pairs, spread_over_pairs)
 from .paired import (FEW_PER_SUBSET, METHOD_NONE, BootstrapPlan, Interval, bootstrap,
                      per_example_values, resample_values, sampling_variance)
-from .pairsums import PairPlan, PairSums, pair_sums
+from .pairsums import PairPlan, PairSums, held_pair_sums, pair_sums
 from .seeds import mean_metric_delta, resampled_metric_delta
 from .orderstats import LocalParts, Parts, RunOrder
 from .perexample import PerExample
@@ -104,9 +104,8 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
             if run_draws is not None and extra is not None:
                 run_draws.update(extra)
     group_values = group_summaries(members, summaries, runs)
-    pair_of = _PairSumsOf(aligned, alignment.ids, summaries, class_group, plan, settings,
-                          metric_settings, {col: values[alignment.rows[0]]
-                                            for col, values in runs[0].slices.items()})
+    pair_of = _PairSumsOf(runs, alignment, aligned, summaries, class_group, plan, settings,
+                          metric_settings)
     if grouped:
         pairs = [_group_deltas(base_idx, members[name], summaries, aligned, draws, plan,
                                block_plan, settings, metric_settings) for name in names[1:]]
@@ -558,12 +557,13 @@ class _PairSumsOf:
     """The PairSums of two runs by their indices, gathered once each (a pair serves its
     deltas, its explanation and its intervals)."""
 
-    def __init__(self, aligned: list[PerExample], ids: np.ndarray, summaries: list[dict],
-                 class_group: np.ndarray, plan: BootstrapPlan, compare: CompareSettings,
-                 settings: MetricSettings, slices: dict[str, np.ndarray]):
-        """`slices`: the baseline's slice values of the aligned examples."""
-        self.aligned, self.ids, self.summaries, self.plan = aligned, ids, summaries, plan
-        self.slices = slices
+    def __init__(self, runs: list[RunData], alignment: Alignment, aligned: list[PerExample],
+                 summaries: list[dict], class_group: np.ndarray, plan: BootstrapPlan,
+                 compare: CompareSettings, settings: MetricSettings):
+        self.runs, self.alignment, self.aligned = runs, alignment, aligned
+        self.ids, self.summaries, self.plan = alignment.ids, summaries, plan
+        # the baseline's slice values of the aligned examples
+        self.slices = {col: values[alignment.rows[0]] for col, values in runs[0].slices.items()}
         self.class_group, self.settings = tuple(int(g) for g in class_group), settings
         self.attributed = attributed_metric(compare.primary, settings)
         self.top = compare.top
@@ -578,9 +578,30 @@ class _PairSumsOf:
             plan = PairPlan(both, self.settings, self.class_group,
                             0 if clusters is None else self.plan.units, self.attributed,
                             self.top)
-            self.done[base, cand] = pair_sums(self.aligned[base], self.aligned[cand], plan,
-                                              self.ids, clusters, slices=self.slices)
+            held = self._held(base, cand, plan)
+            self.done[base, cand] = held if held is not None else pair_sums(
+                self.aligned[base], self.aligned[cand], plan, self.ids, clusters,
+                slices=self.slices)
         return self.done[base, cand]
+
+
+    def _held(self, base: int, cand: int, plan: PairPlan) -> PairSums | None:
+        """The pair's sums from the parts a cluster holds, where both runs are held in
+        parts of the same examples and every example is compared; else None."""
+        runs = self.runs[base], self.runs[cand]
+        if self.plan.clusters is not None or any(
+                run.parts is None or run.key_parts is None or run.slice_parts is None
+                or len(rows) != run.n
+                for run, rows in zip(runs, (self.alignment.rows[base],
+                                            self.alignment.rows[cand]))):
+            return None
+        first, second = runs
+        assert first.parts is not None and second.parts is not None
+        assert first.key_parts is not None and second.key_parts is not None
+        assert first.slice_parts is not None
+        # the slice values are the pair's baseline's (the comparison's, for its pairs)
+        return held_pair_sums(first.parts, second.parts, first.key_parts, second.key_parts,
+                              first.slice_parts, plan)
 
 
 def _warnings(runs: list[RunData], alignment: Alignment, plan: BootstrapPlan) -> list[str]:

@@ -878,7 +878,7 @@ class SliceSums(Mergeable):
 def slice_tables(parts: Parts, slice_parts: Parts, bins: int, limit: int) -> dict:
     """The table of every slice column of a run held in parts, with `slice_parts` holding
     each part's slice values (column -> values)."""
-    found = parts.map_with(_slice_sums, slice_parts, bins).gather()
+    found = parts.map_with(_slice_sums, [slice_parts], bins).gather()
     if not found or not found[0]:
         return {}
     merged = found[0]

@@ -41,9 +41,9 @@ class Parts(Protocol):
         """fn(part, arg) of each part with its own argument, kept where the parts are."""
         ...
 
-    def map_with(self, fn: Callable[..., Any], other: "Parts", *args: Any) -> "Parts":
-        """fn(part, other's part, *args) of each part and the same part of `other` (parts of
-        the same rows: a run's examples and its slice values, say)."""
+    def map_with(self, fn: Callable[..., Any], others: list, *args: Any) -> "Parts":
+        """fn(part, each other's part..., *args) of each part and the same part of each of
+        `others` (parts of the same rows: a run's examples and its slice values, say)."""
         ...
 
     def gather(self) -> list:
@@ -72,10 +72,11 @@ class LocalParts:
     def map_each(self, fn: Callable[..., Any], args: list) -> "LocalParts":
         return LocalParts([fn(item, arg) for item, arg in zip(self.items, args)])
 
-    def map_with(self, fn: Callable[..., Any], other: Parts, *args: Any) -> "LocalParts":
-        assert isinstance(other, LocalParts)
-        return LocalParts([fn(item, with_item, *args)
-                           for item, with_item in zip(self.items, other.items)])
+    def map_with(self, fn: Callable[..., Any], others: list, *args: Any) -> "LocalParts":
+        assert all(isinstance(other, LocalParts) for other in others)
+        return LocalParts([fn(item, *with_items, *args)
+                           for item, *with_items in zip(self.items,
+                                                        *(other.items for other in others))])
 
     def gather(self) -> list:
         return self.items

@@ -21,6 +21,7 @@ from .metrics import (GROUP_NAMES, GroupMoments, Mergeable, MetricSettings, Mome
 from .paired import (METHOD_T, METHOD_T_CLUSTERED, NOISE_CLUSTERS, NOISE_EXAMPLES, Interval,
                      clustered_mcnemar, clustered_variance, contribution_interval_from_sums,
                      mcnemar, per_example_values, t_test)
+from .orderstats import Parts
 from .perexample import PerExample
 
 # the flip groups, in the order of the explanation's rows
@@ -314,6 +315,37 @@ def pair_sums(base: PerExample, cand: PerExample, plan: PairPlan, ids: np.ndarra
         total = sums if total is None else total.merged(sums)
     assert total is not None
     return total
+
+
+def held_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, cand_keys: Parts,
+                   slice_parts: Parts, plan: PairPlan) -> PairSums | None:
+    """A pair's sums computed where its parts are held, when the two runs are cut into the
+    same parts holding the same examples in the same order (co-partitioned: the same eval
+    set written the same way): each part pairs its own rows, and the parts' sums merge in
+    row order. None where a part of one run holds other examples than the other's: then
+    the runs must be lined up first."""
+    found = base_parts.map_with(_part_pair_sums, [cand_parts, base_keys, cand_keys,
+                                                  slice_parts], plan).gather()
+    if any(part is None for part in found):
+        return None
+    total = found[0]
+    for part in found[1:]:
+        total = total.merged(part)
+    return total
+
+
+def _part_pair_sums(base: PerExample, cand: PerExample, base_keys: tuple, cand_keys: tuple,
+                    slices: dict, plan: PairPlan) -> PairSums | None:
+    """One part's pair sums, or None when the two runs' parts hold other examples."""
+    (base_ids, first_row), (cand_ids, _) = base_keys, cand_keys
+    if len(base) != len(cand) or (base_ids is None) != (cand_ids is None):
+        return None
+    if base_ids is not None and not np.array_equal(base_ids, cand_ids):
+        return None
+    if not np.array_equal(base.label, cand.label):
+        return None  # the lining up reports such a run with its one-line error
+    ids = base_ids if base_ids is not None else np.arange(first_row, first_row + len(base))
+    return PairSums.of(base, cand, plan, ids, None, slices)
 
 
 def _rows(pe: PerExample, rows: slice) -> PerExample:

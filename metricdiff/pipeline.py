@@ -44,6 +44,7 @@ class RunData:
     sums: RunSums | None = None  # gathered by the main pass, when load_run was given a plan
     parts: Parts | None = None  # the examples in parts on a cluster's workers (orderstats.py)
     slice_parts: Parts | None = None  # each of those parts' slice values (column -> values)
+    key_parts: Parts | None = None  # and each part's (ids or None, its first row in the run)
 
     @property
     def labels(self) -> np.ndarray:
@@ -173,7 +174,7 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                    classwise=part.classwise,
                    sums=None if part.sums is None else dataclasses.replace(
                        part.sums, classes=part.sums.classes.padded(num_classes)),
-                   parts=part.held, slice_parts=part.held_slices)
+                   parts=part.held, slice_parts=part.held_slices, key_parts=part.held_keys)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ class RunPart:
     sums: RunSums | None = None
     held: Parts | None = None  # the whole run's parts where an engine keeps them (a cluster)
     held_slices: Parts | None = None  # and each part's slice values (column -> values)
+    held_keys: Parts | None = None  # and each part's (ids or None, first row of the run)
 
 
 class RunAssembler:

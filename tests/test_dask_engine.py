@@ -457,3 +457,39 @@ def test_a_report_on_a_cluster_brings_no_column_to_the_client(tmp_path, schedule
         report = build_report(data, settings)
     assert to_rounding(without_paths(report.to_dict())) == \
         to_rounding(without_paths(local.to_dict()))
+
+
+def test_a_co_partitioned_pair_is_measured_where_its_partitions_are(tmp_path, scheduler,
+                                                                    predictions):
+    """Two runs cut into the same partitions of the same examples are paired partition by
+    partition on the workers: the paired tests, the explanation, the ranked lists and the
+    per-class tests come from the workers' sums (the client's columns, changed, change
+    none of them) and are the local engine's."""
+    from metricdiff.comparison import CompareSettings, build_comparison
+
+    logits, labels = predictions
+    other = logits + np.random.default_rng(3).normal(scale=0.8, size=logits.shape)
+    paths = []
+    for name, values in (("a", logits), ("b", other)):
+        (tmp_path / name).mkdir()
+        paths.append(str(write_layout(tmp_path / name, "shards", values, labels)))
+    read = ReadOptions(slice_cols=("source",))
+    settings, metric_settings = CompareSettings(resamples=0), MetricSettings()
+    plan = SummaryPlan.of(metric_settings)
+    local = build_comparison([load_run(p, options=read, summary=plan) for p in paths],
+                             settings, metric_settings).to_dict()
+    with distributed.Client(scheduler, set_as_default=False) as client:
+        engine = cluster.DaskEngine(client, SMALL_PARTITIONS)
+        runs = [load_run(p, options=read, engine=engine, summary=plan) for p in paths]
+        for run in runs:  # what the client holds is not what is read
+            run.columns.nll[:] = 1.0
+            run.columns.conf[:] = 0.5
+        held = build_comparison(runs, settings, metric_settings).to_dict()
+    mine, theirs = held["comparisons"][0], local["comparisons"][0]
+    for name in ("nll", "accuracy", "brier", "nll_calibrated"):
+        assert to_rounding(mine["deltas"][name]) == to_rounding(theirs["deltas"][name]), name
+    for part in ("nll_by_flip", "confidently_wrong", "class_groups"):
+        assert to_rounding(mine["explanation"][part]) == \
+            to_rounding(theirs["explanation"][part]), part
+    assert to_rounding(mine["ranked"]) == to_rounding(theirs["ranked"])
+    assert to_rounding(mine["class_changes"]) == to_rounding(theirs["class_changes"])
