@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import MetricdiffError, UsageError
 from .io import ReadOptions, RunLayout, iter_batches
-from .orderstats import Keyed
+from .orderstats import Keyed, Parts
 from .perexample import PerExample
 from .pipeline import (Keys, Progress, RunAssembler, RunPart, Scoring, joined_keys,
                        reduce_batches)
@@ -165,6 +165,18 @@ class ClusterParts:
         ranged = table.set_index("key", divisions=divisions, sorted=False)
         return ClusterParts(self.client, self.client.compute(ranged.to_delayed())).map(
             _from_frame)
+
+
+    def merged(self, other: Parts, on: str) -> "ClusterParts":
+        """Dask's shuffle joins them (dask.dataframe's merge, hashing the key); each joined
+        partition stays on the worker that holds it."""
+        import dask.dataframe as dd
+
+        assert isinstance(other, ClusterParts)
+        tables = [dd.from_delayed(parts.futures, verify_meta=False, meta=self.client.submit(
+            _no_rows, parts.futures[0], pure=False).result()) for parts in (self, other)]
+        joined = dd.merge(tables[0], tables[1], on=on, how="inner")
+        return ClusterParts(self.client, self.client.compute(joined.to_delayed()))
 
 
 KEY_SIGN = np.uint64(1 << 63)

@@ -24,7 +24,7 @@ from .groups import (GroupExamples, average_over_pairs, group_summaries, noise_f
                      run_pairs, spread_over_pairs)
 from .paired import (FEW_PER_SUBSET, METHOD_NONE, BootstrapPlan, Interval, bootstrap,
                      per_example_values, resample_values, sampling_variance)
-from .pairsums import PairPlan, PairSums, held_pair_sums, pair_sums
+from .pairsums import PairPlan, PairSums, held_pair_sums, joined_pair_sums, pair_sums
 from .seeds import mean_metric_delta, resampled_metric_delta
 from .orderstats import LocalParts, Parts, RunOrder
 from .perexample import PerExample
@@ -586,8 +586,9 @@ class _PairSumsOf:
 
 
     def _held(self, base: int, cand: int, plan: PairPlan) -> PairSums | None:
-        """The pair's sums from the parts a cluster holds, where both runs are held in
-        parts of the same examples and every example is compared; else None."""
+        """The pair's sums from the parts a cluster holds, where every example of both runs
+        is compared: paired part by part where the runs are co-partitioned, else joined on
+        their ids by the engine; None where the runs are not held in parts."""
         runs = self.runs[base], self.runs[cand]
         if self.plan.clusters is not None or any(
                 run.parts is None or run.key_parts is None or run.slice_parts is None
@@ -600,8 +601,11 @@ class _PairSumsOf:
         assert first.key_parts is not None and second.key_parts is not None
         assert first.slice_parts is not None
         # the slice values are the pair's baseline's (the comparison's, for its pairs)
-        return held_pair_sums(first.parts, second.parts, first.key_parts, second.key_parts,
-                              first.slice_parts, plan)
+        held = (first.parts, second.parts, first.key_parts, second.key_parts,
+                first.slice_parts)
+        paired = held_pair_sums(*held, plan)
+        # else lined up by the engine: the runs' examples joined on their ids (or rows)
+        return paired if paired is not None else joined_pair_sums(*held, plan)
 
 
 def _warnings(runs: list[RunData], alignment: Alignment, plan: BootstrapPlan) -> list[str]:

@@ -57,6 +57,12 @@ class Parts(Protocol):
         ...
 
 
+    def merged(self, other: "Parts", on: str) -> "Parts":
+        """Parts of pandas DataFrames, this run's and the other's, joined on the column `on`:
+        the rows of equal keys brought together (inner join)."""
+        ...
+
+
 Keyed = tuple[np.ndarray, np.ndarray]  # uint64 keys (rows,), float64 values (rows, columns)
 
 
@@ -80,6 +86,13 @@ class LocalParts:
 
     def gather(self) -> list:
         return self.items
+
+    def merged(self, other: Parts, on: str) -> "LocalParts":
+        import pandas as pd
+
+        assert isinstance(other, LocalParts)
+        return LocalParts([pd.concat(self.items, ignore_index=True).merge(
+            pd.concat(other.items, ignore_index=True), on=on, how="inner")])
 
     def by_ranges(self, fn: Callable[[Any], Keyed], bounds: np.ndarray) -> "LocalParts":
         pieces = [fn(item) for item in self.items]

@@ -11,7 +11,7 @@ alone, in one place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 import numpy as np
@@ -346,6 +346,46 @@ def _part_pair_sums(base: PerExample, cand: PerExample, base_keys: tuple, cand_k
         return None  # the lining up reports such a run with its one-line error
     ids = base_ids if base_ids is not None else np.arange(first_row, first_row + len(base))
     return PairSums.of(base, cand, plan, ids, None, slices)
+
+
+def joined_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, cand_keys: Parts,
+                     slice_parts: Parts, plan: PairPlan) -> PairSums:
+    """A pair's sums where the two runs' parts hold their examples in other orders or
+    splits: each run's parts become tables keyed by id (or row number), joined on it by the
+    engine (Dask's shuffle, on a cluster), and each joined part's sums merge in order. For
+    runs already lined up (every example in both)."""
+    tables = [parts.map_with(_pair_table, [keys, *extra], prefix) for parts, keys, extra, prefix
+              in ((base_parts, base_keys, [slice_parts], "b_"), (cand_parts, cand_keys, [], "c_"))]
+    found = tables[0].merged(tables[1], on="key").map(_table_pair_sums, plan).gather()
+    total = found[0]
+    for part in found[1:]:
+        total = total.merged(part)
+    return total
+
+
+def _pair_table(examples: PerExample, keys: tuple, *rest):
+    """A part's per-example columns as a table, `prefix` before their names, keyed by id."""
+    import pandas as pd
+
+    slices, prefix = (rest[0], rest[1]) if len(rest) == 2 else ({}, rest[0])
+    ids, first_row = keys
+    key = ids if ids is not None else np.arange(first_row, first_row + len(examples))
+    table = pd.DataFrame({f"{prefix}{f.name}": np.asarray(getattr(examples, f.name))
+                          for f in fields(PerExample)})
+    for col, values in slices.items():
+        table[f"slice_{col}"] = np.asarray(values)
+    table.insert(0, "key", key)
+    return table
+
+
+def _table_pair_sums(table, plan: PairPlan) -> PairSums:
+    def run(prefix: str) -> PerExample:
+        return PerExample(**{f.name: table[f"{prefix}{f.name}"].to_numpy()
+                             for f in fields(PerExample)})
+
+    slices = {name[len("slice_"):]: table[name].to_numpy() for name in table.columns
+              if name.startswith("slice_")}
+    return PairSums.of(run("b_"), run("c_"), plan, table["key"].to_numpy(), None, slices)
 
 
 def _rows(pe: PerExample, rows: slice) -> PerExample:

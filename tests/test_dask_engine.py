@@ -459,12 +459,13 @@ def test_a_report_on_a_cluster_brings_no_column_to_the_client(tmp_path, schedule
         to_rounding(without_paths(local.to_dict()))
 
 
-def test_a_co_partitioned_pair_is_measured_where_its_partitions_are(tmp_path, scheduler,
-                                                                    predictions):
+@pytest.mark.parametrize("order", ["co-partitioned", "shuffled"])
+def test_a_pair_is_measured_where_its_partitions_are(tmp_path, scheduler, predictions, order):
     """Two runs cut into the same partitions of the same examples are paired partition by
-    partition on the workers: the paired tests, the explanation, the ranked lists and the
-    per-class tests come from the workers' sums (the client's columns, changed, change
-    none of them) and are the local engine's."""
+    partition on the workers; a run written in another row order is joined to the other on
+    its ids by Dask's shuffle. Either way the paired tests, the explanation, the ranked lists
+    and the per-class tests come from the workers' sums (the client's columns, changed,
+    change none of them) and are the local engine's."""
     from metricdiff.comparison import CompareSettings, build_comparison
 
     logits, labels = predictions
@@ -473,6 +474,11 @@ def test_a_co_partitioned_pair_is_measured_where_its_partitions_are(tmp_path, sc
     for name, values in (("a", logits), ("b", other)):
         (tmp_path / name).mkdir()
         paths.append(str(write_layout(tmp_path / name, "shards", values, labels)))
+    if order == "shuffled":  # the candidate's rows in another order, in other shards
+        table = pq.read_table(pq.ParquetDataset(paths[1]).files)
+        table = table.take(np.random.default_rng(5).permutation(table.num_rows))
+        paths[1] = str(tmp_path / "b_shuffled.parquet")
+        pq.write_table(table, paths[1], row_group_size=70)
     read = ReadOptions(slice_cols=("source",))
     settings, metric_settings = CompareSettings(resamples=0), MetricSettings()
     plan = SummaryPlan.of(metric_settings)
