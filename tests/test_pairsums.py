@@ -195,15 +195,20 @@ def test_tables_match_a_direct_grouping_of_the_examples():
             (np.asarray(CLASS_GROUP)[base.pred] == g).mean())
 
 
-@pytest.mark.parametrize("clustered", [False, True])
-def test_flip_intervals_equal_those_from_the_examples(clustered):
-    """The merged sums give the intervals that the per-example computation gives."""
-    rng = np.random.default_rng(4)
-    n, count = 3000, 50
-    base, cand = pair(n, 4)
+def clustered_pair(n: int, seed: int, count: int, clustered: bool):
+    """A pair, its clusters (or None) and its sums, gathered in pieces."""
+    rng = np.random.default_rng(seed)
+    base, cand = pair(n, seed)
     clusters = rng.integers(0, count, n) if clustered else None
     sums = pair_sums(base, cand, plan(count if clustered else 0), IDS[:n], clusters,
                      piece=700)
+    return base, cand, clusters, sums
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_flip_intervals_equal_those_from_the_examples(clustered):
+    """The merged sums give the intervals that the per-example computation gives."""
+    base, cand, clusters, sums = clustered_pair(3000, 4, 50, clustered)
     low, high = sums.flip_intervals(0.05)
     ref_low, ref_high = contribution_intervals(cand.nll - base.nll, flip_group(base, cand),
                                                len(FLIP_GROUPS), 0.05, clusters)
@@ -254,11 +259,8 @@ def test_worst_examples_are_the_largest_rises_ties_by_id_over_any_split():
 
 @pytest.mark.parametrize("clustered", [False, True])
 def test_class_intervals_equal_those_from_the_examples(clustered):
-    rng = np.random.default_rng(9)
-    n, count = 3000, 60
-    base, cand = pair(n, 9)
-    clusters = rng.integers(0, count, n) if clustered else None
-    sums = pair_sums(base, cand, plan(count if clustered else 0), IDS[:n], clusters, piece=800)
+    n = 3000
+    base, cand, clusters, sums = clustered_pair(n, 9, 60, clustered)
     low, high = sums.class_intervals("attributed", 0.05)
     ref_low, ref_high = contribution_intervals(cand.nll - base.nll, base.label, K, 0.05,
                                                clusters)
