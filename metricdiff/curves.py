@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from types import SimpleNamespace
-
-from .metrics import ConfidenceGroups, confidence_groups, risk_at
-from .orderstats import LocalParts, Parts, RunOrder
+from .metrics import ConfidenceGroups, confidence_groups, one_part, risk_at
+from .orderstats import Parts, RunOrder
 from .smoothece import grid_sizes, reliability_curve, smooth_fit_of
 
 CURVE_POINTS = 101  # confidence 0, 0.01, ..., 1
@@ -41,7 +39,7 @@ STREAM = 14  # this module's own random stream: [seed, STREAM, curve], apart fro
 
 def run_curves(conf: np.ndarray, correct: np.ndarray, seed: int = 0) -> dict | None:
     """Both curves of one run, JSON-ready; None without examples."""
-    parts = _one_part(conf, correct)
+    parts = one_part(conf, correct)
     return run_curves_of(parts, RunOrder(parts, "conf"), seed)
 
 
@@ -52,11 +50,6 @@ def run_curves_of(parts: Parts, by_conf: RunOrder, seed: int = 0) -> dict | None
         return None
     return {"reliability": smoothed_reliability_of(parts, by_conf.n, seed),
             "risk_coverage": risk_coverage_of(ConfidenceGroups(parts, by_conf), seed)}
-
-
-def _one_part(conf: np.ndarray, correct: np.ndarray) -> LocalParts:
-    return LocalParts([SimpleNamespace(conf=np.asarray(conf, dtype=np.float64),
-                                       correct=np.asarray(correct, dtype=bool))])
 
 
 def _band(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +69,7 @@ def _blocks(width: int) -> list[int]:
 def grid_cells(conf: np.ndarray, correct: np.ndarray, sigma: float
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """grid_cells_of one run's examples."""
-    return grid_cells_of(_one_part(conf, correct), sigma)
+    return grid_cells_of(one_part(conf, correct), sigma)
 
 
 def grid_cells_of(parts: Parts, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,7 +148,7 @@ def risk_coverage_steps(conf: np.ndarray, correct: np.ndarray
 
 def risk_coverage(conf: np.ndarray, correct: np.ndarray, seed: int = 0) -> dict:
     """risk_coverage_of one run's examples."""
-    parts = _one_part(conf, correct)
+    parts = one_part(conf, correct)
     return risk_coverage_of(ConfidenceGroups(parts, RunOrder(parts, "conf")), seed)
 
 

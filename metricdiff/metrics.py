@@ -360,7 +360,7 @@ def calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> tuple
 
 def mass_bin_edges(conf: np.ndarray, bins: int) -> np.ndarray:
     """order_mass_edges of these confidences."""
-    return order_mass_edges(RunOrder(_one_part(conf, np.zeros(len(conf), bool)), "conf"), bins)
+    return order_mass_edges(RunOrder(one_part(conf, np.zeros(len(conf), bool)), "conf"), bins)
 
 
 def order_mass_edges(order: RunOrder, bins: int) -> np.ndarray:
@@ -397,7 +397,7 @@ def debiased_rms_from_sums(count: np.ndarray, conf_sum: np.ndarray,
 
 
 def debiased_rms_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
-    return debiased_rms_of(RunOrder(_one_part(conf, correct), "conf"), bins)
+    return debiased_rms_of(RunOrder(one_part(conf, correct), "conf"), bins)
 
 
 def debiased_rms_of(by_conf: RunOrder, bins: int) -> float:
@@ -409,7 +409,7 @@ def debiased_rms_of(by_conf: RunOrder, bins: int) -> float:
     return float(debiased_rms_from_sums(count, conf_sum, hits)[0])
 
 
-def _one_part(conf: np.ndarray, correct: np.ndarray) -> LocalParts:
+def one_part(conf: np.ndarray, correct: np.ndarray) -> LocalParts:
     """A run of these confidences and correctness, as the one part of the local engine."""
     return LocalParts([SimpleNamespace(conf=np.asarray(conf, dtype=np.float64),
                                        correct=np.asarray(correct, dtype=bool))])
@@ -520,7 +520,7 @@ def _selective_of(n: np.ndarray, wrong: np.ndarray, part: SelectivePart
 
 def selective_prediction(conf: np.ndarray, correct: np.ndarray) -> dict[str, float | None]:
     """The selective-prediction metrics of one run (see selective_from_sums)."""
-    parts = _one_part(conf, correct)
+    parts = one_part(conf, correct)
     return selective_of(parts, RunOrder(parts, "conf"))
 
 
@@ -621,7 +621,7 @@ def _cut_sums(groups: tuple[np.ndarray, ...], ahead: np.ndarray, wrong: float,
 
 
 def adaptive_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
-    return adaptive_ece_of(RunOrder(_one_part(conf, correct), "conf"), bins)
+    return adaptive_ece_of(RunOrder(one_part(conf, correct), "conf"), bins)
 
 
 def adaptive_ece_of(by_conf: RunOrder, bins: int) -> float:
