@@ -12,9 +12,9 @@ import numpy as np
 
 from .align import Alignment, align_runs
 from .explain import calibration_view, disagreements, reasons
-from .metrics import (BLOCK_RESAMPLED, RESAMPLED, ClassCounts, MetricSettings, RunSums,
-                      SummaryPlan,
-                      class_groups, headline, metric_directions, reliability_rows)
+from .metrics import (BLOCK_RESAMPLED, RESAMPLED, ClassCounts, ConfidenceOrder, MetricSettings,
+                      RunSums, SummaryPlan, class_groups, headline, metric_directions,
+                      reliability_rows)
 from .classtests import class_changes, pair_class_changes
 from .classwise import BlockPlan, ClasswiseSums, classwise_metrics, classwise_values
 from .curves import run_curves_of
@@ -26,7 +26,7 @@ from .paired import (FEW_PER_SUBSET, METHOD_NONE, BootstrapPlan, Interval, boots
                      per_example_values, resample_values, sampling_variance)
 from .pairsums import PairPlan, PairSums, held_pair_sums, joined_pair_sums, pair_sums
 from .seeds import mean_metric_delta, resampled_metric_delta
-from .orderstats import LocalParts, Parts, RunOrder
+from .orderstats import LocalParts, Parts
 from .perexample import PerExample
 from .pipeline import RunData
 from .pairsums import WorstExamples
@@ -333,11 +333,12 @@ def _block_draws(sums: ClasswiseSums, weights: np.ndarray) -> dict[str, np.ndarr
 
 def _summary(run: RunData, pe: PerExample, sums: RunSums, parts: Parts,
              metric_settings: MetricSettings) -> dict:
+    by_conf = ConfidenceOrder(parts)  # for the metrics and the curves
     values, unavailable = headline(pe, sums, run.rank_depth, metric_settings, run.temperature,
-                                   classwise_metrics(run.classwise), parts)
+                                   classwise_metrics(run.classwise), parts, by_conf)
     return {**describe_run(run), "n": len(pe), "metrics": values, "unavailable": unavailable,
             "confidence_bins": reliability_rows(sums.bins),
-            "curves": run_curves_of(parts, RunOrder(parts, "conf"), metric_settings.seed)}
+            "curves": run_curves_of(by_conf, metric_settings.seed)}
 
 
 def _lined_up(examples: PerExample, rows: np.ndarray) -> PerExample:

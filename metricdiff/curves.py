@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import ConfidenceGroups, confidence_groups, one_part, risk_at
-from .orderstats import Parts, RunOrder
+from .metrics import ConfidenceGroups, ConfidenceOrder, confidence_groups, one_part, risk_at
+from .orderstats import Parts
 from .smoothece import grid_sizes, reliability_curve, smooth_fit_of
 
 CURVE_POINTS = 101  # confidence 0, 0.01, ..., 1
@@ -39,17 +39,16 @@ STREAM = 14  # this module's own random stream: [seed, STREAM, curve], apart fro
 
 def run_curves(conf: np.ndarray, correct: np.ndarray, seed: int = 0) -> dict | None:
     """Both curves of one run, JSON-ready; None without examples."""
-    parts = one_part(conf, correct)
-    return run_curves_of(parts, RunOrder(parts, "conf"), seed)
+    return run_curves_of(ConfidenceOrder(one_part(conf, correct)), seed)
 
 
-def run_curves_of(parts: Parts, by_conf: RunOrder, seed: int = 0) -> dict | None:
+def run_curves_of(by_conf: ConfidenceOrder, seed: int = 0) -> dict | None:
     """Both curves of a run held in parts (a cluster's), from sums over the parts: the
     smoothing grids, and the groups of equal confidence in order (ConfidenceGroups)."""
     if by_conf.n == 0:
         return None
-    return {"reliability": smoothed_reliability_of(parts, by_conf.n, seed),
-            "risk_coverage": risk_coverage_of(ConfidenceGroups(parts, by_conf), seed)}
+    return {"reliability": smoothed_reliability_of(by_conf.parts, by_conf.n, seed),
+            "risk_coverage": risk_coverage_of(by_conf.groups, seed)}
 
 
 def _band(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,8 +147,7 @@ def risk_coverage_steps(conf: np.ndarray, correct: np.ndarray
 
 def risk_coverage(conf: np.ndarray, correct: np.ndarray, seed: int = 0) -> dict:
     """risk_coverage_of one run's examples."""
-    parts = one_part(conf, correct)
-    return risk_coverage_of(ConfidenceGroups(parts, RunOrder(parts, "conf")), seed)
+    return risk_coverage_of(ConfidenceOrder(one_part(conf, correct)).groups, seed)
 
 
 def risk_coverage_of(groups: ConfidenceGroups, seed: int = 0) -> dict:

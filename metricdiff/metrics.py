@@ -8,6 +8,7 @@ Brier score) is None in the output and its reason is listed; it is never guessed
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields, is_dataclass
 from types import SimpleNamespace
@@ -520,8 +521,7 @@ def _selective_of(n: np.ndarray, wrong: np.ndarray, part: SelectivePart
 
 def selective_prediction(conf: np.ndarray, correct: np.ndarray) -> dict[str, float | None]:
     """The selective-prediction metrics of one run (see selective_from_sums)."""
-    parts = one_part(conf, correct)
-    return selective_of(parts, RunOrder(parts, "conf"))
+    return selective_of(ConfidenceOrder(one_part(conf, correct)))
 
 
 class ConfidenceGroups:
@@ -554,16 +554,30 @@ class ConfidenceGroups:
                 np.nansum(np.stack([conf for _, conf in found]), axis=0))
 
 
+class ConfidenceOrder(RunOrder):
+    """A run in confidence order, with its groups of equal confidence: each is made once,
+    when a statistic first asks for it, and serves every statistic of the run (the
+    equal-mass bins, the selective-prediction metrics, the risk-coverage curve), so that a
+    run is sorted and (on a cluster) shuffled by confidence once."""
+
+    def __init__(self, parts: Parts):
+        super().__init__(parts, "conf")
+
+    @functools.cached_property
+    def groups(self) -> ConfidenceGroups:
+        return ConfidenceGroups(self.parts, self)
+
+
 def _with_ahead(groups, job):
     fn, ahead, args = job
     return fn(groups, ahead, *args)
 
 
-def selective_of(parts: Parts, by_conf: RunOrder) -> dict[str, float | None]:
+def selective_of(by_conf: ConfidenceOrder) -> dict[str, float | None]:
     """The selective-prediction metrics of a run held in parts (ConfidenceGroups)."""
     if by_conf.n == 0:
         return dict.fromkeys(SELECTIVE)
-    groups = ConfidenceGroups(parts, by_conf)
+    groups = by_conf.groups
     n, wrong = np.array([groups.n]), np.array([groups.wrong])
     kept = n[:, None] * np.array(COVERAGES)[None, :] / 100
     found = groups.each(_selective_sums, wrong, kept)
@@ -1061,13 +1075,15 @@ class RunSums(Mergeable):
 def headline(pe: PerExample | None, run_sums: RunSums, rank_depth: int | None,
              settings: MetricSettings, temperature: float | None,
              classwise: dict[str, float] | None = None,
-             parts: Parts | None = None) -> tuple[dict, dict[str, str]]:
+             parts: Parts | None = None,
+             by_conf: ConfidenceOrder | None = None) -> tuple[dict, dict[str, str]]:
     """All single-run metrics, and the reasons for those that are unavailable. `run_sums`:
     the examples' RunSums at the settings' top_k and bins. `classwise`: the CLASSWISE
     metrics, from the run's per-(class, bin) sums. `parts`: the same examples in parts (a
-    cluster's), for the statistics of an order; default: `pe` as one part."""
+    cluster's), for the statistics of an order; default: `pe` as one part. `by_conf`: the
+    parts in confidence order, where the caller uses them too (the curves)."""
     parts = _parts_of(pe, parts)
-    by_conf = RunOrder(parts, "conf")  # for both kinds of equal-mass bins
+    by_conf = by_conf if by_conf is not None else ConfidenceOrder(parts)
     sums, counts = run_sums.means, run_sums.classes
     ece, mce = run_sums.bins.errors()
     accuracy = sums.mean("correct")
@@ -1093,7 +1109,7 @@ def headline(pe: PerExample | None, run_sums: RunSums, rank_depth: int | None,
         "smooth_ece": smooth_ece_of(parts),
         "rmsce_debiased": debiased_rms_of(by_conf, settings.ece_bins),
         **(classwise or dict.fromkeys(CLASSWISE)),
-        **selective_of(parts, by_conf),
+        **selective_of(by_conf),
     }
     unavailable: dict[str, str] = {}
     if classwise is None:

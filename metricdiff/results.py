@@ -10,11 +10,11 @@ import numpy as np
 from . import __version__
 from .classwise import classwise_metrics
 from .curves import run_curves_of
-from .metrics import (MetricSettings, RunSums, SummaryPlan, class_group_table, headline,
-                      loss_anatomy, metric_directions, noise_floor_of, per_class_table,
-                      reliability_rows, slice_tables)
+from .metrics import (ConfidenceOrder, MetricSettings, RunSums, SummaryPlan, class_group_table,
+                      headline, loss_anatomy, metric_directions, noise_floor_of,
+                      per_class_table, reliability_rows, slice_tables)
 from .errors import UsageError
-from .orderstats import LocalParts, Parts, RunOrder
+from .orderstats import LocalParts, Parts
 from .pipeline import RunData
 from .temperature import T_MAX, T_MIN
 
@@ -271,8 +271,9 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
     sums = run_sums(run, settings)
     counts = sums.classes
     parts = run_parts(run)
+    by_conf = ConfidenceOrder(parts)  # for the metrics and the curves
     values, unavailable = headline(pe, sums, run.rank_depth, settings, run.temperature,
-                                   classwise_metrics(run.classwise), parts)
+                                   classwise_metrics(run.classwise), parts, by_conf)
     warnings = reading_warnings(run)
     if run.temperature is not None and run.temperature in (T_MIN, T_MAX):
         warnings.append(f"the NLL-minimising temperature lies at the search limit "
@@ -307,5 +308,5 @@ def build_report(run: RunData, settings: MetricSettings = MetricSettings()) -> R
         slices=slices,
         noise_floor=floor,
         warnings=warnings,
-        curves=run_curves_of(parts, RunOrder(parts, "conf"), settings.seed),
+        curves=run_curves_of(by_conf, settings.seed),
     )

@@ -136,17 +136,17 @@ def test_selective_metrics_over_ranges_of_parts_equal_one_part(seed, decimals):
     to the rounding of a sum, and scikit-learn's AUROC (ties count half)."""
     from sklearn.metrics import roc_auc_score
 
-    from metricdiff.metrics import selective_of, selective_prediction
+    from metricdiff.metrics import ConfidenceOrder, selective_of, selective_prediction
     from metricdiff.orderstats import range_bounds
 
     rng = np.random.default_rng(seed)
     pe = examples(3000, seed, decimals)
     whole = selective_prediction(pe.conf, pe.correct)
     parts = split(pe, random_cuts(rng, len(pe)))
-    by_conf = RunOrder(parts, "conf")
+    by_conf = ConfidenceOrder(parts)
     for ranges in (1, 2, 5, 40):
         assert range_bounds(by_conf, ranges).size <= ranges - 1
-    held = selective_of(parts, by_conf)  # as many ranges as parts
+    held = selective_of(by_conf)  # as many ranges as parts
     assert held == {name: Close(value) for name, value in whole.items()}
     assert whole["auroc"] == pytest.approx(roc_auc_score(pe.correct, pe.conf), rel=1e-12)
 
@@ -173,11 +173,12 @@ def test_curves_over_ranges_of_parts_equal_one_part(seed):
     the run in one piece."""
     from conftest import to_rounding
     from metricdiff.curves import run_curves, run_curves_of
+    from metricdiff.metrics import ConfidenceOrder
 
     rng = np.random.default_rng(seed)
     pe = examples(2500, seed, decimals=2)
     parts = split(pe, random_cuts(rng, len(pe)))
-    held = run_curves_of(parts, RunOrder(parts, "conf"), seed=3)
+    held = run_curves_of(ConfidenceOrder(parts), seed=3)
     assert to_rounding(held) == to_rounding(run_curves(pe.conf, pe.correct, seed=3))
 
 
