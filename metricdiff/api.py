@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .align import align_runs
+from .align import Alignment, align_runs
 from .classwise import BLOCKS, ClasswisePlan
 from .errors import UsageError
 from .io import (ReadOptions, find_checkpoints, find_run_folders, has_column, inspect_run,
@@ -254,23 +254,30 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     # candidate is reported in a second, not after minutes of reading the others
     layouts = [inspect_run(path, read) for path in paths]
     with engine_for(engine, scheduler) as runner:
-        runs = _read_compared(paths, run_names, layouts, read, allow_partial,
-                              SummaryPlan.of(metric_settings), temperature_values, progress,
-                              cross_fit, runner)
+        # a pair of runs is measured where a cluster holds them: their columns stay there,
+        # except for groups of runs and clusters of examples (computed here, still)
+        pairs_only = len(set(groups)) == len(groups) and cluster is None
+        runs, alignment = _read_compared(paths, run_names, layouts, read, allow_partial,
+                                         SummaryPlan.of(metric_settings), temperature_values,
+                                         progress, cross_fit, runner, pairs_only)
         from .comparison import CompareSettings, build_comparison
         settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
                                    resamples=resamples, seed=seed, fail_on=fail_on, top=top,
                                    allow_partial=allow_partial, paired_seeds=paired_seeds,
                                    cluster=cluster, fdr=fdr)
         # within the engine: a cluster's workers hold the parts some statistics read
-        return build_comparison(runs, settings, metric_settings, groups)
+        return build_comparison(runs, settings, metric_settings, groups, alignment)
 
 
 def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
-                   temperature_values, progress, cross_fit, engine) -> list:
+                   temperature_values, progress, cross_fit, engine, pairs_only=False
+                   ) -> tuple[list, Alignment]:
     """The runs of a comparison, lined up by their keys first, read two at a time: each
     run's reading is already overlapped with its arithmetic, and the machine this is sized
-    for has two cores (with a Dask engine, each thread waits on its run's tasks)."""
+    for has two cores (with a Dask engine, each thread waits on its run's tasks).
+    `pairs_only`: with an engine, the runs' columns stay on its workers when every example
+    of every run is compared (pairs of runs are measured there). With the runs, their
+    alignment (made from their keys)."""
     stop = threading.Event()  # on Ctrl-C or an error, the other reads end at their next batch
     pool = ThreadPoolExecutor(max_workers=2)
     try:
@@ -282,17 +289,19 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
         plans = [ClasswisePlan(summary.bins, BLOCKS, _kept_rows(rows, len(key.labels)))
                  for rows, key in zip(alignment.rows, keys)]
         del keys  # the runs' reads hold their own ids and labels: not twice per example
+        columns = engine is None or not pairs_only or any(alignment.dropped)
         # a run's RunSums are of all its rows: of use when each of them is compared
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,
                                stop=stop, layout=layout, classwise=plan,
                                cross_fit=cross_fit, engine=engine,
-                               summary=summary if plan.keep is None else None)
+                               summary=summary if plan.keep is None else None,
+                               columns=columns)
                    for path, name, layout, plan in zip(paths, run_names, layouts, plans)]
         # imported here, not at the top (report() does not need it), and while the runs are
         # read: its imports (scipy.special, 0.2 s) overlap the reading
         from . import comparison  # noqa: F401
-        return [future.result() for future in futures]
+        return [future.result() for future in futures], alignment
     except BaseException:
         stop.set()
         raise

@@ -26,7 +26,7 @@ from .paired import (FEW_PER_SUBSET, METHOD_NONE, BootstrapPlan, Interval, boots
                      per_example_values, resample_values, sampling_variance)
 from .pairsums import PairPlan, PairSums, held_pair_sums, joined_pair_sums, pair_sums
 from .seeds import mean_metric_delta, resampled_metric_delta
-from .orderstats import LocalParts, Parts
+from .orderstats import HeldRows, LocalParts, Parts
 from .perexample import PerExample
 from .pipeline import RunData
 from .pairsums import WorstExamples
@@ -56,22 +56,28 @@ class CompareSettings:
 
 def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSettings(),
                      metric_settings: MetricSettings = MetricSettings(),
-                     groups: list[str] | None = None) -> ComparisonReport:
+                     groups: list[str] | None = None,
+                     alignment: Alignment | None = None) -> ComparisonReport:
     """Compare each candidate group of runs with the baseline group (the first). `groups`
-    names the group of each run; by default every run is a group of its own."""
+    names the group of each run; by default every run is a group of its own. `alignment`:
+    the runs lined up already, from their keys (runs whose columns a cluster holds have no
+    ids or labels here)."""
     directions = metric_directions(metric_settings.top_k)
     check_primary(settings.primary, directions)
     check_settings(settings.alpha, settings.min_effect, settings.fail_on, settings.fdr)
     members = _members(runs, groups, settings.paired_seeds)
     grouped = any(len(indices) > 1 for indices in members.values())
-    alignment = align_runs(runs, settings.allow_partial)
-    aligned = [_lined_up(run.columns, rows) for run, rows in zip(runs, alignment.rows)]
+    alignment = alignment or align_runs(runs, settings.allow_partial)
+    aligned = [_lined_up(run, rows) for run, rows in zip(runs, alignment.rows)]
+    # the columns held here, for what is still computed here (groups of runs); a pair's
+    # statistics come from the workers' parts when a cluster holds the runs (HeldRows)
+    here = [_here(pe) for pe in aligned] if grouped else []
     num_classes = runs[0].num_classes
     # a run whose every example is compared has the sums its main pass gathered
     sums = [run_sums(run, metric_settings) if len(rows) == run.n
-            else RunSums.of(pe, SummaryPlan.of(metric_settings), num_classes)
+            else RunSums.of(_here(pe), SummaryPlan.of(metric_settings), num_classes)
             for run, rows, pe in zip(runs, alignment.rows, aligned)]
-    parts = [run_parts(run) if len(rows) == run.n else LocalParts([pe])
+    parts = [run_parts(run) if len(rows) == run.n else LocalParts([_here(pe)])
              for run, rows, pe in zip(runs, alignment.rows, aligned)]
     counts = [run_sum.classes for run_sum in sums]
     # each run's numbers are independent of the others', and numpy's sorts and passes release
@@ -107,7 +113,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     pair_of = _PairSumsOf(runs, alignment, aligned, summaries, class_group, plan, settings,
                           metric_settings)
     if grouped:
-        pairs = [_group_deltas(base_idx, members[name], summaries, aligned, draws, plan,
+        pairs = [_group_deltas(base_idx, members[name], summaries, here, draws, plan,
                                block_plan, settings, metric_settings) for name in names[1:]]
     else:
         pairs = [_deltas(summaries[0]["metrics"], summaries[i]["metrics"], pair_of(0, i),
@@ -129,12 +135,12 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
         cand_idx = members[name]
         bases, cands = [aligned[i] for i in base_idx], [aligned[i] for i in cand_idx]
         if grouped:
-            comparison = _group_comparison(base_idx, cand_idx, runs, aligned, pair_of,
+            comparison = _group_comparison(base_idx, cand_idx, runs, here, pair_of,
                                            group_values, names[0], name, deltas, verdict,
                                            directions, alignment, num_classes, settings,
                                            metric_settings)
         else:
-            comparison = _comparison(runs[0], runs[cand_idx[0]], bases[0], cands[0],
+            comparison = _comparison(runs[0], runs[cand_idx[0]],
                                      pair_of(0, cand_idx[0]), (counts[0], counts[cand_idx[0]]),
                                      deltas, verdict, summaries[0], summaries[cand_idx[0]],
                                      directions, alignment, num_classes, settings,
@@ -148,7 +154,8 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
                                                   metric_settings,
                                                   None if grouped else pair_of(0, cand_idx[0]))
         _add_class_changes(comparison, class_changes(
-            bases, cands, num_classes, settings.fdr, settings.paired_seeds, plan.clusters)
+            [_here(pe) for pe in bases], [_here(pe) for pe in cands], num_classes, settings.fdr,
+            settings.paired_seeds, plan.clusters)
             if grouped else pair_class_changes(pair_of(0, cand_idx[0]), settings.fdr))
         if not grouped:  # for groups, an interval over examples alone would leave out seeds
             add_contribution_intervals(comparison, pair_of(0, cand_idx[0]), counts[0],
@@ -243,7 +250,8 @@ def _add_class_changes(comparison: dict, found: dict) -> None:
             row[name] = float(per_class[name][k])
 
 
-def _cluster_summary(bases: list[PerExample], cands: list[PerExample], plan: BootstrapPlan,
+def _cluster_summary(bases: list[PerExample | HeldRows], cands: list[PerExample | HeldRows],
+                     plan: BootstrapPlan,
                      settings: CompareSettings, metric_settings: MetricSettings,
                      pair: PairSums | None) -> dict | None:
     """Clusters, and the effective sample size: n over the design effect, the ratio of the
@@ -259,8 +267,8 @@ def _cluster_summary(bases: list[PerExample], cands: list[PerExample], plan: Boo
         effect = pair.design_effect(metric)
     else:
         value = values[metric]
-        diff = (np.mean([value(pe) for pe in cands], axis=0)
-                - np.mean([value(pe) for pe in bases], axis=0))
+        diff = (np.mean([value(_here(pe)) for pe in cands], axis=0)
+                - np.mean([value(_here(pe)) for pe in bases], axis=0))
         clustered, _ = sampling_variance(diff, plan.clusters)
         independent, _ = sampling_variance(diff)
         effect = clustered / independent if independent > 0 else None
@@ -331,21 +339,33 @@ def _block_draws(sums: ClasswiseSums, weights: np.ndarray) -> dict[str, np.ndarr
     return {name: values[name][None, :] for name in BLOCK_RESAMPLED}
 
 
-def _summary(run: RunData, pe: PerExample, sums: RunSums, parts: Parts,
+def _summary(run: RunData, pe: PerExample | HeldRows, sums: RunSums, parts: Parts,
              metric_settings: MetricSettings) -> dict:
     by_conf = ConfidenceOrder(parts)  # for the metrics and the curves
-    values, unavailable = headline(pe, sums, run.rank_depth, metric_settings, run.temperature,
+    values, unavailable = headline(pe if isinstance(pe, PerExample) else None, sums,
+                                   run.rank_depth, metric_settings, run.temperature,
                                    classwise_metrics(run.classwise), parts, by_conf)
     return {**describe_run(run), "n": len(pe), "metrics": values, "unavailable": unavailable,
             "confidence_bins": reliability_rows(sums.bins),
             "curves": run_curves_of(by_conf, metric_settings.seed)}
 
 
-def _lined_up(examples: PerExample, rows: np.ndarray) -> PerExample:
-    """A run's examples in the alignment's order; no copy when they already are in it."""
-    if len(rows) == len(examples) and np.array_equal(rows, np.arange(len(rows))):
-        return examples
-    return examples.take(rows)
+def _lined_up(run: RunData, rows: np.ndarray) -> PerExample | HeldRows:
+    """A run's examples in the alignment's order; no copy when they already are in it.
+    Those of a run whose columns stay on a cluster's workers stay there (HeldRows)."""
+    if run.examples is None:
+        assert run.parts is not None  # a run read without its columns is held in parts
+        return HeldRows(run.parts, rows)
+    if len(rows) == run.n and np.array_equal(rows, np.arange(len(rows))):
+        return run.examples
+    return run.examples.take(rows)
+
+
+def _here(examples: PerExample | HeldRows) -> PerExample:
+    """Examples whose columns are held here: a cluster's runs are read with their columns
+    wherever a statistic of this module needs them (api.compare)."""
+    assert isinstance(examples, PerExample), "the columns are held by the workers alone"
+    return examples
 
 
 def _deltas(base_values: dict, cand_values: dict, pair: PairSums, plan: BootstrapPlan,
@@ -375,7 +395,7 @@ def _deltas(base_values: dict, cand_values: dict, pair: PairSums, plan: Bootstra
     return {name: deltas[name] for name in order if name in deltas}
 
 
-def _comparison(base_run: RunData, cand_run: RunData, base, cand, pair: PairSums,
+def _comparison(base_run: RunData, cand_run: RunData, pair: PairSums,
                 class_counts: tuple[ClassCounts, ClassCounts], deltas: dict[str, Interval],
                 verdict: Verdict, base_summary: dict,
                 cand_summary: dict, directions: dict, alignment: Alignment, num_classes: int,
@@ -558,7 +578,8 @@ class _PairSumsOf:
     """The PairSums of two runs by their indices, gathered once each (a pair serves its
     deltas, its explanation and its intervals)."""
 
-    def __init__(self, runs: list[RunData], alignment: Alignment, aligned: list[PerExample],
+    def __init__(self, runs: list[RunData], alignment: Alignment,
+                 aligned: list[PerExample | HeldRows],
                  summaries: list[dict], class_group: np.ndarray, plan: BootstrapPlan,
                  compare: CompareSettings, settings: MetricSettings):
         self.runs, self.alignment, self.aligned = runs, alignment, aligned
@@ -581,7 +602,7 @@ class _PairSumsOf:
                             self.top)
             held = self._held(base, cand, plan)
             self.done[base, cand] = held if held is not None else pair_sums(
-                self.aligned[base], self.aligned[cand], plan, self.ids, clusters,
+                _here(self.aligned[base]), _here(self.aligned[cand]), plan, self.ids, clusters,
                 slices=self.slices)
         return self.done[base, cand]
 

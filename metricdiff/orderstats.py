@@ -116,6 +116,36 @@ def total_rows(parts: Parts) -> int:
     return int(sum(parts.map(rows_of).gather()))
 
 
+class HeldRows:
+    """A run's examples left where its parts are held (a cluster's workers), in the order
+    of `rows` (each position's row of the run): `take` fetches the few a statistic asks
+    for, such as the bootstrap's subsets, and nothing else comes here."""
+
+    def __init__(self, parts: Parts, rows: np.ndarray):
+        self.parts, self.rows = parts, np.asarray(rows, dtype=np.int64)
+        self._starts = np.cumsum([0, *parts.map(rows_of).gather()])  # each part's first row
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, index: np.ndarray) -> PerExample:
+        """The examples at these positions, in this order (what PerExample.take gives)."""
+        wanted = self.rows[index]
+        order = np.argsort(wanted, kind="stable")
+        ascending = wanted[order]
+        cuts = np.searchsorted(ascending, self._starts)
+        offsets = [ascending[low:high] - start
+                   for low, high, start in zip(cuts[:-1], cuts[1:], self._starts[:-1])]
+        fetched = PerExample.concat(self.parts.map_each(_rows_at, offsets).gather())
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))  # fetched in row order; given back in `index`'s
+        return fetched.take(back)
+
+
+def _rows_at(examples: PerExample, offsets: np.ndarray) -> PerExample:
+    return examples.take(offsets)
+
+
 def float_keys(values: np.ndarray) -> np.ndarray:
     """uint64 keys in the order of the float64 values (-inf .. inf; no NaN); -0.0 is 0.0."""
     bits = (np.asarray(values, dtype=np.float64) + 0.0).view(np.uint64)

@@ -23,6 +23,7 @@ from .metrics import (SELECTIVE, GroupMoments, MetricSettings, Moments, adaptive
                       class_scores_from_sums, confidence_groups, debiased_rms_from_sums,
                       ece_from_sums,
                       equal_width_bin, mass_bin_edges, mce_from_sums, selective_from_sums)
+from .orderstats import HeldRows
 from .perexample import PerExample
 from .smoothece import SmoothECE
 
@@ -467,18 +468,18 @@ def _poisson_table(mean: float, cells: int = 1 << 16) -> tuple[np.ndarray, np.nd
 BLOCK_VALUES = 1 << 18
 
 
-def resample_values(runs: list[PerExample], num_classes: int, bins: int,
+def resample_values(runs: list[PerExample | HeldRows], num_classes: int, bins: int,
                     wanted: list[set[str]], plan: BootstrapPlan) -> list[dict[str, np.ndarray]]:
     """Each wanted metric of each run on every resample, the runs sharing each resample's
     weights (drawn once). Per run and metric: an array (subsets, 1 + resamples per subset)
-    whose first column is the subset's own value (every example weighted n / size)."""
+    whose first column is the subset's own value (every example weighted n / size). A run
+    held by a cluster's workers (HeldRows) sends each subset's examples alone."""
     draws = [{name: np.empty((plan.subsets, plan.per_subset + 1)) for name in names}
              for names in wanted]
 
     def subset_views(j: int) -> list[ResampleView]:
         subset = plan.subset(j)
-        return [ResampleView(pe if subset is None else pe.take(subset), num_classes, bins)
-                for pe in runs]
+        return [ResampleView(_examples_of(pe, subset), num_classes, bins) for pe in runs]
 
     def fill(j: int, first_column: int, weights: np.ndarray) -> None:
         columns = slice(first_column, first_column + len(weights))
@@ -499,6 +500,14 @@ def resample_values(runs: list[PerExample], num_classes: int, bins: int,
         list(pool.map(fill_block, [(j, b) for j in range(plan.subsets)
                                    for b in range(plan.blocks)]))
     return draws
+
+
+def _examples_of(examples: PerExample | HeldRows, subset: np.ndarray | None) -> PerExample:
+    """The examples of a subset (None: all of them), held here or fetched."""
+    if subset is None:
+        return examples if isinstance(examples, PerExample) else examples.take(
+            np.arange(len(examples)))
+    return examples.take(subset)
 
 
 class ResamplePlan(Protocol):

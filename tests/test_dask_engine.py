@@ -163,6 +163,41 @@ def test_compare_lines_runs_up_by_id_whatever_the_row_order(tmp_path, scheduler)
     assert dask["comparisons"][0]["verdict"]["decision"] in ("better", "worse", "noise")
 
 
+@pytest.mark.parametrize("order", ["same", "shuffled"])
+def test_a_pair_on_a_cluster_brings_only_the_bootstrap_subsets_to_the_client(
+        tmp_path, scheduler, monkeypatch, order):
+    """A comparison of two runs held by the workers: no run's columns come to the client,
+    only the examples of the little bootstraps' subsets (fetched by row, in the order of the
+    ids), and every number is the local engine's, intervals included."""
+    from metricdiff import comparison, orderstats, paired
+
+    monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 200)  # 900 examples: little bootstraps
+    base, cand = shuffled_pair(tmp_path)
+    if order == "same":  # co-partitioned: paired part by part
+        pq.write_table(pq.read_table(cand).sort_by("id"), tmp_path / "same.parquet",
+                       row_group_size=64)
+        cand = tmp_path / "same.parquet"
+    held, fetched = [], []
+    build, take = comparison.build_comparison, orderstats.HeldRows.take
+
+    def watched_build(runs, *args, **kwargs):
+        held.extend(run.examples is None for run in runs)
+        return build(runs, *args, **kwargs)
+
+    def watched_take(self, index):
+        fetched.append(len(index))
+        return take(self, index)
+
+    monkeypatch.setattr(comparison, "build_comparison", watched_build)
+    monkeypatch.setattr(orderstats.HeldRows, "take", watched_take)
+    local, dask = both_comparisons([base, cand], scheduler)
+    assert dask == local
+    assert held == [False, False, True, True]  # the local engine's runs, then the cluster's
+    plan = paired.BootstrapPlan(900, 200, 0)
+    assert plan.little and fetched == [plan.size] * (2 * plan.subsets)
+    assert local["comparisons"][0]["deltas"]["ece"]["method"].startswith("bag of little")
+
+
 def test_compare_with_clusters_and_partial_overlap(tmp_path, scheduler):
     base, cand = shuffled_pair(tmp_path, clusters=True)
     table = pq.read_table(cand)
