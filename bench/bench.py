@@ -483,8 +483,8 @@ def topk_row(b: Bench) -> Row:
         text += (f"; workers' peaks {peaks} MiB; {cluster['tasks']} tasks of "
                  f"{cluster['task_seconds_median']:.2f} s (median); the client's statistics "
                  f"{cluster['statistics_seconds']:.1f} s on "
-                 f"{cluster['gathered_bytes'] / cluster['examples']:.0f} B gathered per "
-                 "example")
+                 f"{cluster['gathered_bytes'] / cluster['examples']:.0f} B per example "
+                 "held on the client")
     return measured_row("compare, Dask engine (2-worker LocalCluster) vs local engine",
                         size_text(specs[0], len(specs)), dask, text,
                         target=f"≤ {DASK_MAX_LOCAL_RATIO:g}× local",

@@ -29,15 +29,20 @@ def main(paths: list[str]) -> None:
     from metricdiff import comparison
     from metricdiff.cluster import dask_engine
 
-    # the client's own work after the runs are gathered: the statistics of the comparison
+    # the client's own work after the runs are read: the statistics of the comparison
     measured = {"statistics_seconds": 0.0, "gathered_bytes": 0, "examples": 0}
     build = comparison.build_comparison
 
     def timed_build(runs, *args, **kwargs):
+        # per example on the client: the columns of runs read with them (none for a pair
+        # held by the workers), their ids, and the alignment made from the runs' keys
+        alignment = args[3] if len(args) > 3 else kwargs.get("alignment")
         measured["gathered_bytes"] = sum(
-            sum(a.nbytes for a in vars(run.examples).values()) + run.ids.nbytes
-            for run in runs if run.ids is not None)
-        measured["examples"] = sum(len(run.examples) for run in runs)
+            sum(a.nbytes for a in vars(run.examples).values())
+            + (0 if run.ids is None else run.ids.nbytes)
+            for run in runs if run.examples is not None) + (0 if alignment is None else (
+                alignment.ids.nbytes + sum(rows.nbytes for rows in alignment.rows)))
+        measured["examples"] = sum(run.n for run in runs)
         start = time.perf_counter()
         try:
             return build(runs, *args, **kwargs)
