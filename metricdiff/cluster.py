@@ -147,6 +147,10 @@ class ClusterParts:
     def gather(self) -> list:
         return self.client.gather(self.futures)
 
+    def joined(self, fn: Callable[..., Any], *args: Any) -> "ClusterParts":
+        return ClusterParts(self.client, [self.client.submit(_joined, fn, args, *self.futures,
+                                                             pure=False)])
+
     def by_ranges(self, fn: Callable[[Any], Keyed], bounds: np.ndarray) -> "ClusterParts":
         """Dask's shuffle moves the rows: dask.dataframe's set_index on the key, with the
         ranges' bounds as its divisions; each range stays on the worker that holds it."""
@@ -198,6 +202,10 @@ def _keyed_frame(part: Any, fn: Callable[[Any], Keyed]):
 
 def _frame_key_range(frame) -> tuple[int, int] | None:
     return None if frame.empty else (int(frame["key"].min()), int(frame["key"].max()))
+
+
+def _joined(fn: Callable[..., Any], args: tuple, *parts: Any) -> Any:
+    return fn(list(parts), *args)
 
 
 def _joined_frames(*frames):

@@ -50,6 +50,11 @@ class Parts(Protocol):
         """The parts themselves, here."""
         ...
 
+    def joined(self, fn: Callable[..., Any], *args: Any) -> "Parts":
+        """fn(every part, in order, *args) as one part, kept where it is made (a few rows
+        of every part, brought together to be measured in one place)."""
+        ...
+
     def by_ranges(self, fn: Callable[[Any], "Keyed"], bounds: np.ndarray) -> "Parts":
         """The rows of every part, keyed by fn(part), moved into consecutive ranges of keys:
         part j holds the rows with keys in [bounds[j - 1], bounds[j]) (the first from the
@@ -86,6 +91,9 @@ class LocalParts:
 
     def gather(self) -> list:
         return self.items
+
+    def joined(self, fn: Callable[..., Any], *args: Any) -> "LocalParts":
+        return LocalParts([fn(self.items, *args)])
 
     def merged(self, other: Parts, on: str) -> "LocalParts":
         import pandas as pd
@@ -130,20 +138,28 @@ class HeldRows:
 
     def take(self, index: np.ndarray) -> PerExample:
         """The examples at these positions, in this order (what PerExample.take gives)."""
+        return self.held(index).gather()[0]
+
+    def held(self, index: np.ndarray) -> Parts:
+        """The examples at these positions, in this order, as one part where the parts are
+        held: on a cluster, brought together on one worker, to be measured there."""
         wanted = self.rows[index]
         order = np.argsort(wanted, kind="stable")
         ascending = wanted[order]
         cuts = np.searchsorted(ascending, self._starts)
         offsets = [ascending[low:high] - start
                    for low, high, start in zip(cuts[:-1], cuts[1:], self._starts[:-1])]
-        fetched = PerExample.concat(self.parts.map_each(_rows_at, offsets).gather())
         back = np.empty_like(order)
-        back[order] = np.arange(len(order))  # fetched in row order; given back in `index`'s
-        return fetched.take(back)
+        back[order] = np.arange(len(order))  # taken in row order; given back in `index`'s
+        return self.parts.map_each(_rows_at, offsets).joined(_in_order, back)
 
 
 def _rows_at(examples: PerExample, offsets: np.ndarray) -> PerExample:
     return examples.take(offsets)
+
+
+def _in_order(pieces: list[PerExample], back: np.ndarray) -> PerExample:
+    return PerExample.concat(pieces).take(back)
 
 
 def float_keys(values: np.ndarray) -> np.ndarray:

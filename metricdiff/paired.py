@@ -404,29 +404,15 @@ class BootstrapPlan:
         return -(-self.per_subset // self.block_rows)
 
     def weight_block(self, j: int, b: int) -> np.ndarray:
-        """Resampling weights of block b of subset j: a (resamples, examples of the subset)
-        matrix whose rows are resamples b * block_rows, b * block_rows + 1, ... of the
-        subset. Blocks can be drawn in any order, or at once."""
-        rows = min(self.block_rows, self.per_subset - b * self.block_rows)
-        units = self.units
-        if not self.little:  # draw every unit with replacement, count each one's copies
-            # (at most FULL_BOOTSTRAP_MAX units, lined up in order of id: any row order or
-            # split of the rows gives the same positions)
-            rng = np.random.default_rng([self.seed, j, 1, b])
-            drawn = rng.integers(0, units, (rows, units))
-            drawn += units * np.arange(rows)[:, None]
-            weights = np.bincount(drawn.ravel(), minlength=rows * units).reshape(rows, units)
-        else:
-            # Poisson(units / size) counts: the multinomial's large-n limit at a fraction of
-            # its cost, and each unit's own, drawn from its key
-            hashes = self._hashes[self.subset_units(j)]
-            uniforms = counter_uniforms(hashes, salt(self.seed, j, 1), b * self.block_rows,
-                                        rows)
-            weights = poisson(uniforms, self.units / self.size)
-        weights = weights.astype(np.float64)
-        if self.clusters is None:
-            return weights
-        return np.take(weights, self._local_clusters(j), axis=1)  # each example, its cluster's
+        """Resampling weights of block b of subset j (SubsetWeights.block)."""
+        return self.subset_weights(j).block(b)
+
+    def subset_weights(self, j: int) -> "SubsetWeights":
+        """What draws subset j's weights, to be sent where its examples are measured."""
+        return SubsetWeights(
+            self.seed, j, self.per_subset, self.block_rows, self.units,
+            self._hashes[self.subset_units(j)] if self.little else None, self.units / self.size,
+            None if self.clusters is None else self._local_clusters(j))
 
     def _local_clusters(self, j: int) -> np.ndarray:
         """For each example of subset j, the position of its cluster among the subset's."""
@@ -436,6 +422,49 @@ class BootstrapPlan:
         if units is None:
             return self.clusters
         return np.searchsorted(units, self.clusters[examples])
+
+
+@dataclass(frozen=True)
+class SubsetWeights:
+    """How the resamples of one subset weight its examples: a few numbers and the hashes of
+    the subset's units, never the whole run's keys (a worker draws them from these)."""
+
+    seed: int
+    subset: int
+    per_subset: int  # resamples of the subset
+    block_rows: int  # resamples weighed together
+    units: int  # units of the whole run
+    hashes: np.ndarray | None  # the little bootstraps': the subset's units'; None: all units
+    rate: float  # the mean of a unit's Poisson count in a little bootstrap
+    local_clusters: np.ndarray | None  # each example's unit within the subset, if clustered
+
+    @property
+    def blocks(self) -> int:
+        return -(-self.per_subset // self.block_rows)
+
+    def block(self, b: int) -> np.ndarray:
+        """Resampling weights of block b: a (resamples, examples of the subset) matrix whose
+        rows are resamples b * block_rows, b * block_rows + 1, ... of the subset. Blocks can
+        be drawn in any order, or at once."""
+        rows = min(self.block_rows, self.per_subset - b * self.block_rows)
+        if self.hashes is None:  # draw every unit with replacement, count each one's copies
+            # (at most FULL_BOOTSTRAP_MAX units, lined up in order of id: any row order or
+            # split of the rows gives the same positions)
+            units = self.units
+            rng = np.random.default_rng([self.seed, self.subset, 1, b])
+            drawn = rng.integers(0, units, (rows, units))
+            drawn += units * np.arange(rows)[:, None]
+            weights = np.bincount(drawn.ravel(), minlength=rows * units).reshape(rows, units)
+        else:
+            # Poisson(units / size) counts: the multinomial's large-n limit at a fraction of
+            # its cost, and each unit's own, drawn from its key
+            uniforms = counter_uniforms(self.hashes, salt(self.seed, self.subset, 1),
+                                        b * self.block_rows, rows)
+            weights = poisson(uniforms, self.rate)
+        weights = weights.astype(np.float64)
+        if self.local_clusters is None:
+            return weights
+        return np.take(weights, self.local_clusters, axis=1)  # each example, its cluster's
 
 
 def poisson(u: np.ndarray, mean: float) -> np.ndarray:
@@ -476,30 +505,49 @@ def resample_values(runs: list[PerExample | HeldRows], num_classes: int, bins: i
     held by a cluster's workers (HeldRows) sends each subset's examples alone."""
     draws = [{name: np.empty((plan.subsets, plan.per_subset + 1)) for name in names}
              for names in wanted]
+    jobs = [(r, j) for r, names in enumerate(wanted) if names for j in range(plan.subsets)]
 
-    def subset_views(j: int) -> list[ResampleView]:
+    def subset_index(j: int) -> np.ndarray:
         subset = plan.subset(j)
-        return [ResampleView(_examples_of(pe, subset), num_classes, bins) for pe in runs]
+        return np.arange(plan.n) if subset is None else subset
 
-    def fill(j: int, first_column: int, weights: np.ndarray) -> None:
-        columns = slice(first_column, first_column + len(weights))
-        for view, names, run_draws in zip(views[j], wanted, draws):
-            for name, values in view.metrics(weights, names).items():
-                if name in run_draws:
-                    run_draws[name][j, columns] = values
+    # a held run's subsets are measured by the workers, all submitted before any is awaited
+    held = {(r, j): runs[r].held(subset_index(j)).map(   # type: ignore[union-attr]
+                subset_draws, plan.subset_weights(j), plan.scale, num_classes, bins, wanted[r])
+            for r, j in jobs if isinstance(runs[r], HeldRows)}
 
-    def fill_block(task: tuple[int, int]) -> None:
-        j, b = task
-        fill(j, 1 + b * plan.block_rows, plan.weight_block(j, b))
+    def here(job: tuple[int, int]) -> dict[str, np.ndarray]:
+        r, j = job
+        return subset_draws(_examples_of(runs[r], plan.subset(j)), plan.subset_weights(j),
+                            plan.scale, num_classes, bins, wanted[r])
 
     # numpy does most of this work without the GIL: two threads keep both cores busy
     with ThreadPoolExecutor(max_workers=2) as pool:
-        views = list(pool.map(subset_views, range(plan.subsets)))  # per subset, one per run
-        for j in range(plan.subsets):
-            fill(j, 0, np.full((1, len(views[j][0].label)), plan.scale))
-        list(pool.map(fill_block, [(j, b) for j in range(plan.subsets)
-                                   for b in range(plan.blocks)]))
+        found = dict(zip([job for job in jobs if job not in held],
+                         pool.map(here, [job for job in jobs if job not in held])))
+    found.update({job: parts.gather()[0] for job, parts in held.items()})
+    for (r, j), values in found.items():
+        for name, row in values.items():
+            draws[r][name][j] = row
     return draws
+
+
+def subset_draws(examples: PerExample, weights: SubsetWeights, scale: float,
+                 num_classes: int, bins: int, wanted: set[str]) -> dict[str, np.ndarray]:
+    """Each wanted metric of one run on one subset: its own value (every example weighted
+    `scale`), then its value on each of the subset's resamples, (1 + per_subset,)."""
+    view = ResampleView(examples, num_classes, bins)
+    out = {name: np.empty(1 + weights.per_subset) for name in wanted}
+
+    def fill(first_column: int, block: np.ndarray) -> None:
+        for name, values in view.metrics(block, wanted).items():
+            if name in out:
+                out[name][first_column:first_column + len(block)] = values
+
+    fill(0, np.full((1, len(examples)), scale))
+    for b in range(weights.blocks):
+        fill(1 + b * weights.block_rows, weights.block(b))
+    return out
 
 
 def _examples_of(examples: PerExample | HeldRows, subset: np.ndarray | None) -> PerExample:

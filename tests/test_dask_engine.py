@@ -164,11 +164,11 @@ def test_compare_lines_runs_up_by_id_whatever_the_row_order(tmp_path, scheduler)
 
 
 @pytest.mark.parametrize("order", ["same", "shuffled"])
-def test_a_pair_on_a_cluster_brings_only_the_bootstrap_subsets_to_the_client(
-        tmp_path, scheduler, monkeypatch, order):
-    """A comparison of two runs held by the workers: no run's columns come to the client,
-    only the examples of the little bootstraps' subsets (fetched by row, in the order of the
-    ids), and every number is the local engine's, intervals included."""
+def test_a_pair_on_a_cluster_is_resampled_on_the_workers(tmp_path, scheduler, monkeypatch,
+                                                         order):
+    """A comparison of two runs held by the workers: no run's columns come to the client;
+    each little bootstrap's subset is brought together on a worker and resampled there (the
+    client takes no example), and every number is the local engine's, intervals included."""
     from metricdiff import comparison, orderstats, paired
 
     monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 200)  # 900 examples: little bootstraps
@@ -177,24 +177,30 @@ def test_a_pair_on_a_cluster_brings_only_the_bootstrap_subsets_to_the_client(
         pq.write_table(pq.read_table(cand).sort_by("id"), tmp_path / "same.parquet",
                        row_group_size=64)
         cand = tmp_path / "same.parquet"
-    held, fetched = [], []
-    build, take = comparison.build_comparison, orderstats.HeldRows.take
+    held, subsets, taken = [], [], []
+    build = comparison.build_comparison
+    rows_held, take = orderstats.HeldRows.held, orderstats.HeldRows.take
 
     def watched_build(runs, *args, **kwargs):
         held.extend(run.examples is None for run in runs)
         return build(runs, *args, **kwargs)
 
+    def watched_held(self, index):
+        subsets.append(len(index))
+        return rows_held(self, index)
+
     def watched_take(self, index):
-        fetched.append(len(index))
+        taken.append(len(index))
         return take(self, index)
 
     monkeypatch.setattr(comparison, "build_comparison", watched_build)
+    monkeypatch.setattr(orderstats.HeldRows, "held", watched_held)
     monkeypatch.setattr(orderstats.HeldRows, "take", watched_take)
     local, dask = both_comparisons([base, cand], scheduler)
     assert dask == local
     assert held == [False, False, True, True]  # the local engine's runs, then the cluster's
     plan = paired.BootstrapPlan(900, 200, 0)
-    assert plan.little and fetched == [plan.size] * (2 * plan.subsets)
+    assert plan.little and subsets == [plan.size] * (2 * plan.subsets) and not taken
     assert local["comparisons"][0]["deltas"]["ece"]["method"].startswith("bag of little")
 
 
