@@ -11,8 +11,9 @@ What is gathered on the client: for a report, each part's mergeable sums alone; 
 statistic of a report is computed from those and from the parts the workers keep
 (ClusterParts: orders and ranges of confidence, orderstats.py; sums per part), which send
 back counts and sums. For a comparison, also each run's ids and labels (read by tasks, to
-line the runs up) and its per-example columns (about ten numbers per example), for the
-statistics of a pair still computed on the client.
+line the runs up); a pair's statistics and its bootstrap subsets are measured on the
+workers too, and only groups of runs, clustered examples and partial overlaps bring the
+per-example columns (about ten numbers per example) to the client.
 """
 
 from __future__ import annotations
