@@ -512,9 +512,12 @@ def resample_values(runs: list[PerExample | HeldRows], num_classes: int, bins: i
         return np.arange(plan.n) if subset is None else subset
 
     # a held run's subsets are measured by the workers, all submitted before any is awaited
-    held = {(r, j): runs[r].held(subset_index(j)).map(   # type: ignore[union-attr]
+    held = {}
+    for r, j in jobs:
+        run = runs[r]
+        if isinstance(run, HeldRows):
+            held[r, j] = run.held(subset_index(j)).map(
                 subset_draws, plan.subset_weights(j), plan.scale, num_classes, bins, wanted[r])
-            for r, j in jobs if isinstance(runs[r], HeldRows)}
 
     def here(job: tuple[int, int]) -> dict[str, np.ndarray]:
         r, j = job
