@@ -521,8 +521,10 @@ def resample_values(runs: list[PerExample | HeldRows], num_classes: int, bins: i
 
     def here(job: tuple[int, int]) -> dict[str, np.ndarray]:
         r, j = job
-        return subset_draws(_examples_of(runs[r], plan.subset(j)), plan.subset_weights(j),
-                            plan.scale, num_classes, bins, wanted[r])
+        run, subset = runs[r], plan.subset(j)
+        assert isinstance(run, PerExample)  # the held runs' subsets are measured above
+        return subset_draws(run if subset is None else run.take(subset),
+                            plan.subset_weights(j), plan.scale, num_classes, bins, wanted[r])
 
     # numpy does most of this work without the GIL: two threads keep both cores busy
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -551,14 +553,6 @@ def subset_draws(examples: PerExample, weights: SubsetWeights, scale: float,
     for b in range(weights.blocks):
         fill(1 + b * weights.block_rows, weights.block(b))
     return out
-
-
-def _examples_of(examples: PerExample | HeldRows, subset: np.ndarray | None) -> PerExample:
-    """The examples of a subset (None: all of them), held here or fetched."""
-    if subset is None:
-        return examples if isinstance(examples, PerExample) else examples.take(
-            np.arange(len(examples)))
-    return examples.take(subset)
 
 
 class ResamplePlan(Protocol):
