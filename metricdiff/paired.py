@@ -23,7 +23,7 @@ from .metrics import (SELECTIVE, GroupMoments, MetricSettings, Moments, adaptive
                       class_scores_from_sums, confidence_groups, debiased_rms_from_sums,
                       ece_from_sums,
                       equal_width_bin, mass_bin_edges, mce_from_sums, selective_from_sums)
-from .orderstats import HeldRows
+from .orderstats import HeldRows, LocalParts, Parts
 from .perexample import PerExample
 from .smoothece import SmoothECE
 
@@ -308,6 +308,9 @@ class ResampleView:
 FULL_BOOTSTRAP_MAX = 20_000
 LITTLE_SUBSETS = 10
 LITTLE_EXPONENT = 0.7
+# A subset's units are chosen from those drawn below size / units plus this many standard
+# deviations of the count below it: fewer fall below once in about 10^15 subsets.
+SUBSET_MARGIN = 8.0
 
 
 @dataclass(frozen=True)
@@ -318,20 +321,18 @@ class BootstrapPlan:
     The units drawn are the examples, or with `clusters` (a cluster index 0..C-1 per
     example) whole clusters: every example of a cluster then gets its cluster's weight.
     `keys` names each unit (the examples' ids, or the clusters' keys; by default their
-    positions). The bag of little bootstraps draws from the keys alone (keyhash.py): which
-    subsets a unit is in and its weight in each resample follow from (seed, key, subset,
-    resample), whatever the order of the units or how they are split up.
+    positions), or holds them in parts where a cluster's workers keep them (each part: its
+    units' keys and the position of its first unit). The bag of little bootstraps draws from
+    the keys alone (keyhash.py): which subsets a unit is in and its weight in each resample
+    follow from (seed, key, subset, resample), whatever the order of the units or how they
+    are split up.
     """
 
     n: int
     resamples: int
     seed: int
     clusters: np.ndarray | None = field(default=None, compare=False)
-    keys: np.ndarray | None = field(default=None, compare=False)
-
-    @functools.cached_property
-    def _hashes(self) -> np.ndarray:
-        return key_hash(np.arange(self.units) if self.keys is None else self.keys)
+    keys: np.ndarray | Parts | None = field(default=None, compare=False)
 
     @property
     def units(self) -> int:
@@ -367,14 +368,15 @@ class BootstrapPlan:
 
     def subset_units(self, j: int) -> np.ndarray | None:
         """The units (examples or clusters) of subset j, or None for all of them."""
-        return self._subset_units[j] if self.little else None
+        return self._subsets[j][0] if self.little else None
 
     @functools.cached_property
-    def _subset_units(self) -> list[np.ndarray]:
-        # uniformly random subsets: those of the units whose draw in subset j's stream is
-        # among the smallest
-        return [smallest(counter_uniforms(self._hashes, salt(self.seed, j, 0), 0, 1)[0],
-                         self.size) for j in range(self.subsets)]
+    def _subsets(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each subset's units (positions, increasing) and their keys' hashes."""
+        keys = self.keys
+        if keys is None or isinstance(keys, np.ndarray):
+            keys = LocalParts([(np.arange(self.units) if keys is None else keys, 0)])
+        return choose_subsets(keys, self.seed, self.subsets, self.size, self.units)
 
     def subset(self, j: int) -> np.ndarray | None:
         """Indices of the examples of subset j, or None for all examples."""
@@ -411,7 +413,7 @@ class BootstrapPlan:
         """What draws subset j's weights, to be sent where its examples are measured."""
         return SubsetWeights(
             self.seed, j, self.per_subset, self.block_rows, self.units,
-            self._hashes[self.subset_units(j)] if self.little else None, self.units / self.size,
+            self._subsets[j][1] if self.little else None, self.units / self.size,
             None if self.clusters is None else self._local_clusters(j))
 
     def _local_clusters(self, j: int) -> np.ndarray:
@@ -422,6 +424,45 @@ class BootstrapPlan:
         if units is None:
             return self.clusters
         return np.searchsorted(units, self.clusters[examples])
+
+
+def choose_subsets(key_parts: Parts, seed: int, subsets: int, size: int, units: int
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The little bootstrap's subsets, uniformly random: subset j holds the `size` units
+    whose draw in subset j's stream is the smallest, and each is given as its units'
+    positions (increasing) and hashes. Each part of the keys sends only its units drawn
+    below a threshold a little above the size-th smallest's expected value (in the rare
+    case too few fall below, the threshold doubles): what comes back is about `size` units
+    a subset, however many units and parts there are."""
+    threshold = min(1.0, max(size + SUBSET_MARGIN * math.sqrt(size), 1.0) / units)
+    while True:
+        found = key_parts.map(subset_candidates, seed, subsets, threshold).gather()
+        chosen = []
+        for j in range(subsets):
+            positions, draws, hashes = (np.concatenate(column)
+                                        for column in zip(*(part[j] for part in found)))
+            if len(positions) < size:
+                break
+            keep = smallest(draws, size)
+            keep = keep[np.argsort(positions[keep], kind="stable")]
+            chosen.append((positions[keep], hashes[keep]))
+        else:
+            return chosen
+        threshold = min(1.0, 2 * threshold)
+
+
+def subset_candidates(keys: tuple[np.ndarray, int], seed: int, subsets: int, threshold: float
+                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """For each subset, the units of one part drawn below `threshold` in its stream: their
+    positions, draws and hashes. `keys`: the part's units' keys, and its first's position."""
+    unit_keys, first = keys
+    hashes = key_hash(unit_keys)
+    found = []
+    for j in range(subsets):
+        draws = counter_uniforms(hashes, salt(seed, j, 0), 0, 1)[0]
+        below = np.flatnonzero(draws < threshold)
+        found.append((below + first, draws[below], hashes[below]))
+    return found
 
 
 @dataclass(frozen=True)

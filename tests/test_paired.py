@@ -8,7 +8,8 @@ import pytest
 from scipy import stats
 
 from metricdiff import paired
-from metricdiff.keyhash import counter_uniforms, key_hash, salt, smallest
+from metricdiff.keyhash import counter_uniforms, key_hash, salt
+from metricdiff.orderstats import LocalParts
 from metricdiff.paired import (BootstrapPlan, bootstrap, mcnemar_exact, paired_t,
                               resample_values)
 from metricdiff.perexample import PerExample
@@ -231,8 +232,8 @@ def test_counter_uniforms_are_uniform_and_independent_across_keys_and_draws():
 def test_little_bootstrap_draws_follow_each_unit_key_not_its_position(monkeypatch, clustered):
     """What the Dask engine needs to resample where the rows are: a unit's subsets and its
     weight in every resample depend on (seed, key, subset, resample) alone. Shuffled units
-    get the same draws; half of the units, as a worker holds them, get their own draws, and
-    the subsets' members are the smallest of each half's candidates, merged."""
+    get the same draws, and so do the units given in parts, as a cluster's workers hold
+    them (each part sends its candidates for the subsets)."""
     monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 1_000)
     monkeypatch.setattr(paired, "BLOCK_VALUES", 1 << 11)  # a few resamples in each block
     rng = np.random.default_rng(11)
@@ -254,18 +255,21 @@ def test_little_bootstrap_draws_follow_each_unit_key_not_its_position(monkeypatc
         examples = of.subset(j)
         return examples if clustered else unit_keys[examples]  # clustered: rows stay put
 
+    # the keys in uneven parts, as a cluster's workers hold them (each with its first
+    # unit's position)
+    cuts = [0, 5, 1_900, 1_901, 4_000, units]
+    in_parts = BootstrapPlan(n, 60, seed=4, clusters=clusters, keys=LocalParts(
+        [(keys[low:high], low) for low, high in zip(cuts[:-1], cuts[1:])]))
     assert plan.little and plan.subsets == 10 and plan.blocks > 1
     for j in range(plan.subsets):
         members = keys[plan.subset_units(j)]
         assert set(members) == set(keys[order][shuffled.subset_units(j)])
-        halves = [keys[: units // 2], keys[units // 2:]]
-        stream = salt(4, j, 0)
-        candidates = np.concatenate([
-            half[smallest(counter_uniforms(key_hash(half), stream, 0, 1)[0], plan.size)]
-            for half in halves])
-        merged = candidates[smallest(counter_uniforms(key_hash(candidates), stream, 0, 1)[0],
-                                     plan.size)]
-        assert set(merged) == set(members)
+        # the reference: the size smallest of every unit's draw in subset j's stream
+        draws = counter_uniforms(key_hash(keys), salt(4, j, 0), 0, 1)[0]
+        assert set(members) == set(keys[np.argsort(draws)[:plan.size]])
+        assert np.array_equal(in_parts.subset_units(j), plan.subset_units(j))
+        for b in range(plan.blocks):
+            assert np.array_equal(in_parts.weight_block(j, b), plan.weight_block(j, b))
         names, names_shuffled = example_names(plan, keys, j), example_names(shuffled,
                                                                             keys[order], j)
         for b in range(plan.blocks):
@@ -274,6 +278,13 @@ def test_little_bootstrap_draws_follow_each_unit_key_not_its_position(monkeypatc
             assert len(by_name) == again.shape[1]
             for name, column in zip(names_shuffled, again.T):
                 assert np.array_equal(by_name[name], column)
+    # a threshold too low at first (fewer units below it than a subset holds) is raised
+    # until enough are: the same subsets
+    monkeypatch.setattr(paired, "SUBSET_MARGIN", -12.0)
+    low = BootstrapPlan(n, 60, seed=4, clusters=clusters, keys=in_parts.keys)
+    assert plan.size - 12 * plan.size ** 0.5 < plan.size / 2
+    for j in range(plan.subsets):
+        assert np.array_equal(low.subset_units(j), plan.subset_units(j))
     # a different seed draws other subsets
     other = BootstrapPlan(n, 60, seed=5, clusters=clusters, keys=keys)
     assert set(keys[other.subset_units(0)]) != set(keys[plan.subset_units(0)])
