@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -12,19 +13,24 @@ from .errors import InputError
 from .io import RunLayout
 
 
-class Keyed(Protocol):
-    """What lining up reads of a run: a loaded RunData, or the RunKeys read before it."""
+class Described(Protocol):
+    """What lining up needs to know of a run besides its keys."""
 
     @property
     def name(self) -> str: ...
     @property
     def layout(self) -> RunLayout: ...
     @property
+    def num_classes(self) -> int | None: ...
+
+
+class Keyed(Described, Protocol):
+    """What lining up reads of a run: a loaded RunData, or the RunKeys read before it."""
+
+    @property
     def ids(self) -> np.ndarray | None: ...
     @property
     def labels(self) -> np.ndarray: ...
-    @property
-    def num_classes(self) -> int | None: ...
 
 
 Runs = Sequence[Keyed]
@@ -32,14 +38,106 @@ Runs = Sequence[Keyed]
 EXAMPLES_SHOWN = 5  # ids quoted in an error message
 
 
+class AllRows:
+    """Every row of a run, in order, as an index (position i is row i): the rows of runs
+    lined up as they are written, without an index array the length of the run."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index) -> np.ndarray:
+        return np.arange(self.n)[index] if isinstance(index, slice) else np.asarray(index)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.arange(self.n, dtype=dtype)
+
+
 @dataclass(frozen=True)
 class Alignment:
     """Row indices into each run so that position i is the same example in every run."""
 
-    rows: tuple[np.ndarray, ...]  # one index array per run, in the order of the ids
-    ids: np.ndarray  # the example ids, or row numbers where runs have no ids
+    rows: tuple[np.ndarray | AllRows, ...]  # one index per run, in the order of the ids
+    # the example ids, or row numbers where runs have no ids; None where the runs are lined
+    # up as written and their ids stay with their parts (on a cluster's workers)
+    ids: np.ndarray | None
     keyed_by: str  # "id" or "row order"
     dropped: tuple[int, ...]  # rows of each run left out (only with allow_partial)
+
+    @property
+    def n(self) -> int:
+        return len(self.rows[0])
+
+
+@dataclass(frozen=True)
+class KeyDigest:
+    """A part of a run's keys in a few numbers, to line up runs written the same way without
+    bringing their keys together: its rows, the kind of its ids, its first and last id and
+    whether they increase, and digests of its ids and of its labels in row order."""
+
+    rows: int
+    kind: str  # "whole numbers", "text", or "none" (no id column)
+    ids: bytes
+    labels: bytes
+    first: int | None
+    last: int | None
+    increasing: bool
+
+    @staticmethod
+    def of(ids: np.ndarray | None, labels: np.ndarray) -> "KeyDigest":
+        if ids is None:
+            return KeyDigest(len(labels), "none", b"", _digest(labels), None, None, False)
+        whole = ids.dtype.kind in "iu" and len(ids) > 0
+        return KeyDigest(
+            rows=len(labels), kind=_id_kind(ids), ids=_digest(ids), labels=_digest(labels),
+            first=int(ids[0]) if whole else None, last=int(ids[-1]) if whole else None,
+            increasing=whole and bool((ids[1:] > ids[:-1]).all()))
+
+
+def _digest(values: np.ndarray) -> bytes:
+    """128 bits of BLAKE2 over the values and their type: equal parts give equal digests,
+    and two parts that differ give the same one with a chance of about 2^-128."""
+    if values.dtype.kind == "O":  # text: the digest of each value's own hash
+        import pandas as pd
+
+        values = pd.util.hash_array(values)
+    digest = hashlib.blake2b(values.dtype.str.encode(), digest_size=16)
+    digest.update(np.ascontiguousarray(values).data)
+    return digest.digest()
+
+
+def aligned_as_written(runs: Sequence[Described], digests: list[list[KeyDigest]]
+                       ) -> Alignment | None:
+    """Runs written the same way, lined up as they are from the digests of their parts alone
+    (each part a cluster's task reads): every run cut into parts of the same rows holding
+    the same labels and the same whole-number ids, increasing through the run (or no ids in
+    any run: lined up by row order). None otherwise: such runs are lined up from their keys
+    (align_runs), which also says what differs."""
+    _check_same_classes(runs)
+    base = digests[0]
+    if not base or any(len(run) != len(base) or any(
+            (part.rows, part.kind, part.ids, part.labels) != (first.rows, first.kind,
+                                                              first.ids, first.labels)
+            for part, first in zip(run, base)) for run in digests[1:]):
+        return None
+    kinds = {part.kind for part in base}
+    if kinds == {"whole numbers"}:
+        # increasing within each part, and from each part to the next
+        bounds = [(part.first, part.last) for part in base
+                  if part.increasing and part.first is not None and part.last is not None]
+        if len(bounds) < len(base) or any(
+                before[1] >= after[0] for before, after in zip(bounds[:-1], bounds[1:])):
+            return None
+        keyed_by = "id"
+    elif kinds == {"none"}:
+        keyed_by = "row order"
+    else:
+        return None
+    n = sum(part.rows for part in base)
+    return Alignment(rows=tuple(AllRows(n) for _ in runs), ids=None, keyed_by=keyed_by,
+                     dropped=(0,) * len(runs))
 
 
 def align_runs(runs: Runs, allow_partial: bool = False) -> Alignment:
@@ -59,7 +157,7 @@ def align_runs(runs: Runs, allow_partial: bool = False) -> Alignment:
     return alignment
 
 
-def _check_same_classes(runs: Runs) -> None:
+def _check_same_classes(runs: Sequence[Described]) -> None:
     base = runs[0]
     for run in runs[1:]:
         if None not in (run.num_classes, base.num_classes) and run.num_classes != base.num_classes:
@@ -144,6 +242,7 @@ def _align_on_rows(runs: Runs) -> Alignment:
 
 
 def _check_same_labels(runs: Runs, alignment: Alignment) -> None:
+    assert alignment.ids is not None  # lined up from the runs' keys
     base_labels = runs[0].labels[alignment.rows[0]]
     for run, rows in zip(runs[1:], alignment.rows[1:]):
         differ = run.labels[rows] != base_labels

@@ -14,15 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from .align import Alignment, align_runs
+from .align import Alignment, AllRows, align_runs, aligned_as_written
 from .classwise import BLOCKS, ClasswisePlan
 from .errors import UsageError
 from .io import (ReadOptions, find_checkpoints, find_run_folders, has_column, inspect_run,
                  is_run_folder_pattern, natural_order)
 from .metrics import MetricSettings, SummaryPlan, metric_directions
 from .cluster import engine_for
-from .pipeline import (DEFAULT_TEMPERATURE_VALUES, Progress, fit_run_temperature, load_keys,
-                       load_run, load_steps)
+from .pipeline import (DEFAULT_TEMPERATURE_VALUES, Progress, RunKeys, fit_run_temperature,
+                       load_keys, load_run, load_steps)
 from .results import ComparisonReport, RunReport, SeriesReport, build_report
 from .verdict import FAIL_ON, check_primary, check_resamples, check_settings
 
@@ -283,12 +283,22 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
     try:
         # ids and labels first, a small part of each file: runs that cannot be lined up, or
         # that disagree on a label, are reported before their predictions are read
-        keys = list(pool.map(lambda job: load_keys(job[0], job[1], read, engine),
-                             zip(layouts, run_names)))
-        alignment = align_runs(keys, allow_partial)
-        plans = [ClasswisePlan(summary.bins, BLOCKS, _kept_rows(rows, len(key.labels)))
-                 for rows, key in zip(alignment.rows, keys)]
-        del keys  # the runs' reads hold their own ids and labels: not twice per example
+        alignment = None
+        if engine is not None and pairs_only:
+            # runs written the same way are lined up from digests of their partitions'
+            # keys, which stay on the workers; any other runs from their keys, here
+            digests = list(pool.map(lambda layout: engine.key_digests(layout, read), layouts))
+            alignment = aligned_as_written([RunKeys(name, layout, None, NO_LABELS,
+                                                    layout.num_classes)
+                                            for layout, name in zip(layouts, run_names)],
+                                           digests)
+        if alignment is None:
+            keys = list(pool.map(lambda job: load_keys(job[0], job[1], read, engine),
+                                 zip(layouts, run_names)))
+            alignment = align_runs(keys, allow_partial)
+            del keys  # the runs' reads hold their own ids and labels: not twice per example
+        plans = [ClasswisePlan(summary.bins, BLOCKS, _kept_rows(rows, layout.n_rows))
+                 for rows, layout in zip(alignment.rows, layouts)]
         columns = engine is None or not pairs_only or any(alignment.dropped)
         # a run's RunSums are of all its rows: of use when each of them is compared
         futures = [pool.submit(load_run, path, name=name, options=read,
@@ -309,7 +319,10 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _kept_rows(rows: np.ndarray, count: int) -> np.ndarray | None:
+NO_LABELS = np.empty(0, dtype=np.int64)
+
+
+def _kept_rows(rows: np.ndarray | AllRows, count: int) -> np.ndarray | None:
     """Which of a run's rows are common to every run; None when all of them are."""
     if len(rows) == count:
         return None

@@ -114,7 +114,7 @@ def build_series(series: list[Checkpoints], settings: SeriesSettings = SeriesSet
         settings={**asdict(settings), "ci_level": 1 - settings.alpha,
                   "metric_settings": asdict(metric_settings)
                   | {"class_groups": list(metric_settings.class_groups)}},
-        alignment={"keyed_by": alignment.keyed_by, "n": len(alignment.ids),
+        alignment={"keyed_by": alignment.keyed_by, "n": alignment.n,
                    "num_classes": series[0].runs[0].num_classes,
                    "prediction": series[0].runs[0].layout.prediction.kind},
         directions=shown,

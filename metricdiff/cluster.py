@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+from .align import KeyDigest
 from .errors import MetricdiffError, UsageError
 from .io import ReadOptions, RunLayout, iter_batches
 from .orderstats import Keyed, Parts
@@ -104,6 +105,12 @@ def partition_keys(layout: RunLayout, options: ReadOptions, partition: Partition
     return joined_keys((b.ids, b.labels) for b in batches)
 
 
+def partition_digest(layout: RunLayout, options: ReadOptions, partition: Partition
+                     ) -> KeyDigest:
+    """A task: the digest of the partition's ids and labels."""
+    return KeyDigest.of(*partition_keys(layout, options, partition))
+
+
 def _examples(part: RunPart) -> PerExample:
     assert part.examples is not None  # a task's part holds its columns
     return part.examples
@@ -119,8 +126,12 @@ def _slices(part: RunPart) -> dict:
     return part.slices
 
 
-def _keys(part: RunPart, first_row: int) -> tuple[np.ndarray | None, int]:
-    return part.ids, first_row
+def _keys(part: RunPart, first_row: int) -> tuple[np.ndarray, int]:
+    """A part's keys (its ids; without an id column, its rows' numbers in the run) and the
+    number of its first row."""
+    if part.ids is not None:
+        return part.ids, first_row
+    return np.arange(first_row, first_row + len(_examples(part))), first_row
 
 
 class ClusterParts:
@@ -273,12 +284,21 @@ class DaskEngine:
 
     def read_keys(self, layout: RunLayout, options: ReadOptions) -> Keys:
         """The run's ids and labels, read by the workers partition by partition."""
+        return joined_keys(self._each_partition(partition_keys, layout, options))
+
+    def key_digests(self, layout: RunLayout, options: ReadOptions) -> list[KeyDigest]:
+        """A few numbers about each partition's ids and labels, read by the workers: enough
+        to line up runs written the same way (align.aligned_as_written)."""
+        return self._each_partition(partition_digest, layout, options)
+
+    def _each_partition(self, task: Callable[..., Any], layout: RunLayout,
+                        options: ReadOptions) -> list:
         parts = partitions(layout, self.partition_values)
-        futures = [self.client.submit(partition_keys, layout, options, part, pure=False)
+        futures = [self.client.submit(task, layout, options, part, pure=False)
                    for part in parts]
-        keys: list = [None] * len(parts)
-        self._collect(futures, keys.__setitem__, None)
-        return joined_keys(keys)
+        found: list = [None] * len(parts)
+        self._collect(futures, found.__setitem__, None)
+        return found
 
     def _collect(self, futures: list, arrived: Callable[[int, Any], None],
                  stop: threading.Event | None, keep: bool = False) -> None:

@@ -10,7 +10,7 @@ from functools import partial
 
 import numpy as np
 
-from .align import Alignment, align_runs
+from .align import Alignment, AllRows, align_runs
 from .explain import calibration_view, disagreements, reasons
 from .metrics import (BLOCK_RESAMPLED, RESAMPLED, ClassCounts, ConfidenceOrder, MetricSettings,
                       RunSums, SummaryPlan, class_groups, headline, metric_directions,
@@ -92,8 +92,8 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     base_idx = members[names[0]]
     class_group = class_groups(counts[base_idx[0]], metric_settings.class_groups)
     clusters, cluster_keys = _clusters(runs, alignment, settings.cluster)
-    plan = BootstrapPlan(len(aligned[0]), settings.resamples, settings.seed, clusters,
-                         alignment.ids if clusters is None else cluster_keys)
+    plan = BootstrapPlan(alignment.n, settings.resamples, settings.seed, clusters,
+                         _unit_keys(runs[0], alignment, cluster_keys))
     draws: list[dict[str, np.ndarray] | None] = [None] * len(runs)
     if settings.resamples > 0:  # every run on the same resamples, drawn once for all
         available = [{m for m in RESAMPLED if summary["metrics"][m] is not None}
@@ -169,7 +169,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
         settings={**asdict(settings), "ci_level": 1 - settings.alpha,
                   "metric_settings": asdict(metric_settings)
                   | {"class_groups": list(metric_settings.class_groups)}},
-        alignment={"keyed_by": alignment.keyed_by, "n": len(alignment.ids),
+        alignment={"keyed_by": alignment.keyed_by, "n": alignment.n,
                    "dropped": {run.name: d for run, d in zip(runs, alignment.dropped)}},
         runs=summaries,
         directions=directions,
@@ -216,6 +216,18 @@ def _why_unavailable(metric: str, summaries: list[dict]) -> str | None:
         if reason:
             return f"{summary['name']}: {reason}"
     return None
+
+
+def _unit_keys(base: RunData, alignment: Alignment, cluster_keys: np.ndarray | None
+               ) -> np.ndarray | Parts:
+    """What names the bootstrap's units: the clusters' keys, the examples' ids (or row
+    numbers), or, for runs lined up as written on a cluster, the keys its parts hold."""
+    if cluster_keys is not None:
+        return cluster_keys
+    if alignment.ids is not None:
+        return alignment.ids
+    assert base.key_parts is not None  # lined up as written: a cluster holds the runs
+    return base.key_parts
 
 
 def _clusters(runs: list[RunData], alignment: Alignment, column: str | None
@@ -350,13 +362,14 @@ def _summary(run: RunData, pe: PerExample | HeldRows, sums: RunSums, parts: Part
             "curves": run_curves_of(by_conf, metric_settings.seed)}
 
 
-def _lined_up(run: RunData, rows: np.ndarray) -> PerExample | HeldRows:
+def _lined_up(run: RunData, rows: np.ndarray | AllRows) -> PerExample | HeldRows:
     """A run's examples in the alignment's order; no copy when they already are in it.
     Those of a run whose columns stay on a cluster's workers stay there (HeldRows)."""
     if run.examples is None:
         assert run.parts is not None  # a run read without its columns is held in parts
         return HeldRows(run.parts, rows)
-    if len(rows) == run.n and np.array_equal(rows, np.arange(len(rows))):
+    if isinstance(rows, AllRows) or (len(rows) == run.n
+                                     and np.array_equal(rows, np.arange(len(rows)))):
         return run.examples
     return run.examples.take(rows)
 
@@ -486,6 +499,7 @@ def _group_comparison(base_idx: list[int], cand_idx: list[int], runs: list[RunDa
     cand_mean = GroupExamples.of(cands, num_classes)
     attribution = Attribution(settings.primary, bases, cands, num_classes, metric_settings)
     first = runs[base_idx[0]]
+    assert alignment.ids is not None  # groups of runs are lined up here, from their keys
     slices = {col: rank_slices(attribution, base_mean, cand_mean,
                                values[alignment.rows[base_idx[0]]], settings.top)
               for col, values in first.slices.items()}
@@ -601,9 +615,11 @@ class _PairSumsOf:
                             0 if clusters is None else self.plan.units, self.attributed,
                             self.top)
             held = self._held(base, cand, plan)
-            self.done[base, cand] = held if held is not None else pair_sums(
-                _here(self.aligned[base]), _here(self.aligned[cand]), plan, self.ids, clusters,
-                slices=self.slices)
+            if held is None:
+                assert self.ids is not None  # runs lined up here, from their keys
+                held = pair_sums(_here(self.aligned[base]), _here(self.aligned[cand]), plan,
+                                 self.ids, clusters, slices=self.slices)
+            self.done[base, cand] = held
         return self.done[base, cand]
 
 

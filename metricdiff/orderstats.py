@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
 from .perexample import PerExample
+
+if TYPE_CHECKING:
+    from .align import AllRows
 
 ROUND_POINTS = 256  # keys counted per target and round: the interval shrinks 256-fold
 KEY_TOP = (1 << 64) - 1
@@ -129,8 +132,8 @@ class HeldRows:
     of `rows` (each position's row of the run): `take` fetches the few a statistic asks
     for, such as the bootstrap's subsets, and nothing else comes here."""
 
-    def __init__(self, parts: Parts, rows: np.ndarray):
-        self.parts, self.rows = parts, np.asarray(rows, dtype=np.int64)
+    def __init__(self, parts: Parts, rows: np.ndarray | AllRows):
+        self.parts, self.rows = parts, rows
         self._starts = np.cumsum([0, *parts.map(rows_of).gather()])  # each part's first row
 
     def __len__(self) -> int:

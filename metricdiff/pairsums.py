@@ -337,15 +337,12 @@ def held_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, cand_
 def _part_pair_sums(base: PerExample, cand: PerExample, base_keys: tuple, cand_keys: tuple,
                     slices: dict, plan: PairPlan) -> PairSums | None:
     """One part's pair sums, or None when the two runs' parts hold other examples."""
-    (base_ids, first_row), (cand_ids, _) = base_keys, cand_keys
-    if len(base) != len(cand) or (base_ids is None) != (cand_ids is None):
-        return None
-    if base_ids is not None and not np.array_equal(base_ids, cand_ids):
+    (base_ids, _), (cand_ids, _) = base_keys, cand_keys
+    if not np.array_equal(base_ids, cand_ids):
         return None
     if not np.array_equal(base.label, cand.label):
         return None  # the lining up reports such a run with its one-line error
-    ids = base_ids if base_ids is not None else np.arange(first_row, first_row + len(base))
-    return PairSums.of(base, cand, plan, ids, None, slices)
+    return PairSums.of(base, cand, plan, base_ids, None, slices)
 
 
 def joined_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, cand_keys: Parts,
@@ -368,8 +365,7 @@ def _pair_table(examples: PerExample, keys: tuple, *rest):
     import pandas as pd
 
     slices, prefix = (rest[0], rest[1]) if len(rest) == 2 else ({}, rest[0])
-    ids, first_row = keys
-    key = ids if ids is not None else np.arange(first_row, first_row + len(examples))
+    key, _ = keys
     table = pd.DataFrame({f"{prefix}{f.name}": np.asarray(getattr(examples, f.name))
                           for f in fields(PerExample)})
     for col, values in slices.items():

@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 import numpy as np
 
+from .align import KeyDigest
 from .classwise import ClasswisePlan, ClasswiseSums, example_blocks
 from .errors import InputError
 from .metrics import RunSums, SummaryPlan
@@ -44,7 +45,7 @@ class RunData:
     sums: RunSums | None = None  # gathered by the main pass, when load_run was given a plan
     parts: Parts | None = None  # the examples in parts on a cluster's workers (orderstats.py)
     slice_parts: Parts | None = None  # each of those parts' slice values (column -> values)
-    key_parts: Parts | None = None  # and each part's (ids or None, its first row in the run)
+    key_parts: Parts | None = None  # and each part's (keys, its first row in the run)
 
     @property
     def labels(self) -> np.ndarray:
@@ -82,6 +83,8 @@ class Engine(Protocol):
                    stop: threading.Event | None, columns: bool = True) -> "RunPart": ...
 
     def read_keys(self, layout: RunLayout, options: ReadOptions) -> "Keys": ...
+
+    def key_digests(self, layout: RunLayout, options: ReadOptions) -> list[KeyDigest]: ...
 
 
 def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOptions(),
@@ -202,7 +205,7 @@ class RunPart:
     sums: RunSums | None = None
     held: Parts | None = None  # the whole run's parts where an engine keeps them (a cluster)
     held_slices: Parts | None = None  # and each part's slice values (column -> values)
-    held_keys: Parts | None = None  # and each part's (ids or None, first row of the run)
+    held_keys: Parts | None = None  # and each part's (keys, its first row in the run)
 
 
 class RunAssembler:

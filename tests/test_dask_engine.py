@@ -168,8 +168,10 @@ def test_a_pair_on_a_cluster_is_resampled_on_the_workers(tmp_path, scheduler, mo
                                                          order):
     """A comparison of two runs held by the workers: no run's columns come to the client;
     each little bootstrap's subset is brought together on a worker and resampled there (the
-    client takes no example), and every number is the local engine's, intervals included."""
-    from metricdiff import comparison, orderstats, paired
+    client takes no example), and every number is the local engine's, intervals included.
+    Runs written the same way are lined up from their partitions' digests: their ids and
+    labels stay on the workers too."""
+    from metricdiff import api, comparison, orderstats, paired
 
     monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 200)  # 900 examples: little bootstraps
     base, cand = shuffled_pair(tmp_path)
@@ -193,11 +195,28 @@ def test_a_pair_on_a_cluster_is_resampled_on_the_workers(tmp_path, scheduler, mo
         taken.append(len(index))
         return take(self, index)
 
+    as_written, keys_read = [], []
+    aligned_as_written, read_keys = api.aligned_as_written, cluster.DaskEngine.read_keys
+
+    def watched_aligned(*args):
+        alignment = aligned_as_written(*args)
+        as_written.append(alignment is not None)
+        return alignment
+
+    def watched_read_keys(self, layout, options):
+        keys_read.append(layout.path)
+        return read_keys(self, layout, options)
+
     monkeypatch.setattr(comparison, "build_comparison", watched_build)
     monkeypatch.setattr(orderstats.HeldRows, "held", watched_held)
     monkeypatch.setattr(orderstats.HeldRows, "take", watched_take)
+    monkeypatch.setattr(api, "aligned_as_written", watched_aligned)
+    monkeypatch.setattr(cluster.DaskEngine, "read_keys", watched_read_keys)
     local, dask = both_comparisons([base, cand], scheduler)
     assert dask == local
+    # the shuffled candidate's partitions hold other ids: both runs' keys are read here
+    assert as_written == [order == "same"]
+    assert len(keys_read) == (0 if order == "same" else 2)
     assert held == [False, False, True, True]  # the local engine's runs, then the cluster's
     plan = paired.BootstrapPlan(900, 200, 0)
     assert plan.little and subsets == [plan.size] * (2 * plan.subsets) and not taken
@@ -444,8 +463,15 @@ def test_one_worker_or_two_give_the_same_numbers(tmp_path, scheduler):
 
 def test_keys_read_on_the_workers_give_the_local_errors(tmp_path, scheduler):
     """Ids and labels are read by the workers too: a run that cannot be lined up, or a
-    shard with a null id, fails with the local engine's one-line error."""
+    shard with a null id, fails with the local engine's one-line error; so does a run
+    written like the baseline but for one label (its digests differ)."""
     base, cand = shuffled_pair(tmp_path)
+    written = pq.read_table(base)
+    labels = written.column("label").to_numpy().copy()
+    labels[800] = (labels[800] + 1) % 12
+    pq.write_table(written.set_column(written.schema.get_field_index("label"), "label",
+                                      pa.array(labels)), tmp_path / "relabelled.parquet",
+                   row_group_size=64)
     table = pq.read_table(cand)
     ids = table.column("id").to_numpy().copy()
     ids[5] = ids[6]  # a repeated id
@@ -458,7 +484,7 @@ def test_keys_read_on_the_workers_give_the_local_errors(tmp_path, scheduler):
     with_null = table.set_column(0, "id", nulls)
     pq.write_table(with_null.slice(0, 450), folder / "part-0.parquet", row_group_size=64)
     pq.write_table(with_null.slice(450), folder / "part-1.parquet", row_group_size=64)
-    for other in (tmp_path / "dup.parquet", folder):
+    for other in (tmp_path / "dup.parquet", folder, tmp_path / "relabelled.parquet"):
         with pytest.raises(InputError) as local:
             metricdiff.compare(str(base), str(other))
         with pytest.raises(InputError) as dask:
