@@ -20,6 +20,12 @@ def worker_peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _nbytes(index) -> int:
+    """An index array's bytes; none for the ids a cluster keeps, or for every row in order
+    (align.AllRows)."""
+    return getattr(index, "nbytes", 0)
+
+
 def main(paths: list[str]) -> None:
     import time
 
@@ -41,7 +47,7 @@ def main(paths: list[str]) -> None:
             sum(a.nbytes for a in vars(run.examples).values())
             + (0 if run.ids is None else run.ids.nbytes)
             for run in runs if run.examples is not None) + (0 if alignment is None else (
-                alignment.ids.nbytes + sum(rows.nbytes for rows in alignment.rows)))
+                _nbytes(alignment.ids) + sum(_nbytes(rows) for rows in alignment.rows)))
         measured["examples"] = sum(run.n for run in runs)
         start = time.perf_counter()
         try:
