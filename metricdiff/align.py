@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -11,6 +10,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import RunLayout
+from .keyhash import pair_sum, salt
 
 
 class Described(Protocol):
@@ -73,69 +73,65 @@ class Alignment:
 
 @dataclass(frozen=True)
 class KeyDigest:
-    """A part of a run's keys in a few numbers, to line up runs written the same way without
-    bringing their keys together: its rows, the kind of its ids, its first and last id and
-    whether they increase, and digests of its ids and of its labels in row order."""
+    """A part of a run's keys in a few numbers, to line up runs written in the same order
+    without bringing their keys together: its rows, the kind of its ids, its first and last
+    id and whether they increase, and two sums of hashes of its (id, label) pairs (of its
+    (row, label) pairs without ids), which add up over the parts of the run however it is
+    split."""
 
     rows: int
     kind: str  # "whole numbers", "text", or "none" (no id column)
-    ids: bytes
-    labels: bytes
     first: int | None
     last: int | None
     increasing: bool
+    sums: tuple[int, int]
 
     @staticmethod
-    def of(ids: np.ndarray | None, labels: np.ndarray) -> "KeyDigest":
+    def of(ids: np.ndarray | None, labels: np.ndarray, first_row: int) -> "KeyDigest":
+        keys = ids if ids is not None else np.arange(first_row, first_row + len(labels))
+        sums = (pair_sum(keys, labels, PAIR_STREAMS[0]), pair_sum(keys, labels, PAIR_STREAMS[1]))
         if ids is None:
-            return KeyDigest(len(labels), "none", b"", _digest(labels), None, None, False)
+            return KeyDigest(len(labels), "none", None, None, False, sums)
         whole = ids.dtype.kind in "iu" and len(ids) > 0
-        return KeyDigest(
-            rows=len(labels), kind=_id_kind(ids), ids=_digest(ids), labels=_digest(labels),
-            first=int(ids[0]) if whole else None, last=int(ids[-1]) if whole else None,
-            increasing=whole and bool((ids[1:] > ids[:-1]).all()))
+        return KeyDigest(len(labels), _id_kind(ids), int(ids[0]) if whole else None,
+                         int(ids[-1]) if whole else None,
+                         whole and bool((ids[1:] > ids[:-1]).all()), sums)
 
 
-def _digest(values: np.ndarray) -> bytes:
-    """128 bits of BLAKE2 over the values and their type: equal parts give equal digests,
-    and two parts that differ give the same one with a chance of about 2^-128."""
-    if values.dtype.kind == "O":  # text: the digest of each value's own hash
-        import pandas as pd
-
-        values = pd.util.hash_array(values)
-    digest = hashlib.blake2b(values.dtype.str.encode(), digest_size=16)
-    digest.update(np.ascontiguousarray(values).data)
-    return digest.digest()
+PAIR_STREAMS = (salt(1), salt(2))  # two independent hashes of each pair: 128 bits in all
 
 
 def aligned_as_written(runs: Sequence[Described], digests: list[list[KeyDigest]]
                        ) -> Alignment | None:
-    """Runs written the same way, lined up as they are from the digests of their parts alone
-    (each part a cluster's task reads): every run cut into parts of the same rows holding
-    the same labels and the same whole-number ids, increasing through the run (or no ids in
-    any run: lined up by row order). None otherwise: such runs are lined up from their keys
-    (align_runs), which also says what differs."""
+    """Runs in the same order of increasing whole-number ids (or with no ids, in row
+    order), lined up as they are from the digests of their parts alone (each part a
+    cluster's task reads), however each run is split into files and row groups. Two runs
+    whose ids increase hold the same ids with the same labels in the same order exactly
+    when they hold the same (id, label) pairs: their sums of pair hashes then agree, and
+    runs that differ agree by chance about once in 2^128. None where the runs may differ
+    (or their ids do not increase): such runs are lined up from their keys (align_runs),
+    which says what differs."""
     _check_same_classes(runs)
-    base = digests[0]
-    if not base or any(len(run) != len(base) or any(
-            (part.rows, part.kind, part.ids, part.labels) != (first.rows, first.kind,
-                                                              first.ids, first.labels)
-            for part, first in zip(run, base)) for run in digests[1:]):
-        return None
-    kinds = {part.kind for part in base}
+    kinds = {part.kind for run in digests for part in run}
     if kinds == {"whole numbers"}:
-        # increasing within each part, and from each part to the next
-        bounds = [(part.first, part.last) for part in base
-                  if part.increasing and part.first is not None and part.last is not None]
-        if len(bounds) < len(base) or any(
-                before[1] >= after[0] for before, after in zip(bounds[:-1], bounds[1:])):
-            return None
+        for run in digests:  # increasing within each part, and from each part to the next
+            if not all(part.increasing for part in run) or any(
+                    (before.last or 0) >= (after.first or 0)
+                    for before, after in zip(run[:-1], run[1:])):
+                return None
         keyed_by = "id"
     elif kinds == {"none"}:
         keyed_by = "row order"
     else:
         return None
-    n = sum(part.rows for part in base)
+    totals = {(sum(part.rows for part in run),
+               *(sum(part.sums[i] for part in run) % (1 << 64) for i in range(2)))
+              for run in digests}
+    if len(totals) > 1:
+        return None
+    n = next(iter(totals))[0]
+    if n == 0:
+        return None
     return Alignment(rows=tuple(AllRows(n) for _ in runs), ids=None, keyed_by=keyed_by,
                      dropped=(0,) * len(runs))
 

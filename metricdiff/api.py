@@ -285,7 +285,7 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
         # that disagree on a label, are reported before their predictions are read
         alignment = None
         if engine is not None and pairs_only:
-            # runs written the same way are lined up from digests of their partitions'
+            # runs in the same order of ids are lined up from digests of their partitions'
             # keys, which stay on the workers; any other runs from their keys, here
             digests = list(pool.map(lambda layout: engine.key_digests(layout, read), layouts))
             alignment = aligned_as_written([RunKeys(name, layout, None, NO_LABELS,

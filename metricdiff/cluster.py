@@ -108,7 +108,7 @@ def partition_keys(layout: RunLayout, options: ReadOptions, partition: Partition
 def partition_digest(layout: RunLayout, options: ReadOptions, partition: Partition
                      ) -> KeyDigest:
     """A task: the digest of the partition's ids and labels."""
-    return KeyDigest.of(*partition_keys(layout, options, partition))
+    return KeyDigest.of(*partition_keys(layout, options, partition), partition.first_row)
 
 
 def _examples(part: RunPart) -> PerExample:
@@ -288,7 +288,7 @@ class DaskEngine:
 
     def key_digests(self, layout: RunLayout, options: ReadOptions) -> list[KeyDigest]:
         """A few numbers about each partition's ids and labels, read by the workers: enough
-        to line up runs written the same way (align.aligned_as_written)."""
+        to line up runs written in the same order (align.aligned_as_written)."""
         return self._each_partition(partition_digest, layout, options)
 
     def _each_partition(self, task: Callable[..., Any], layout: RunLayout,

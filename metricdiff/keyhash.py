@@ -64,3 +64,14 @@ def smallest(values: np.ndarray, count: int) -> np.ndarray:
     if count >= len(values):
         return np.arange(len(values))
     return np.sort(np.argpartition(values, count - 1)[:count])
+
+
+def pair_sum(keys: np.ndarray, values: np.ndarray, stream: np.uint64) -> int:
+    """The sum, modulo 2^64, of a 64-bit hash of each (key, whole-number value) pair in this
+    stream: the same for the same pairs in any order, the sums of a set's parts add up to
+    the set's, and two sets of pairs that differ get the same sum by chance about once in
+    2^64."""
+    z = key_hash(keys) ^ stream
+    with np.errstate(over="ignore"):
+        z = _mix(_mix(z) + np.asarray(values).astype(np.uint64))
+    return int(z.sum(dtype=np.uint64))

@@ -24,7 +24,8 @@ def digests(keyed, cuts) -> list[KeyDigest]:
     """The run's digest part by part, cut at these rows."""
     bounds = [0, *cuts, len(keyed.labels)]
     return [KeyDigest.of(None if keyed.ids is None else keyed.ids[low:high],
-                         keyed.labels[low:high]) for low, high in zip(bounds[:-1], bounds[1:])]
+                         keyed.labels[low:high], low)
+            for low, high in zip(bounds[:-1], bounds[1:])]
 
 
 def lined_up(runs, cuts):
@@ -37,9 +38,11 @@ LABELS = rng.integers(0, 5, 300)
 
 
 @pytest.mark.parametrize("ids", [IDS, None])
-def test_runs_written_the_same_way_are_lined_up_as_they_are(ids):
+@pytest.mark.parametrize("cuts", [[[100, 250]] * 2, [[100, 250], [1, 2, 299]], [[], [150]]])
+def test_runs_in_the_same_order_are_lined_up_as_they_are(ids, cuts):
+    """However each run is split into parts."""
     runs = [run("base", ids, LABELS), run("cand", ids, LABELS)]
-    alignment = lined_up(runs, [[100, 250]] * 2)
+    alignment = lined_up(runs, cuts)
     assert alignment is not None and alignment.ids is None and alignment.n == 300
     by_keys = align_runs(runs)
     assert alignment.keyed_by == by_keys.keyed_by == ("id" if ids is not None else "row order")
@@ -48,17 +51,25 @@ def test_runs_written_the_same_way_are_lined_up_as_they_are(ids):
         assert isinstance(rows, AllRows) and np.array_equal(np.asarray(rows), expected)
 
 
-@pytest.mark.parametrize("case", ["label", "split", "order", "text", "mixed", "repeated",
-                                  "other id"])
-def test_runs_written_otherwise_are_left_to_their_keys(case):
+@pytest.mark.parametrize("case", ["label", "row label", "swap", "order", "text", "mixed",
+                                  "repeated", "other id", "fewer"])
+def test_runs_that_may_differ_are_left_to_their_keys(case):
     """Any difference the digests cannot rule out sends the runs to align_runs, which lines
     them up or says what differs."""
-    ids, labels, cuts = IDS, LABELS.copy(), [[100, 250]] * 2
+    ids, labels, cuts = IDS, LABELS.copy(), [[100, 250], [40, 120]]
     cand_ids = ids
     if case == "label":
         labels[260] = (labels[260] + 1) % 5
-    elif case == "split":
-        cuts = [[100, 250], [100, 251]]
+    elif case == "row label":  # no ids: lined up by row order, and one row's label differs
+        ids = cand_ids = None
+        labels[7] = (labels[7] + 1) % 5
+    elif case == "swap":  # the same labels in all, two of them on each other's rows
+        ids = cand_ids = None
+        labels = LABELS.copy()
+        first, second = np.flatnonzero(labels != labels[0])[0], 0
+        labels[[first, second]] = labels[[second, first]]
+    elif case == "fewer":
+        cand_ids, labels, cuts = IDS[:-1], LABELS[:-1], [[100, 250], [40]]
     elif case == "order":  # increasing within each part, not from one part to the next
         cand_ids = np.r_[ids[200:], ids[:200]]
         ids = cand_ids
@@ -87,13 +98,22 @@ def test_runs_over_other_classes_are_reported_from_the_digests_too():
 
 
 def test_a_digest_follows_every_id_and_label():
-    base = KeyDigest.of(IDS, LABELS)
-    assert base == KeyDigest.of(IDS.copy(), LABELS.copy())
+    base = KeyDigest.of(IDS, LABELS, 0)
+    assert base == KeyDigest.of(IDS.copy(), LABELS.copy(), 0)
+    assert base.sums == KeyDigest.of(IDS.astype(np.int32), LABELS.astype(np.int8), 9).sums
     labels = LABELS.copy()
     labels[-1] = (labels[-1] + 1) % 5
-    assert KeyDigest.of(IDS, labels).labels != base.labels
-    assert KeyDigest.of(IDS.astype(np.int32), LABELS).ids != base.ids  # another type
+    assert all(a != b for a, b in zip(KeyDigest.of(IDS, labels, 0).sums, base.sums))
+    ids = IDS.copy()
+    ids[3] += 1
+    assert all(a != b for a, b in zip(KeyDigest.of(ids, LABELS, 0).sums, base.sums))
+    # the sums of a run's parts add up to the whole run's
+    halves = [KeyDigest.of(IDS[:120], LABELS[:120], 0), KeyDigest.of(IDS[120:], LABELS[120:],
+                                                                      120)]
+    assert [sum(part.sums[i] for part in halves) % (1 << 64) for i in range(2)] == list(
+        base.sums)
     assert (base.first, base.last, base.increasing) == (int(IDS[0]), int(IDS[-1]), True)
+    assert KeyDigest.of(None, LABELS, 0).kind == "none"
 
 
 def test_all_rows_index_like_the_array_of_every_row():
