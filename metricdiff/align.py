@@ -55,16 +55,26 @@ class AllRows:
         return np.arange(self.n, dtype=dtype)
 
 
+class ById(AllRows):
+    """Every row of a run that holds the examples of the alignment in another order: its
+    position i is the example of the i-th smallest id, found by its id where the run's
+    parts are held (the rows themselves are never listed here)."""
+
+
 @dataclass(frozen=True)
 class Alignment:
     """Row indices into each run so that position i is the same example in every run."""
 
-    rows: tuple[np.ndarray | AllRows, ...]  # one index per run, in the order of the ids
+    # one index per run, in the order of the ids
+    rows: tuple[np.ndarray | AllRows, ...]
     # the example ids, or row numbers where runs have no ids; None where the runs are lined
-    # up as written and their ids stay with their parts (on a cluster's workers)
+    # up from their digests and their ids stay with their parts (on a cluster's workers)
     ids: np.ndarray | None
     keyed_by: str  # "id" or "row order"
     dropped: tuple[int, ...]  # rows of each run left out (only with allow_partial)
+    # with ids None, the run whose row order is the alignment's: its parts' keys name the
+    # examples
+    in_order: int = 0
 
     @property
     def n(self) -> int:
@@ -103,37 +113,41 @@ PAIR_STREAMS = (salt(1), salt(2))  # two independent hashes of each pair: 128 bi
 
 def aligned_as_written(runs: Sequence[Described], digests: list[list[KeyDigest]]
                        ) -> Alignment | None:
-    """Runs in the same order of increasing whole-number ids (or with no ids, in row
-    order), lined up as they are from the digests of their parts alone (each part a
-    cluster's task reads), however each run is split into files and row groups. Two runs
-    whose ids increase hold the same ids with the same labels in the same order exactly
-    when they hold the same (id, label) pairs: their sums of pair hashes then agree, and
-    runs that differ agree by chance about once in 2^128. None where the runs may differ
-    (or their ids do not increase): such runs are lined up from their keys (align_runs),
-    which says what differs."""
+    """Runs holding the same examples, lined up from the digests of their parts alone (each
+    part a cluster's task reads), however each run is split into files and row groups: one
+    run whose whole-number ids increase through it gives the order (rows listed as they
+    are), and every other run holds the same (id, label) pairs, in that order or another
+    (its rows then found by id). Runs without ids are lined up by row order, each with the
+    same (row, label) pairs. Equal pairs give equal sums of pair hashes; runs that differ
+    give equal sums by chance about once in 2^128. And a run whose ids increase has no id
+    twice, so neither has a run with the same pairs. None where the runs may differ, or no
+    run's ids increase: such runs are lined up from their keys (align_runs), which says
+    what differs."""
     _check_same_classes(runs)
-    kinds = {part.kind for run in digests for part in run}
-    if kinds == {"whole numbers"}:
-        for run in digests:  # increasing within each part, and from each part to the next
-            if not all(part.increasing for part in run) or any(
-                    (before.last or 0) >= (after.first or 0)
-                    for before, after in zip(run[:-1], run[1:])):
-                return None
-        keyed_by = "id"
-    elif kinds == {"none"}:
-        keyed_by = "row order"
-    else:
-        return None
     totals = {(sum(part.rows for part in run),
                *(sum(part.sums[i] for part in run) % (1 << 64) for i in range(2)))
               for run in digests}
-    if len(totals) > 1:
+    kinds = {part.kind for run in digests for part in run}
+    if len(totals) > 1 or kinds not in ({"whole numbers"}, {"none"}):
         return None
     n = next(iter(totals))[0]
     if n == 0:
         return None
-    return Alignment(rows=tuple(AllRows(n) for _ in runs), ids=None, keyed_by=keyed_by,
-                     dropped=(0,) * len(runs))
+    if kinds == {"none"}:
+        return Alignment(rows=tuple(AllRows(n) for _ in runs), ids=None,
+                         keyed_by="row order", dropped=(0,) * len(runs))
+    increasing = [_increasing(run) for run in digests]
+    if not any(increasing):
+        return None
+    return Alignment(rows=tuple(AllRows(n) if ordered else ById(n) for ordered in increasing),
+                     ids=None, keyed_by="id", dropped=(0,) * len(runs),
+                     in_order=increasing.index(True))
+
+
+def _increasing(parts: list[KeyDigest]) -> bool:
+    """Ids that increase within each part, and from each part to the next."""
+    return all(part.increasing for part in parts) and all(
+        (before.last or 0) < (after.first or 0) for before, after in zip(parts[:-1], parts[1:]))
 
 
 def align_runs(runs: Runs, allow_partial: bool = False) -> Alignment:

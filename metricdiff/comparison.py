@@ -93,7 +93,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     class_group = class_groups(counts[base_idx[0]], metric_settings.class_groups)
     clusters, cluster_keys = _clusters(runs, alignment, settings.cluster)
     plan = BootstrapPlan(alignment.n, settings.resamples, settings.seed, clusters,
-                         _unit_keys(runs[0], alignment, cluster_keys))
+                         _unit_keys(runs[alignment.in_order], alignment, cluster_keys))
     draws: list[dict[str, np.ndarray] | None] = [None] * len(runs)
     if settings.resamples > 0:  # every run on the same resamples, drawn once for all
         available = [{m for m in RESAMPLED if summary["metrics"][m] is not None}
@@ -221,7 +221,8 @@ def _why_unavailable(metric: str, summaries: list[dict]) -> str | None:
 def _unit_keys(base: RunData, alignment: Alignment, cluster_keys: np.ndarray | None
                ) -> np.ndarray | Parts:
     """What names the bootstrap's units: the clusters' keys, the examples' ids (or row
-    numbers), or, for runs lined up as written on a cluster, the keys its parts hold."""
+    numbers), or, for runs lined up from their digests on a cluster, the keys the parts of
+    `base` hold (the run in the alignment's order)."""
     if cluster_keys is not None:
         return cluster_keys
     if alignment.ids is not None:
@@ -367,7 +368,7 @@ def _lined_up(run: RunData, rows: np.ndarray | AllRows) -> PerExample | HeldRows
     Those of a run whose columns stay on a cluster's workers stay there (HeldRows)."""
     if run.examples is None:
         assert run.parts is not None  # a run read without its columns is held in parts
-        return HeldRows(run.parts, rows)
+        return HeldRows(run.parts, rows, run.key_parts)
     if isinstance(rows, AllRows) or (len(rows) == run.n
                                      and np.array_equal(rows, np.arange(len(rows)))):
         return run.examples

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from .align import AllRows, ById
 from .perexample import PerExample
-
-if TYPE_CHECKING:
-    from .align import AllRows
 
 ROUND_POINTS = 256  # keys counted per target and round: the interval shrinks 256-fold
 KEY_TOP = (1 << 64) - 1
@@ -129,23 +127,31 @@ def total_rows(parts: Parts) -> int:
 
 class HeldRows:
     """A run's examples left where its parts are held (a cluster's workers), in the order
-    of `rows` (each position's row of the run): `take` fetches the few a statistic asks
+    of `rows` (each position's row of the run; align.ById: the run's examples in order of
+    id, found by the ids its `key_parts` hold): `take` fetches the few a statistic asks
     for, such as the bootstrap's subsets, and nothing else comes here."""
 
-    def __init__(self, parts: Parts, rows: np.ndarray | AllRows):
-        self.parts, self.rows = parts, rows
+    def __init__(self, parts: Parts, rows: np.ndarray | AllRows, key_parts: Parts | None):
+        self.parts, self.rows, self.key_parts = parts, rows, key_parts
         self._starts = np.cumsum([0, *parts.map(rows_of).gather()])  # each part's first row
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def take(self, index: np.ndarray) -> PerExample:
+    def take(self, index: np.ndarray, keys: np.ndarray | None = None) -> PerExample:
         """The examples at these positions, in this order (what PerExample.take gives)."""
-        return self.held(index).gather()[0]
+        return self.held(index, keys).gather()[0]
 
-    def held(self, index: np.ndarray) -> Parts:
+    def held(self, index: np.ndarray, keys: np.ndarray | None = None) -> Parts:
         """The examples at these positions, in this order, as one part where the parts are
-        held: on a cluster, brought together on one worker, to be measured there."""
+        held: on a cluster, brought together on one worker, to be measured there. `keys`:
+        the ids at those positions (None: every position, in order), for a run whose rows
+        are found by id."""
+        if isinstance(self.rows, ById):
+            assert self.key_parts is not None  # a run found by id is held with its ids
+            wanted = None if keys is None else np.sort(keys)
+            return self.key_parts.map_with(_rows_with_keys, [self.parts], wanted).joined(
+                _in_order_of, keys)
         wanted = self.rows[index]
         order = np.argsort(wanted, kind="stable")
         ascending = wanted[order]
@@ -163,6 +169,31 @@ def _rows_at(examples: PerExample, offsets: np.ndarray) -> PerExample:
 
 def _in_order(pieces: list[PerExample], back: np.ndarray) -> PerExample:
     return PerExample.concat(pieces).take(back)
+
+
+def _rows_with_keys(keys: tuple[np.ndarray, int], examples: PerExample,
+                    wanted: np.ndarray | None) -> tuple[PerExample, np.ndarray]:
+    """A part's examples whose keys are among `wanted` (sorted; None: all), with their keys."""
+    part_keys, _ = keys
+    if wanted is None:
+        return examples, part_keys
+    at = np.minimum(np.searchsorted(wanted, part_keys), max(len(wanted) - 1, 0))
+    found = np.flatnonzero(wanted[at] == part_keys) if len(wanted) else np.arange(0)
+    return examples.take(found), part_keys[found]
+
+
+def _in_order_of(pieces: list[tuple[PerExample, np.ndarray]], keys: np.ndarray | None
+                 ) -> PerExample:
+    """The pieces' examples in the order of `keys` (None: in increasing order of key)."""
+    examples = PerExample.concat([piece for piece, _ in pieces])
+    found = np.concatenate([piece_keys for _, piece_keys in pieces])
+    by_key = examples.take(np.argsort(found, kind="stable"))
+    if keys is None:
+        return by_key
+    assert len(found) == len(keys)  # the alignment found every key in the run, once
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[np.argsort(keys, kind="stable")] = np.arange(len(keys))
+    return by_key.take(rank)
 
 
 def float_keys(values: np.ndarray) -> np.ndarray:

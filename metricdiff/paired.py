@@ -370,9 +370,13 @@ class BootstrapPlan:
         """The units (examples or clusters) of subset j, or None for all of them."""
         return self._subsets[j][0] if self.little else None
 
+    def subset_keys(self, j: int) -> np.ndarray | None:
+        """The keys of subset j's units, in the order of their positions; None for all."""
+        return self._subsets[j][2] if self.little else None
+
     @functools.cached_property
-    def _subsets(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Each subset's units (positions, increasing) and their keys' hashes."""
+    def _subsets(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each subset's units (positions, increasing), their keys' hashes and their keys."""
         keys = self.keys
         if keys is None or isinstance(keys, np.ndarray):
             keys = LocalParts([(np.arange(self.units) if keys is None else keys, 0)])
@@ -427,10 +431,10 @@ class BootstrapPlan:
 
 
 def choose_subsets(key_parts: Parts, seed: int, subsets: int, size: int, units: int
-                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The little bootstrap's subsets, uniformly random: subset j holds the `size` units
     whose draw in subset j's stream is the smallest, and each is given as its units'
-    positions (increasing) and hashes. Each part of the keys sends only its units drawn
+    positions (increasing), hashes and keys. Each part of the keys sends only its units drawn
     below a threshold a little above the size-th smallest's expected value (in the rare
     case too few fall below, the threshold doubles): what comes back is about `size` units
     a subset, however many units and parts there are."""
@@ -439,29 +443,30 @@ def choose_subsets(key_parts: Parts, seed: int, subsets: int, size: int, units: 
         found = key_parts.map(subset_candidates, seed, subsets, threshold).gather()
         chosen = []
         for j in range(subsets):
-            positions, draws, hashes = (np.concatenate(column)
-                                        for column in zip(*(part[j] for part in found)))
+            positions, draws, hashes, keys = (np.concatenate(column)
+                                              for column in zip(*(part[j] for part in found)))
             if len(positions) < size:
                 break
             keep = smallest(draws, size)
             keep = keep[np.argsort(positions[keep], kind="stable")]
-            chosen.append((positions[keep], hashes[keep]))
+            chosen.append((positions[keep], hashes[keep], keys[keep]))
         else:
             return chosen
         threshold = min(1.0, 2 * threshold)
 
 
 def subset_candidates(keys: tuple[np.ndarray, int], seed: int, subsets: int, threshold: float
-                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """For each subset, the units of one part drawn below `threshold` in its stream: their
-    positions, draws and hashes. `keys`: the part's units' keys, and its first's position."""
+    positions, draws, hashes and keys. `keys`: the part's units' keys, and its first's
+    position."""
     unit_keys, first = keys
     hashes = key_hash(unit_keys)
     found = []
     for j in range(subsets):
         draws = counter_uniforms(hashes, salt(seed, j, 0), 0, 1)[0]
         below = np.flatnonzero(draws < threshold)
-        found.append((below + first, draws[below], hashes[below]))
+        found.append((below + first, draws[below], hashes[below], unit_keys[below]))
     return found
 
 
@@ -557,7 +562,7 @@ def resample_values(runs: list[PerExample | HeldRows], num_classes: int, bins: i
     for r, j in jobs:
         run = runs[r]
         if isinstance(run, HeldRows):
-            held[r, j] = run.held(subset_index(j)).map(
+            held[r, j] = run.held(subset_index(j), plan.subset_keys(j)).map(
                 subset_draws, plan.subset_weights(j), plan.scale, num_classes, bins, wanted[r])
 
     def here(job: tuple[int, int]) -> dict[str, np.ndarray]:

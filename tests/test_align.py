@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from metricdiff.align import AllRows, KeyDigest, align_runs, aligned_as_written
+from metricdiff.align import AllRows, ById, KeyDigest, align_runs, aligned_as_written
 from metricdiff.errors import InputError
 
 
@@ -48,15 +48,32 @@ def test_runs_in_the_same_order_are_lined_up_as_they_are(ids, cuts):
     assert alignment.keyed_by == by_keys.keyed_by == ("id" if ids is not None else "row order")
     assert alignment.dropped == by_keys.dropped == (0, 0)
     for rows, expected in zip(alignment.rows, by_keys.rows):
-        assert isinstance(rows, AllRows) and np.array_equal(np.asarray(rows), expected)
+        assert type(rows) is AllRows and np.array_equal(np.asarray(rows), expected)
 
 
-@pytest.mark.parametrize("case", ["label", "row label", "swap", "order", "text", "mixed",
-                                  "repeated", "other id", "fewer"])
+@pytest.mark.parametrize("first_in_order", [True, False])
+def test_a_run_in_another_order_is_found_by_id(first_in_order):
+    """A run holding the same (id, label) pairs as a run whose ids increase, in another
+    order: lined up in the order of that run, its own rows found by id."""
+    order = rng.permutation(300)
+    ordered, shuffled = run("a", IDS, LABELS), run("b", IDS[order], LABELS[order])
+    runs = [ordered, shuffled] if first_in_order else [shuffled, ordered]
+    alignment = lined_up(runs, [[100, 250], [7]])
+    assert alignment is not None and alignment.ids is None and alignment.keyed_by == "id"
+    assert alignment.in_order == (0 if first_in_order else 1)
+    kinds = [type(rows) for rows in alignment.rows]
+    assert kinds == ([AllRows, ById] if first_in_order else [ById, AllRows])
+    # what align_runs makes of them: the ordered run's rows as they are
+    assert np.array_equal(align_runs(runs).rows[alignment.in_order], np.arange(300))
+
+
+@pytest.mark.parametrize("case", ["label", "row label", "swap", "order", "neither", "text",
+                                  "mixed", "repeated", "other id", "fewer"])
 def test_runs_that_may_differ_are_left_to_their_keys(case):
     """Any difference the digests cannot rule out sends the runs to align_runs, which lines
     them up or says what differs."""
     ids, labels, cuts = IDS, LABELS.copy(), [[100, 250], [40, 120]]
+    base_labels = LABELS
     cand_ids = ids
     if case == "label":
         labels[260] = (labels[260] + 1) % 5
@@ -74,6 +91,10 @@ def test_runs_that_may_differ_are_left_to_their_keys(case):
         cand_ids = np.r_[ids[200:], ids[:200]]
         ids = cand_ids
         cuts = [[100], [100]]
+    elif case == "neither":  # the same examples, neither run in order of id
+        order = rng.permutation(300)
+        ids, cand_ids, labels = IDS[::-1], IDS[order], LABELS[order]
+        base_labels = LABELS[::-1]
     elif case == "text":
         ids = cand_ids = np.array([f"ex{i:04d}" for i in range(300)], dtype=object)
     elif case == "mixed":
@@ -83,7 +104,7 @@ def test_runs_that_may_differ_are_left_to_their_keys(case):
     elif case == "other id":
         cand_ids = IDS.copy()
         cand_ids[5] += 1
-    base = run("base", ids, LABELS)
+    base = run("base", ids, base_labels)
     cand = run("cand", cand_ids, labels)
     assert lined_up([base, cand], cuts) is None
     if case == "label":

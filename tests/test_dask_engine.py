@@ -163,22 +163,28 @@ def test_compare_lines_runs_up_by_id_whatever_the_row_order(tmp_path, scheduler)
     assert dask["comparisons"][0]["verdict"]["decision"] in ("better", "worse", "noise")
 
 
-@pytest.mark.parametrize("order", ["same", "shuffled"])
+@pytest.mark.parametrize("order", ["same", "split", "shuffled", "neither"])
 def test_a_pair_on_a_cluster_is_resampled_on_the_workers(tmp_path, scheduler, monkeypatch,
                                                          order):
     """A comparison of two runs held by the workers: no run's columns come to the client;
     each little bootstrap's subset is brought together on a worker and resampled there (the
     client takes no example), and every number is the local engine's, intervals included.
-    Runs written the same way are lined up from their partitions' digests: their ids and
-    labels stay on the workers too."""
+    Runs holding the same examples, one of them in order of id, are lined up from their
+    partitions' digests (the other run's subsets found by id): their ids and labels stay on
+    the workers too. Runs neither of which is in order of id are lined up here."""
     from metricdiff import api, comparison, orderstats, paired
 
     monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 200)  # 900 examples: little bootstraps
     base, cand = shuffled_pair(tmp_path)
-    if order == "same":  # co-partitioned: paired part by part
+    if order in ("same", "split"):  # in the baseline's order; "same": co-partitioned too
         pq.write_table(pq.read_table(cand).sort_by("id"), tmp_path / "same.parquet",
-                       row_group_size=64)
+                       row_group_size=64 if order == "same" else 50)
         cand = tmp_path / "same.parquet"
+    if order == "neither":  # the baseline in an order of its own
+        table = pq.read_table(base)
+        pq.write_table(table.take(np.random.default_rng(5).permutation(table.num_rows)),
+                       tmp_path / "base_shuffled.parquet", row_group_size=64)
+        base = tmp_path / "base_shuffled.parquet"
     held, subsets, taken = [], [], []
     build = comparison.build_comparison
     rows_held, take = orderstats.HeldRows.held, orderstats.HeldRows.take
@@ -187,13 +193,13 @@ def test_a_pair_on_a_cluster_is_resampled_on_the_workers(tmp_path, scheduler, mo
         held.extend(run.examples is None for run in runs)
         return build(runs, *args, **kwargs)
 
-    def watched_held(self, index):
+    def watched_held(self, index, keys=None):
         subsets.append(len(index))
-        return rows_held(self, index)
+        return rows_held(self, index, keys)
 
-    def watched_take(self, index):
+    def watched_take(self, index, keys=None):
         taken.append(len(index))
-        return take(self, index)
+        return take(self, index, keys)
 
     as_written, keys_read = [], []
     aligned_as_written, read_keys = api.aligned_as_written, cluster.DaskEngine.read_keys
@@ -214,9 +220,8 @@ def test_a_pair_on_a_cluster_is_resampled_on_the_workers(tmp_path, scheduler, mo
     monkeypatch.setattr(cluster.DaskEngine, "read_keys", watched_read_keys)
     local, dask = both_comparisons([base, cand], scheduler)
     assert dask == local
-    # the shuffled candidate's partitions hold other ids: both runs' keys are read here
-    assert as_written == [order == "same"]
-    assert len(keys_read) == (0 if order == "same" else 2)
+    assert as_written == [order != "neither"]
+    assert len(keys_read) == (2 if order == "neither" else 0)
     assert held == [False, False, True, True]  # the local engine's runs, then the cluster's
     plan = paired.BootstrapPlan(900, 200, 0)
     assert plan.little and subsets == [plan.size] * (2 * plan.subsets) and not taken
