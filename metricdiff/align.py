@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import RunLayout
-from .keyhash import pair_sum, salt
+from .keyhash import GOLDEN, key_hash, pair_sum, salt
 
 
 class Described(Protocol):
@@ -97,9 +97,12 @@ class KeyDigest:
     sums: tuple[int, int]
 
     @staticmethod
-    def of(ids: np.ndarray | None, labels: np.ndarray, first_row: int) -> "KeyDigest":
+    def of(ids: np.ndarray | None, labels: np.ndarray, first_row: int,
+           clusters: np.ndarray | None = None) -> "KeyDigest":
+        """`clusters`: each row's cluster (text), hashed with its label."""
         keys = ids if ids is not None else np.arange(first_row, first_row + len(labels))
-        sums = (pair_sum(keys, labels, PAIR_STREAMS[0]), pair_sum(keys, labels, PAIR_STREAMS[1]))
+        values = labels if clusters is None else _with_clusters(labels, clusters)
+        sums = (pair_sum(keys, values, PAIR_STREAMS[0]), pair_sum(keys, values, PAIR_STREAMS[1]))
         if ids is None:
             return KeyDigest(len(labels), "none", None, None, False, sums)
         whole = ids.dtype.kind in "iu" and len(ids) > 0
@@ -109,6 +112,13 @@ class KeyDigest:
 
 
 PAIR_STREAMS = (salt(1), salt(2))  # two independent hashes of each pair: 128 bits in all
+
+
+def _with_clusters(labels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Each row's label and cluster as one whole number: the cluster's hash, shifted by the
+    label (pair_sum mixes it again)."""
+    with np.errstate(over="ignore"):
+        return key_hash(np.asarray(clusters, dtype=object)) * GOLDEN + labels.astype(np.uint64)
 
 
 def aligned_as_written(runs: Sequence[Described], digests: list[list[KeyDigest]]

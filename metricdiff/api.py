@@ -255,8 +255,8 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     layouts = [inspect_run(path, read) for path in paths]
     with engine_for(engine, scheduler) as runner:
         # a pair of runs is measured where a cluster holds them: their columns stay there,
-        # except for groups of runs and clusters of examples (computed here, still)
-        pairs_only = len(set(groups)) == len(groups) and cluster is None
+        # except for groups of runs (computed here, still)
+        pairs_only = len(set(groups)) == len(groups)
         runs, alignment = _read_compared(paths, run_names, layouts, read, allow_partial,
                                          SummaryPlan.of(metric_settings), temperature_values,
                                          progress, cross_fit, runner, pairs_only)
@@ -276,8 +276,9 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
     run's reading is already overlapped with its arithmetic, and the machine this is sized
     for has two cores (with a Dask engine, each thread waits on its run's tasks).
     `pairs_only`: with an engine, the runs' columns stay on its workers when every example
-    of every run is compared (pairs of runs are measured there). With the runs, their
-    alignment (made from their keys)."""
+    of every run is compared (pairs of runs are measured there), and, with clusters of
+    examples, when the runs were lined up from digests of their keys and clusters. With
+    the runs, their alignment."""
     stop = threading.Event()  # on Ctrl-C or an error, the other reads end at their next batch
     pool = ThreadPoolExecutor(max_workers=2)
     try:
@@ -299,7 +300,8 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
             del keys  # the runs' reads hold their own ids and labels: not twice per example
         plans = [ClasswisePlan(summary.bins, BLOCKS, _kept_rows(rows, layout.n_rows))
                  for rows, layout in zip(alignment.rows, layouts)]
-        columns = engine is None or not pairs_only or any(alignment.dropped)
+        columns = (engine is None or not pairs_only or any(alignment.dropped)
+                   or (read.cluster_col is not None and alignment.ids is not None))
         # a run's RunSums are of all its rows: of use when each of them is compared
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,

@@ -107,8 +107,13 @@ def partition_keys(layout: RunLayout, options: ReadOptions, partition: Partition
 
 def partition_digest(layout: RunLayout, options: ReadOptions, partition: Partition
                      ) -> KeyDigest:
-    """A task: the digest of the partition's ids and labels."""
-    return KeyDigest.of(*partition_keys(layout, options, partition), partition.first_row)
+    """A task: the digest of the partition's ids, labels and clusters."""
+    batches = list(iter_batches(layout, options, partition.plan(layout), keys_only=True,
+                                whole_groups=True))
+    ids, labels = joined_keys((b.ids, b.labels) for b in batches)
+    clusters = [b.clusters for b in batches if b.clusters is not None]
+    return KeyDigest.of(ids, labels, partition.first_row,
+                        np.concatenate(clusters) if clusters else None)
 
 
 def _examples(part: RunPart) -> PerExample:
@@ -124,6 +129,10 @@ def _without_columns(part: RunPart) -> RunPart:
 
 def _slices(part: RunPart) -> dict:
     return part.slices
+
+
+def _clusters(part: RunPart) -> np.ndarray | None:
+    return part.clusters
 
 
 def _keys(part: RunPart, first_row: int) -> tuple[np.ndarray, int]:
@@ -280,6 +289,8 @@ class DaskEngine:
         held = ClusterParts(self.client, futures)
         run.held, run.held_slices = held.map(_examples), held.map(_slices)
         run.held_keys = held.map_each(_keys, [part.first_row for part in parts])
+        if layout.cluster_col is not None:
+            run.held_clusters = held.map(_clusters)
         return run
 
     def read_keys(self, layout: RunLayout, options: ReadOptions) -> Keys:

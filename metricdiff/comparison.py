@@ -22,8 +22,8 @@ from .detect import detectable
 from .errors import InputError, UsageError
 from .groups import (GroupExamples, average_over_pairs, group_summaries, noise_floor_table,
                      run_pairs, spread_over_pairs)
-from .paired import (FEW_PER_SUBSET, METHOD_NONE, BootstrapPlan, Interval, bootstrap,
-                     per_example_values, resample_values, sampling_variance)
+from .paired import (FEW_PER_SUBSET, METHOD_NONE, BootstrapPlan, HeldClusters, Interval,
+                     bootstrap, per_example_values, resample_values, sampling_variance)
 from .pairsums import PairPlan, PairSums, held_pair_sums, joined_pair_sums, pair_sums
 from .seeds import mean_metric_delta, resampled_metric_delta
 from .orderstats import HeldRows, LocalParts, Parts
@@ -155,7 +155,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
                                                   None if grouped else pair_of(0, cand_idx[0]))
         _add_class_changes(comparison, class_changes(
             [_here(pe) for pe in bases], [_here(pe) for pe in cands], num_classes, settings.fdr,
-            settings.paired_seeds, plan.clusters)
+            settings.paired_seeds, _clusters_here(plan))
             if grouped else pair_class_changes(pair_of(0, cand_idx[0]), settings.fdr))
         if not grouped:  # for groups, an interval over examples alone would leave out seeds
             add_contribution_intervals(comparison, pair_of(0, cand_idx[0]), counts[0],
@@ -232,11 +232,15 @@ def _unit_keys(base: RunData, alignment: Alignment, cluster_keys: np.ndarray | N
 
 
 def _clusters(runs: list[RunData], alignment: Alignment, column: str | None
-              ) -> tuple[np.ndarray | None, np.ndarray | None]:
+              ) -> tuple[np.ndarray | HeldClusters | None, np.ndarray | None]:
     """Each aligned example's cluster as an index 0..C-1, and the clusters' keys (text) in
-    that order; every run must agree on them. (None, None) without a cluster column."""
+    that order; every run must agree on them. (None, None) without a cluster column. For
+    runs a cluster holds, lined up from the digests of their keys and clusters (so they
+    agree), each run's parts of indices."""
     if column is None:
         return None, None
+    if alignment.ids is None:
+        return _held_clusters(runs, column)
     clusters = [run.clusters for run in runs if run.clusters is not None]
     assert len(clusters) == len(runs)  # every layout was read with this cluster column
     keys = clusters[0][alignment.rows[0]]
@@ -247,10 +251,37 @@ def _clusters(runs: list[RunData], alignment: Alignment, column: str | None
                              f"baseline {runs[0].name}; expected the same clusters in every run",
                              path=run.layout.path, column=column)
     unique, index = np.unique(keys.astype(str), return_inverse=True)
-    if index.max() < 1:
-        raise InputError("every example is in one cluster; expected two clusters or more",
-                         path=runs[0].layout.path, column=column)
+    _check_clusters(runs[0], len(unique), column)
     return index, unique
+
+
+def _clusters_here(plan: BootstrapPlan) -> np.ndarray | None:
+    """The examples' clusters, where the columns they go with are held here."""
+    assert not isinstance(plan.clusters, HeldClusters), "the workers hold the clusters"
+    return plan.clusters
+
+
+def _held_clusters(runs: list[RunData], column: str) -> tuple[HeldClusters, np.ndarray]:
+    held = [run.cluster_parts for run in runs if run.cluster_parts is not None]
+    assert len(held) == len(runs)  # every run was read with this cluster column
+    unique = np.unique(np.concatenate(held[0].map(_distinct).gather()))
+    _check_clusters(runs[0], len(unique), column)
+    return HeldClusters(len(unique), tuple(parts.map(_cluster_index, unique)
+                                           for parts in held)), unique
+
+
+def _distinct(clusters: np.ndarray) -> np.ndarray:
+    return np.unique(clusters.astype(str))
+
+
+def _cluster_index(clusters: np.ndarray, unique: np.ndarray) -> np.ndarray:
+    return np.searchsorted(unique, clusters.astype(str))
+
+
+def _check_clusters(base: RunData, count: int, column: str) -> None:
+    if count < 2:
+        raise InputError("every example is in one cluster; expected two clusters or more",
+                         path=base.layout.path, column=column)
 
 
 def _add_class_changes(comparison: dict, found: dict) -> None:
@@ -282,7 +313,7 @@ def _cluster_summary(bases: list[PerExample | HeldRows], cands: list[PerExample 
         value = values[metric]
         diff = (np.mean([value(_here(pe)) for pe in cands], axis=0)
                 - np.mean([value(_here(pe)) for pe in bases], axis=0))
-        clustered, _ = sampling_variance(diff, plan.clusters)
+        clustered, _ = sampling_variance(diff, _clusters_here(plan))
         independent, _ = sampling_variance(diff)
         effect = clustered / independent if independent > 0 else None
     return {"column": settings.cluster, "count": plan.units,
@@ -307,7 +338,7 @@ def _group_deltas(base_idx: list[int], cand_idx: list[int], summaries: list[dict
             deltas[name] = mean_metric_delta(np.stack([value(aligned[i]) for i in base_idx]),
                                              np.stack([value(aligned[i]) for i in cand_idx]),
                                              settings.alpha, settings.paired_seeds,
-                                             plan.clusters)
+                                             _clusters_here(plan))
 
     def run_values(indices: list[int], name: str) -> np.ndarray:
         return np.array([summaries[i]["metrics"][name] for i in indices])
@@ -619,7 +650,7 @@ class _PairSumsOf:
             if held is None:
                 assert self.ids is not None  # runs lined up here, from their keys
                 held = pair_sums(_here(self.aligned[base]), _here(self.aligned[cand]), plan,
-                                 self.ids, clusters, slices=self.slices)
+                                 self.ids, _clusters_here(self.plan), slices=self.slices)
             self.done[base, cand] = held
         return self.done[base, cand]
 
@@ -629,7 +660,8 @@ class _PairSumsOf:
         is compared: paired part by part where the runs are co-partitioned, else joined on
         their ids by the engine; None where the runs are not held in parts."""
         runs = self.runs[base], self.runs[cand]
-        if self.plan.clusters is not None or any(
+        clusters = self.plan.clusters
+        if (clusters is not None and not isinstance(clusters, HeldClusters)) or any(
                 run.parts is None or run.key_parts is None or run.slice_parts is None
                 or len(rows) != run.n
                 for run, rows in zip(runs, (self.alignment.rows[base],
@@ -642,9 +674,10 @@ class _PairSumsOf:
         # the slice values are the pair's baseline's (the comparison's, for its pairs)
         held = (first.parts, second.parts, first.key_parts, second.key_parts,
                 first.slice_parts)
-        paired = held_pair_sums(*held, plan)
+        base_clusters = None if clusters is None else clusters.parts[base]
+        paired = held_pair_sums(*held, plan, base_clusters)
         # else lined up by the engine: the runs' examples joined on their ids (or rows)
-        return paired if paired is not None else joined_pair_sums(*held, plan)
+        return paired if paired is not None else joined_pair_sums(*held, plan, base_clusters)
 
 
 def _warnings(runs: list[RunData], alignment: Alignment, plan: BootstrapPlan) -> list[str]:

@@ -696,11 +696,10 @@ def _columns_to_read(layout: RunLayout, keys_only: bool = False) -> list[str]:
     columns = [layout.label_col] if keys_only else [layout.label_col, *layout.prediction.columns]
     if layout.id_col is not None:
         columns.append(layout.id_col)
-    if keys_only:
-        return columns
-    columns.extend(c for c in layout.slice_cols if c not in columns)
+    if not keys_only:
+        columns.extend(c for c in layout.slice_cols if c not in columns)
     if layout.cluster_col is not None and layout.cluster_col not in columns:
-        columns.append(layout.cluster_col)
+        columns.append(layout.cluster_col)  # an example's cluster is one of its keys
     return columns
 
 
@@ -711,6 +710,8 @@ def _validate(layout: RunLayout, options: ReadOptions, path: str, row_start: int
             layout, path, row_start, record_batch.column(layout.label_col)))
         if layout.id_col is not None:
             batch.ids = _ids(path, row_start, record_batch.column(layout.id_col), layout.id_col)
+        if layout.cluster_col is not None:
+            batch.clusters = _slice_values(record_batch.column(layout.cluster_col))
         return batch
     prediction = layout.prediction
     matrix = np.empty((0, 0))

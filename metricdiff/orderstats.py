@@ -162,6 +162,15 @@ class HeldRows:
         back[order] = np.arange(len(order))  # taken in row order; given back in `index`'s
         return self.parts.map_each(_rows_at, offsets).joined(_in_order, back)
 
+    def in_clusters(self, clusters: Parts, units: np.ndarray | None) -> Parts:
+        """The examples of these clusters (increasing indices; None: every cluster), in the
+        order of their positions, as one part where the parts are held, with each one's
+        cluster's position among `units`. `clusters`: each part's cluster indices. For
+        runs lined up as their parts hold them (align.AllRows, or ById)."""
+        assert isinstance(self.rows, AllRows) and self.key_parts is not None
+        pieces = self.parts.map_with(_rows_in_clusters, [clusters, self.key_parts], units)
+        return pieces.joined(_in_position_order, isinstance(self.rows, ById))
+
 
 def _rows_at(examples: PerExample, offsets: np.ndarray) -> PerExample:
     return examples.take(offsets)
@@ -169,6 +178,30 @@ def _rows_at(examples: PerExample, offsets: np.ndarray) -> PerExample:
 
 def _in_order(pieces: list[PerExample], back: np.ndarray) -> PerExample:
     return PerExample.concat(pieces).take(back)
+
+
+def _rows_in_clusters(examples: PerExample, clusters: np.ndarray, keys: tuple[np.ndarray, int],
+                      units: np.ndarray | None
+                      ) -> tuple[PerExample, np.ndarray, np.ndarray]:
+    """A part's examples in these clusters, each one's cluster's position among them, and
+    their keys."""
+    part_keys, _ = keys
+    if units is None:
+        return examples, clusters, part_keys
+    found = np.flatnonzero(np.isin(clusters, units))
+    return (examples.take(found), np.searchsorted(units, clusters[found]), part_keys[found])
+
+
+def _in_position_order(pieces: list[tuple[PerExample, np.ndarray, np.ndarray]], by_id: bool
+                       ) -> tuple[PerExample, np.ndarray]:
+    """The pieces' examples and clusters, in row order (pieces in order), or by id."""
+    examples = PerExample.concat([piece for piece, _, _ in pieces])
+    clusters = np.concatenate([piece_clusters for _, piece_clusters, _ in pieces])
+    if not by_id:
+        return examples, clusters
+    order = np.argsort(np.concatenate([piece_keys for _, _, piece_keys in pieces]),
+                       kind="stable")
+    return examples.take(order), clusters[order]
 
 
 def _rows_with_keys(keys: tuple[np.ndarray, int], examples: PerExample,

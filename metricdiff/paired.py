@@ -9,6 +9,7 @@ resampled example indices for both runs, a fixed seed, and percentile intervals.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -314,6 +315,15 @@ SUBSET_MARGIN = 8.0
 
 
 @dataclass(frozen=True)
+class HeldClusters:
+    """Each example's cluster where a cluster's workers hold the runs: for each run, parts of
+    cluster indices (0 .. count - 1), part for part with its examples' parts."""
+
+    count: int
+    parts: tuple[Parts, ...]
+
+
+@dataclass(frozen=True)
 class BootstrapPlan:
     """Which examples each subset holds and how each resample weights them; deterministic in
     (n, resamples, seed, clusters, keys), so every run of a comparison gets the same resamples.
@@ -331,12 +341,14 @@ class BootstrapPlan:
     n: int
     resamples: int
     seed: int
-    clusters: np.ndarray | None = field(default=None, compare=False)
+    clusters: np.ndarray | HeldClusters | None = field(default=None, compare=False)
     keys: np.ndarray | Parts | None = field(default=None, compare=False)
 
     @property
     def units(self) -> int:
         """How many independent units there are to draw: examples, or clusters."""
+        if isinstance(self.clusters, HeldClusters):
+            return self.clusters.count
         return self.n if self.clusters is None else int(self.clusters.max()) + 1
 
     @property
@@ -383,10 +395,13 @@ class BootstrapPlan:
         return choose_subsets(keys, self.seed, self.subsets, self.size, self.units)
 
     def subset(self, j: int) -> np.ndarray | None:
-        """Indices of the examples of subset j, or None for all examples."""
+        """Indices of the examples of subset j, or None for all examples (for clusters the
+        workers hold, None: their parts find the subset's examples)."""
         units = self.subset_units(j)
         if units is None or self.clusters is None:
             return units
+        if isinstance(self.clusters, HeldClusters):
+            return None
         return np.flatnonzero(np.isin(self.clusters, units))
 
     @property
@@ -418,11 +433,13 @@ class BootstrapPlan:
         return SubsetWeights(
             self.seed, j, self.per_subset, self.block_rows, self.units,
             self._subsets[j][1] if self.little else None, self.units / self.size,
-            None if self.clusters is None else self._local_clusters(j))
+            self._local_clusters(j))
 
-    def _local_clusters(self, j: int) -> np.ndarray:
-        """For each example of subset j, the position of its cluster among the subset's."""
-        assert self.clusters is not None  # only called for a clustered plan
+    def _local_clusters(self, j: int) -> np.ndarray | None:
+        """For each example of subset j, the position of its cluster among the subset's;
+        None without clusters, or where the workers find them (HeldRows.in_clusters)."""
+        if self.clusters is None or isinstance(self.clusters, HeldClusters):
+            return None
         units = self.subset_units(j)
         examples = self.subset(j)
         if units is None:
@@ -561,7 +578,11 @@ def resample_values(runs: list[PerExample | HeldRows], num_classes: int, bins: i
     held = {}
     for r, j in jobs:
         run = runs[r]
-        if isinstance(run, HeldRows):
+        if isinstance(run, HeldRows) and isinstance(plan.clusters, HeldClusters):
+            held[r, j] = run.in_clusters(plan.clusters.parts[r], plan.subset_units(j)).map(
+                subset_draws_in_clusters, plan.subset_weights(j), plan.scale, num_classes,
+                bins, wanted[r])
+        elif isinstance(run, HeldRows):
             held[r, j] = run.held(subset_index(j), plan.subset_keys(j)).map(
                 subset_draws, plan.subset_weights(j), plan.scale, num_classes, bins, wanted[r])
 
@@ -599,6 +620,16 @@ def subset_draws(examples: PerExample, weights: SubsetWeights, scale: float,
     for b in range(weights.blocks):
         fill(1 + b * weights.block_rows, weights.block(b))
     return out
+
+
+def subset_draws_in_clusters(piece: tuple[PerExample, np.ndarray], weights: SubsetWeights,
+                             scale: float, num_classes: int, bins: int, wanted: set[str]
+                             ) -> dict[str, np.ndarray]:
+    """subset_draws of a subset of clusters found where the examples are held: `piece` is
+    its examples and each one's cluster's position among the subset's clusters."""
+    examples, local_clusters = piece
+    return subset_draws(examples, dataclasses.replace(weights, local_clusters=local_clusters),
+                        scale, num_classes, bins, wanted)
 
 
 class ResamplePlan(Protocol):

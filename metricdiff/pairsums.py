@@ -318,14 +318,16 @@ def pair_sums(base: PerExample, cand: PerExample, plan: PairPlan, ids: np.ndarra
 
 
 def held_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, cand_keys: Parts,
-                   slice_parts: Parts, plan: PairPlan) -> PairSums | None:
+                   slice_parts: Parts, plan: PairPlan, clusters: Parts | None = None
+                   ) -> PairSums | None:
     """A pair's sums computed where its parts are held, when the two runs are cut into the
     same parts holding the same examples in the same order (co-partitioned: the same eval
     set written the same way): each part pairs its own rows, and the parts' sums merge in
     row order. None where a part of one run holds other examples than the other's: then
-    the runs must be lined up first."""
+    the runs must be lined up first. `clusters`: each part's cluster indices, if any."""
     found = base_parts.map_with(_part_pair_sums, [cand_parts, base_keys, cand_keys,
-                                                  slice_parts], plan).gather()
+                                                  slice_parts, *_given(clusters)],
+                                plan).gather()
     if any(part is None for part in found):
         return None
     total = found[0]
@@ -334,25 +336,33 @@ def held_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, cand_
     return total
 
 
+def _given(clusters: Parts | None) -> list[Parts]:
+    return [] if clusters is None else [clusters]
+
+
 def _part_pair_sums(base: PerExample, cand: PerExample, base_keys: tuple, cand_keys: tuple,
-                    slices: dict, plan: PairPlan) -> PairSums | None:
-    """One part's pair sums, or None when the two runs' parts hold other examples."""
+                    slices: dict, *rest) -> PairSums | None:
+    """One part's pair sums, or None when the two runs' parts hold other examples. `rest`:
+    the part's cluster indices, if any, then the PairPlan."""
+    *clusters, plan = rest
     (base_ids, _), (cand_ids, _) = base_keys, cand_keys
     if not np.array_equal(base_ids, cand_ids):
         return None
     if not np.array_equal(base.label, cand.label):
         return None  # the lining up reports such a run with its one-line error
-    return PairSums.of(base, cand, plan, base_ids, None, slices)
+    return PairSums.of(base, cand, plan, base_ids, clusters[0] if clusters else None, slices)
 
 
 def joined_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, cand_keys: Parts,
-                     slice_parts: Parts, plan: PairPlan) -> PairSums:
+                     slice_parts: Parts, plan: PairPlan, clusters: Parts | None = None
+                     ) -> PairSums:
     """A pair's sums where the two runs' parts hold their examples in other orders or
     splits: each run's parts become tables keyed by id (or row number), joined on it by the
     engine (Dask's shuffle, on a cluster), and each joined part's sums merge in order. For
     runs already lined up (every example in both)."""
     tables = [parts.map_with(_pair_table, [keys, *extra], prefix) for parts, keys, extra, prefix
-              in ((base_parts, base_keys, [slice_parts], "b_"), (cand_parts, cand_keys, [], "c_"))]
+              in ((base_parts, base_keys, [slice_parts, *_given(clusters)], "b_"),
+                  (cand_parts, cand_keys, [], "c_"))]
     found = tables[0].merged(tables[1], on="key").map(_table_pair_sums, plan).gather()
     total = found[0]
     for part in found[1:]:
@@ -361,15 +371,19 @@ def joined_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, can
 
 
 def _pair_table(examples: PerExample, keys: tuple, *rest):
-    """A part's per-example columns as a table, `prefix` before their names, keyed by id."""
+    """A part's per-example columns as a table, `prefix` before their names, keyed by id.
+    `rest`: the part's slice values and its cluster indices where given, then the prefix."""
     import pandas as pd
 
-    slices, prefix = (rest[0], rest[1]) if len(rest) == 2 else ({}, rest[0])
+    *extra, prefix = rest
+    slices = extra[0] if extra else {}
     key, _ = keys
     table = pd.DataFrame({f"{prefix}{f.name}": np.asarray(getattr(examples, f.name))
                           for f in fields(PerExample)})
     for col, values in slices.items():
         table[f"slice_{col}"] = np.asarray(values)
+    if len(extra) > 1:
+        table["cluster"] = extra[1]
     table.insert(0, "key", key)
     return table
 
@@ -381,7 +395,8 @@ def _table_pair_sums(table, plan: PairPlan) -> PairSums:
 
     slices = {name[len("slice_"):]: table[name].to_numpy() for name in table.columns
               if name.startswith("slice_")}
-    return PairSums.of(run("b_"), run("c_"), plan, table["key"].to_numpy(), None, slices)
+    clusters = table["cluster"].to_numpy() if "cluster" in table.columns else None
+    return PairSums.of(run("b_"), run("c_"), plan, table["key"].to_numpy(), clusters, slices)
 
 
 def _rows(pe: PerExample, rows: slice) -> PerExample:

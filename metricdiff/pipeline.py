@@ -46,6 +46,7 @@ class RunData:
     parts: Parts | None = None  # the examples in parts on a cluster's workers (orderstats.py)
     slice_parts: Parts | None = None  # each of those parts' slice values (column -> values)
     key_parts: Parts | None = None  # and each part's (keys, its first row in the run)
+    cluster_parts: Parts | None = None  # and each part's cluster keys (text), with --cluster
 
     @property
     def labels(self) -> np.ndarray:
@@ -177,7 +178,8 @@ def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOpti
                    classwise=part.classwise,
                    sums=None if part.sums is None else dataclasses.replace(
                        part.sums, classes=part.sums.classes.padded(num_classes)),
-                   parts=part.held, slice_parts=part.held_slices, key_parts=part.held_keys)
+                   parts=part.held, slice_parts=part.held_slices, key_parts=part.held_keys,
+                   cluster_parts=part.held_clusters)
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ class RunPart:
     held: Parts | None = None  # the whole run's parts where an engine keeps them (a cluster)
     held_slices: Parts | None = None  # and each part's slice values (column -> values)
     held_keys: Parts | None = None  # and each part's (keys, its first row in the run)
+    held_clusters: Parts | None = None  # and each part's cluster keys (text), with --cluster
 
 
 class RunAssembler:

@@ -228,6 +228,64 @@ def test_a_pair_on_a_cluster_is_resampled_on_the_workers(tmp_path, scheduler, mo
     assert local["comparisons"][0]["deltas"]["ece"]["method"].startswith("bag of little")
 
 
+@pytest.mark.parametrize("order", ["same", "shuffled"])
+@pytest.mark.parametrize("little", [False, True])
+def test_a_clustered_pair_stays_on_the_workers(tmp_path, scheduler, monkeypatch, order,
+                                               little):
+    """Clustered examples (--cluster) of a pair held by the workers: lined up from digests
+    of ids, labels and clusters, each part's clusters numbered there, the clustered sums
+    and each subset of clusters (little bootstraps of 150 clusters) measured there; every
+    number is the local engine's."""
+    from metricdiff import api, comparison, paired
+
+    if little:
+        monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 100)
+    base, cand = shuffled_pair(tmp_path, clusters=True)
+    if order == "same":
+        pq.write_table(pq.read_table(cand).sort_by("id"), tmp_path / "same.parquet",
+                       row_group_size=50)
+        cand = tmp_path / "same.parquet"
+    held, as_written = [], []
+    build, aligned_as_written = comparison.build_comparison, api.aligned_as_written
+
+    def watched_build(runs, *args, **kwargs):
+        held.extend(run.examples is None and run.clusters is None for run in runs)
+        return build(runs, *args, **kwargs)
+
+    def watched_aligned(*args):
+        alignment = aligned_as_written(*args)
+        as_written.append(alignment is not None)
+        return alignment
+
+    monkeypatch.setattr(comparison, "build_comparison", watched_build)
+    monkeypatch.setattr(api, "aligned_as_written", watched_aligned)
+    local, dask = both_comparisons([base, cand], scheduler, cluster="video")
+    assert dask == local
+    assert held == [False, False, True, True] and as_written == [True]
+    pair = local["comparisons"][0]
+    assert pair["clusters"]["count"] == 150
+    assert ("little" in pair["deltas"]["ece"]["method"]) == little
+
+
+def test_runs_that_disagree_on_a_cluster_give_the_local_error(tmp_path, scheduler):
+    """A candidate in the baseline's order but for one example's cluster: its digests
+    differ, so it is lined up from its keys, and the error is the local engine's."""
+    base, _ = shuffled_pair(tmp_path, clusters=True)
+    table = pq.read_table(base)
+    video = table.column("video").to_pylist()
+    video[10] = video[10] + 1
+    pq.write_table(table.set_column(table.schema.get_field_index("video"), "video",
+                                    pa.array(video)), tmp_path / "moved.parquet",
+                   row_group_size=64)
+    with pytest.raises(InputError) as local:
+        metricdiff.compare(str(base), str(tmp_path / "moved.parquet"), cluster="video")
+    with pytest.raises(InputError) as dask:
+        metricdiff.compare(str(base), str(tmp_path / "moved.parquet"), cluster="video",
+                           engine="dask", scheduler=scheduler)
+    assert str(dask.value) == str(local.value)
+    assert "another cluster" in str(local.value)
+
+
 def test_compare_with_clusters_and_partial_overlap(tmp_path, scheduler):
     base, cand = shuffled_pair(tmp_path, clusters=True)
     table = pq.read_table(cand)
