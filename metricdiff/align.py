@@ -72,9 +72,9 @@ class Alignment:
     ids: np.ndarray | None
     keyed_by: str  # "id" or "row order"
     dropped: tuple[int, ...]  # rows of each run left out (only with allow_partial)
-    # with ids None, the run whose row order is the alignment's: its parts' keys name the
-    # examples
-    in_order: int = 0
+    # with ids None, the run whose row order is the alignment's (None: no run's is, every
+    # run's rows are found by id); the parts' keys of that run (else of any) name the examples
+    in_order: int | None = 0
 
     @property
     def n(self) -> int:
@@ -124,15 +124,16 @@ def _with_clusters(labels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
 def aligned_as_written(runs: Sequence[Described], digests: list[list[KeyDigest]]
                        ) -> Alignment | None:
     """Runs holding the same examples, lined up from the digests of their parts alone (each
-    part a cluster's task reads), however each run is split into files and row groups: one
+    part a cluster's task reads), however each run is split into files and row groups: a
     run whose whole-number ids increase through it gives the order (rows listed as they
     are), and every other run holds the same (id, label) pairs, in that order or another
     (its rows then found by id). Runs without ids are lined up by row order, each with the
     same (row, label) pairs. Equal pairs give equal sums of pair hashes; runs that differ
-    give equal sums by chance about once in 2^128. And a run whose ids increase has no id
-    twice, so neither has a run with the same pairs. None where the runs may differ, or no
-    run's ids increase: such runs are lined up from their keys (align_runs), which says
-    what differs."""
+    give equal sums by chance about once in 2^128. A run whose ids increase has no id
+    twice, so neither has a run with the same pairs; where no run's ids increase, every
+    run's rows are found by id (in_order None), and the caller must check that no id
+    repeats. None where the runs may differ: such runs are lined up from their keys
+    (align_runs), which says what differs."""
     _check_same_classes(runs)
     totals = {(sum(part.rows for part in run),
                *(sum(part.sums[i] for part in run) % (1 << 64) for i in range(2)))
@@ -147,11 +148,9 @@ def aligned_as_written(runs: Sequence[Described], digests: list[list[KeyDigest]]
         return Alignment(rows=tuple(AllRows(n) for _ in runs), ids=None,
                          keyed_by="row order", dropped=(0,) * len(runs))
     increasing = [_increasing(run) for run in digests]
-    if not any(increasing):
-        return None
     return Alignment(rows=tuple(AllRows(n) if ordered else ById(n) for ordered in increasing),
                      ids=None, keyed_by="id", dropped=(0,) * len(runs),
-                     in_order=increasing.index(True))
+                     in_order=increasing.index(True) if any(increasing) else None)
 
 
 def _increasing(parts: list[KeyDigest]) -> bool:

@@ -293,6 +293,9 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
                                                     layout.num_classes)
                                             for layout, name in zip(layouts, run_names)],
                                            digests)
+            if (alignment is not None and alignment.ids is None and alignment.in_order is None
+                    and engine.repeats_an_id(layouts[0], read)):
+                alignment = None  # lined up from the keys, which reports the repeated ids
         if alignment is None:
             keys = list(pool.map(lambda job: load_keys(job[0], job[1], read, engine),
                                  zip(layouts, run_names)))

@@ -116,6 +116,14 @@ def partition_digest(layout: RunLayout, options: ReadOptions, partition: Partiti
                         np.concatenate(clusters) if clusters else None)
 
 
+def partition_id_frame(layout: RunLayout, options: ReadOptions, partition: Partition):
+    """A task: the partition's ids, as a table of one column."""
+    import pandas as pd
+
+    ids, _ = partition_keys(layout, options, partition)
+    return pd.DataFrame({"id": ids})
+
+
 def _examples(part: RunPart) -> PerExample:
     assert part.examples is not None  # a task's part holds its columns
     return part.examples
@@ -301,6 +309,22 @@ class DaskEngine:
         """A few numbers about each partition's ids and labels, read by the workers: enough
         to line up runs written in the same order (align.aligned_as_written)."""
         return self._each_partition(partition_digest, layout, options)
+
+    def repeats_an_id(self, layout: RunLayout, options: ReadOptions) -> bool:
+        """Whether an id is in two rows of the run: the workers read the ids, and Dask's
+        shuffle (value_counts split over as many partitions) brings equal ids together."""
+        import dask.dataframe as dd
+
+        parts = partitions(layout, self.partition_values)
+        frames = [self.client.submit(partition_id_frame, layout, options, part, pure=False)
+                  for part in parts]
+        try:
+            meta = self.client.submit(_no_rows, frames[0], pure=False).result()
+            counts = dd.from_delayed(frames, meta=meta, verify_meta=False)["id"].value_counts(
+                split_out=len(frames))
+            return bool(self.client.compute(counts.max()).result() > 1)
+        finally:
+            self.client.cancel(frames)
 
     def _each_partition(self, task: Callable[..., Any], layout: RunLayout,
                         options: ReadOptions) -> list:

@@ -93,7 +93,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     class_group = class_groups(counts[base_idx[0]], metric_settings.class_groups)
     clusters, cluster_keys = _clusters(runs, alignment, settings.cluster)
     plan = BootstrapPlan(alignment.n, settings.resamples, settings.seed, clusters,
-                         _unit_keys(runs[alignment.in_order], alignment, cluster_keys))
+                         _unit_keys(runs[alignment.in_order or 0], alignment, cluster_keys))
     draws: list[dict[str, np.ndarray] | None] = [None] * len(runs)
     if settings.resamples > 0:  # every run on the same resamples, drawn once for all
         available = [{m for m in RESAMPLED if summary["metrics"][m] is not None}

@@ -392,7 +392,11 @@ class BootstrapPlan:
         keys = self.keys
         if keys is None or isinstance(keys, np.ndarray):
             keys = LocalParts([(np.arange(self.units) if keys is None else keys, 0)])
-        return choose_subsets(keys, self.seed, self.subsets, self.size, self.units)
+            return choose_subsets(keys, self.seed, self.subsets, self.size, self.units)
+        # held by a cluster: a run lined up in order of id, or one in its own order whose
+        # positions are not the alignment's, so the units are put in order of id
+        return choose_subsets(keys, self.seed, self.subsets, self.size, self.units,
+                              by_key=True)
 
     def subset(self, j: int) -> np.ndarray | None:
         """Indices of the examples of subset j, or None for all examples (for clusters the
@@ -447,14 +451,16 @@ class BootstrapPlan:
         return np.searchsorted(units, self.clusters[examples])
 
 
-def choose_subsets(key_parts: Parts, seed: int, subsets: int, size: int, units: int
-                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def choose_subsets(key_parts: Parts, seed: int, subsets: int, size: int, units: int,
+                   by_key: bool = False) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The little bootstrap's subsets, uniformly random: subset j holds the `size` units
     whose draw in subset j's stream is the smallest, and each is given as its units'
-    positions (increasing), hashes and keys. Each part of the keys sends only its units drawn
-    below a threshold a little above the size-th smallest's expected value (in the rare
-    case too few fall below, the threshold doubles): what comes back is about `size` units
-    a subset, however many units and parts there are."""
+    positions, hashes and keys, in increasing order of position (`by_key`: of key, the
+    order runs found by id give; the same where the units are lined up in order of key).
+    Each part of the keys sends only its units drawn below a threshold a little above the
+    size-th smallest's expected value (in the rare case too few fall below, the threshold
+    doubles): what comes back is about `size` units a subset, however many units and parts
+    there are."""
     threshold = min(1.0, max(size + SUBSET_MARGIN * math.sqrt(size), 1.0) / units)
     while True:
         found = key_parts.map(subset_candidates, seed, subsets, threshold).gather()
@@ -465,7 +471,7 @@ def choose_subsets(key_parts: Parts, seed: int, subsets: int, size: int, units: 
             if len(positions) < size:
                 break
             keep = smallest(draws, size)
-            keep = keep[np.argsort(positions[keep], kind="stable")]
+            keep = keep[np.argsort((keys if by_key else positions)[keep], kind="stable")]
             chosen.append((positions[keep], hashes[keep], keys[keep]))
         else:
             return chosen

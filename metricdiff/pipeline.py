@@ -87,6 +87,8 @@ class Engine(Protocol):
 
     def key_digests(self, layout: RunLayout, options: ReadOptions) -> list[KeyDigest]: ...
 
+    def repeats_an_id(self, layout: RunLayout, options: ReadOptions) -> bool: ...
+
 
 def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOptions(),
              temperature_values: int = DEFAULT_TEMPERATURE_VALUES,

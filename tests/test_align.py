@@ -67,8 +67,27 @@ def test_a_run_in_another_order_is_found_by_id(first_in_order):
     assert np.array_equal(align_runs(runs).rows[alignment.in_order], np.arange(300))
 
 
-@pytest.mark.parametrize("case", ["label", "row label", "swap", "order", "neither", "text",
-                                  "mixed", "repeated", "other id", "fewer"])
+@pytest.mark.parametrize("repeated", [False, True])
+def test_runs_none_of_which_is_in_order_are_all_found_by_id(repeated):
+    """No run's ids increase (here each run is increasing within each part but not from
+    one part to the next, and the other is shuffled): every run's rows are found by id, and
+    whether an id repeats is left to the caller to check (in_order None)."""
+    ids = np.r_[IDS[200:], IDS[:200]]
+    if repeated:
+        ids[10] = ids[11]
+    order = rng.permutation(300)
+    labels = np.r_[LABELS[200:], LABELS[:200]]
+    runs = [run("a", ids, labels), run("b", ids[order], labels[order])]
+    alignment = lined_up(runs, [[100], [50, 60]])
+    assert alignment is not None and alignment.in_order is None
+    assert [type(rows) for rows in alignment.rows] == [ById, ById]
+    if repeated:
+        with pytest.raises(InputError, match="1 ids appear more than once"):
+            align_runs(runs)
+
+
+@pytest.mark.parametrize("case", ["label", "row label", "swap", "text", "mixed", "other id",
+                                  "fewer"])
 def test_runs_that_may_differ_are_left_to_their_keys(case):
     """Any difference the digests cannot rule out sends the runs to align_runs, which lines
     them up or says what differs."""
@@ -87,20 +106,10 @@ def test_runs_that_may_differ_are_left_to_their_keys(case):
         labels[[first, second]] = labels[[second, first]]
     elif case == "fewer":
         cand_ids, labels, cuts = IDS[:-1], LABELS[:-1], [[100, 250], [40]]
-    elif case == "order":  # increasing within each part, not from one part to the next
-        cand_ids = np.r_[ids[200:], ids[:200]]
-        ids = cand_ids
-        cuts = [[100], [100]]
-    elif case == "neither":  # the same examples, neither run in order of id
-        order = rng.permutation(300)
-        ids, cand_ids, labels = IDS[::-1], IDS[order], LABELS[order]
-        base_labels = LABELS[::-1]
     elif case == "text":
         ids = cand_ids = np.array([f"ex{i:04d}" for i in range(300)], dtype=object)
     elif case == "mixed":
         cand_ids = None
-    elif case == "repeated":  # a part whose ids do not increase
-        ids = cand_ids = np.r_[IDS[:150], IDS[149], IDS[151:]]
     elif case == "other id":
         cand_ids = IDS.copy()
         cand_ids[5] += 1
