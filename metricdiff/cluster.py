@@ -10,10 +10,12 @@ part by part, to floating-point rounding.
 What is gathered on the client: for a report, each part's mergeable sums alone; every
 statistic of a report is computed from those and from the parts the workers keep
 (ClusterParts: orders and ranges of confidence, orderstats.py; sums per part), which send
-back counts and sums. For a comparison, also each run's ids and labels (read by tasks, to
-line the runs up); a pair's statistics and its bootstrap subsets are measured on the
-workers too, and only groups of runs, clustered examples and partial overlaps bring the
-per-example columns (about ten numbers per example) to the client.
+back counts and sums. For a comparison, also a digest of each partition's keys (a few
+numbers, align.KeyDigest), from which runs holding the same examples are lined up; a
+pair's statistics and its bootstrap subsets are measured on the workers too. Runs that
+differ in their examples have their ids and labels gathered to be lined up here, and only
+groups of runs, partial overlaps and clustered runs lined up here bring the per-example
+columns (about ten numbers per example) to the client.
 """
 
 from __future__ import annotations
