@@ -303,14 +303,15 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
             del keys  # the runs' reads hold their own ids and labels: not twice per example
         plans = [ClasswisePlan(summary.bins, BLOCKS, _kept_rows(rows, layout.n_rows))
                  for rows, layout in zip(alignment.rows, layouts)]
-        columns = (engine is None or not pairs_only or any(alignment.dropped)
+        columns = (engine is None or not pairs_only
                    or (read.cluster_col is not None and alignment.ids is not None))
         # a run's RunSums are of all its rows: of use when each of them is compared
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,
                                stop=stop, layout=layout, classwise=plan,
                                cross_fit=cross_fit, engine=engine,
-                               summary=summary if plan.keep is None else None,
+                               # (a run left on the workers is counted by its sums)
+                               summary=summary if plan.keep is None or not columns else None,
                                columns=columns)
                    for path, name, layout, plan in zip(paths, run_names, layouts, plans)]
         # imported here, not at the top (report() does not need it), and while the runs are

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 # A task reduces row groups holding about this many prediction values (rows x classes), or
 # one row group when it holds more: a few seconds of work, so that scheduling costs little.
 PARTITION_VALUES = 1 << 26
+# An array at least this large that every part's task is given is sent to the cluster once.
+SHARED_BYTES = 1 << 16
 # How long the client tries to reach a given scheduler before it reports that it cannot.
 CONNECT_SECONDS = 10
 # How often a waiting client looks whether the read was stopped (Ctrl-C, another run failed).
@@ -161,6 +163,7 @@ class ClusterParts:
         self.client, self.futures = client, futures
 
     def map(self, fn: Callable[..., Any], *args: Any) -> "ClusterParts":
+        args = self._shared(args)
         return ClusterParts(self.client, [self.client.submit(fn, future, *args, pure=False)
                                           for future in self.futures])
 
@@ -170,6 +173,7 @@ class ClusterParts:
 
     def map_with(self, fn: Callable[..., Any], others: list, *args: Any) -> "ClusterParts":
         assert all(isinstance(other, ClusterParts) for other in others)
+        args = self._shared(args)
         return ClusterParts(self.client, [
             self.client.submit(fn, future, *with_futures, *args, pure=False)
             for future, *with_futures in zip(self.futures,
@@ -177,6 +181,13 @@ class ClusterParts:
 
     def gather(self) -> list:
         return self.client.gather(self.futures)
+
+    def _shared(self, args: tuple) -> tuple:
+        """The arguments every part's task is given, a large array sent to the cluster once
+        (the tasks then take it from the workers) instead of with each task."""
+        return tuple(self.client.scatter(arg, hash=False) if isinstance(arg, np.ndarray)
+                     and arg.nbytes >= SHARED_BYTES and len(self.futures) > 1 else arg
+                     for arg in args)
 
     def joined(self, fn: Callable[..., Any], *args: Any) -> "ClusterParts":
         return ClusterParts(self.client, [self.client.submit(_joined, fn, args, *self.futures,

@@ -73,12 +73,13 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     # statistics come from the workers' parts when a cluster holds the runs (HeldRows)
     here = [_here(pe) for pe in aligned] if grouped else []
     num_classes = runs[0].num_classes
-    # a run whose every example is compared has the sums its main pass gathered
-    sums = [run_sums(run, metric_settings) if len(rows) == run.n
-            else RunSums.of(_here(pe), SummaryPlan.of(metric_settings), num_classes)
-            for run, rows, pe in zip(runs, alignment.rows, aligned)]
-    parts = [run_parts(run) if len(rows) == run.n else LocalParts([_here(pe)])
+    # a run whose every example is compared has the sums its main pass gathered; one
+    # compared on part of them, the sums of those, part by part
+    parts = [run_parts(run) if len(rows) == run.n else _kept_parts(run, rows, pe)
              for run, rows, pe in zip(runs, alignment.rows, aligned)]
+    sums = [run_sums(run, metric_settings) if len(rows) == run.n
+            else _sums_of(run_parts, SummaryPlan.of(metric_settings), num_classes)
+            for run, rows, run_parts in zip(runs, alignment.rows, parts)]
     counts = [run_sum.classes for run_sum in sums]
     # each run's numbers are independent of the others', and numpy's sorts and passes release
     # the GIL: two threads measure two runs in about the time of one
@@ -394,6 +395,25 @@ def _summary(run: RunData, pe: PerExample | HeldRows, sums: RunSums, parts: Part
             "curves": run_curves_of(by_conf, metric_settings.seed)}
 
 
+def _kept_parts(run: RunData, rows: np.ndarray | AllRows, pe: PerExample | HeldRows
+                ) -> Parts:
+    """The compared examples of a run compared on part of them, in the run's own row order
+    (as a cluster's parts hold them: an order statistic's ties keep that order)."""
+    if isinstance(pe, HeldRows):
+        return pe.kept()
+    assert run.examples is not None  # a run read here, with its columns
+    return LocalParts([run.examples.take(np.sort(np.asarray(rows)))])
+
+
+def _sums_of(parts: Parts, plan: SummaryPlan, num_classes: int) -> RunSums:
+    """The RunSums of a run's examples in parts: each part's, merged in order."""
+    found = parts.map(RunSums.of, plan, num_classes).gather()
+    total = found[0]
+    for part in found[1:]:
+        total = total.merged(part)
+    return total
+
+
 def _lined_up(run: RunData, rows: np.ndarray | AllRows) -> PerExample | HeldRows:
     """A run's examples in the alignment's order; no copy when they already are in it.
     Those of a run whose columns stay on a cluster's workers stay there (HeldRows)."""
@@ -663,9 +683,7 @@ class _PairSumsOf:
         clusters = self.plan.clusters
         if (clusters is not None and not isinstance(clusters, HeldClusters)) or any(
                 run.parts is None or run.key_parts is None or run.slice_parts is None
-                or len(rows) != run.n
-                for run, rows in zip(runs, (self.alignment.rows[base],
-                                            self.alignment.rows[cand]))):
+                for run in runs):
             return None
         first, second = runs
         assert first.parts is not None and second.parts is not None
@@ -675,6 +693,10 @@ class _PairSumsOf:
         held = (first.parts, second.parts, first.key_parts, second.key_parts,
                 first.slice_parts)
         base_clusters = None if clusters is None else clusters.parts[base]
+        if any(len(rows) != run.n for run, rows in zip(runs, (self.alignment.rows[base],
+                                                              self.alignment.rows[cand]))):
+            # compared on their common examples: the engine's join keeps those alone
+            return joined_pair_sums(*held, plan, base_clusters)
         paired = held_pair_sums(*held, plan, base_clusters)
         # else lined up by the engine: the runs' examples joined on their ids (or rows)
         return paired if paired is not None else joined_pair_sums(*held, plan, base_clusters)

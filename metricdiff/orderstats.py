@@ -154,13 +154,22 @@ class HeldRows:
                 _in_order_of, keys)
         wanted = self.rows[index]
         order = np.argsort(wanted, kind="stable")
-        ascending = wanted[order]
-        cuts = np.searchsorted(ascending, self._starts)
-        offsets = [ascending[low:high] - start
-                   for low, high, start in zip(cuts[:-1], cuts[1:], self._starts[:-1])]
         back = np.empty_like(order)
         back[order] = np.arange(len(order))  # taken in row order; given back in `index`'s
-        return self.parts.map_each(_rows_at, offsets).joined(_in_order, back)
+        return self.parts.map_each(_rows_at, self._offsets(wanted[order])).joined(_in_order,
+                                                                                  back)
+
+    def _offsets(self, ascending: np.ndarray) -> list[np.ndarray]:
+        """Rows of the run, in increasing order, as offsets within each part."""
+        cuts = np.searchsorted(ascending, self._starts)
+        return [ascending[low:high] - start
+                for low, high, start in zip(cuts[:-1], cuts[1:], self._starts[:-1])]
+
+    def kept(self) -> Parts:
+        """The run's rows that are lined up (its rows in `rows`), part by part in row order,
+        where the parts are held: the run compared on part of its examples."""
+        offsets = self._offsets(np.sort(np.asarray(self.rows)))
+        return self.parts.map_each(_rows_at, offsets)
 
     def in_clusters(self, clusters: Parts, units: np.ndarray | None) -> Parts:
         """The examples of these clusters (increasing indices; None: every cluster), in the

@@ -285,6 +285,37 @@ def test_runs_that_disagree_on_a_cluster_give_the_local_error(tmp_path, schedule
     assert "another cluster" in str(local.value)
 
 
+@pytest.mark.parametrize("little", [False, True])
+def test_a_pair_compared_on_its_common_examples_stays_on_the_workers(tmp_path, scheduler,
+                                                                     monkeypatch, little):
+    """--allow-partial: the runs are lined up here from their keys, and their columns stay
+    on the workers: each run's metrics from its common rows, part by part, the pair's sums
+    from Dask's join on id, the subsets fetched by row; every number is the local
+    engine's."""
+    from metricdiff import comparison, paired
+
+    if little:
+        monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 200)
+    base, cand = shuffled_pair(tmp_path)
+    pq.write_table(pq.read_table(cand).slice(0, 700), tmp_path / "part.parquet",
+                   row_group_size=64)
+    held = []
+    build = comparison.build_comparison
+
+    def watched_build(runs, *args, **kwargs):
+        held.extend(run.examples is None for run in runs)
+        return build(runs, *args, **kwargs)
+
+    monkeypatch.setattr(comparison, "build_comparison", watched_build)
+    local, dask = both_comparisons([base, tmp_path / "part.parquet"], scheduler,
+                                   allow_partial=True, by=["source"])
+    assert dask == local
+    assert held == [False, False, True, True]
+    assert local["alignment"]["n"] == 700
+    assert local["alignment"]["dropped"] == {"base0": 200, "part": 0}
+    assert ("little" in local["comparisons"][0]["deltas"]["ece"]["method"]) == little
+
+
 def test_compare_with_clusters_and_partial_overlap(tmp_path, scheduler):
     base, cand = shuffled_pair(tmp_path, clusters=True)
     table = pq.read_table(cand)
