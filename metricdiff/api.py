@@ -293,8 +293,10 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
                                                     layout.num_classes)
                                             for layout, name in zip(layouts, run_names)],
                                            digests)
+            # (on a thread, as every wait on the cluster: Ctrl-C reaches this one, which
+            # stops the others at their next look at `stop`)
             if (alignment is not None and alignment.ids is None and alignment.in_order is None
-                    and engine.repeats_an_id(layouts[0], read)):
+                    and pool.submit(engine.repeats_an_id, layouts[0], read, stop).result()):
                 alignment = None  # lined up from the keys, which reports the repeated ids
         if alignment is None:
             keys = list(pool.map(lambda job: load_keys(job[0], job[1], read, engine),

@@ -304,7 +304,10 @@ class DaskEngine:
                 self._collect([self.client.submit(_without_columns, future, pure=False)
                                for future in futures], arrived, stop)
             except BaseException:
-                self.client.cancel(futures)
+                # released, not cancelled: the scheduler forgets what no one wants, and
+                # cancelling them would also cancel their dependents just released, which
+                # the scheduler rejects (distributed's stimulus_cancel asserts who_wants)
+                _release(futures)
                 raise
         run = assembled.result()
         held = ClusterParts(self.client, futures)
@@ -323,9 +326,13 @@ class DaskEngine:
         to line up runs written in the same order (align.aligned_as_written)."""
         return self._each_partition(partition_digest, layout, options)
 
-    def repeats_an_id(self, layout: RunLayout, options: ReadOptions) -> bool:
+    def repeats_an_id(self, layout: RunLayout, options: ReadOptions,
+                      stop: threading.Event | None = None) -> bool:
         """Whether an id is in two rows of the run: the workers read the ids, and Dask's
-        shuffle (value_counts split over as many partitions) brings equal ids together."""
+        shuffle (value_counts split over as many partitions) brings equal ids together. The
+        shuffle is of tasks (not peer to peer), so that a Ctrl-C meanwhile leaves no
+        worker in the middle of one when the cluster stops."""
+        import dask
         import dask.dataframe as dd
 
         parts = partitions(layout, self.partition_values)
@@ -333,11 +340,14 @@ class DaskEngine:
                   for part in parts]
         try:
             meta = self.client.submit(_no_rows, frames[0], pure=False).result()
-            counts = dd.from_delayed(frames, meta=meta, verify_meta=False)["id"].value_counts(
-                split_out=len(frames))
-            return bool(self.client.compute(counts.max()).result() > 1)
+            with dask.config.set({"dataframe.shuffle.method": "tasks"}):
+                counts = dd.from_delayed(frames, meta=meta, verify_meta=False)["id"]
+                most = self.client.compute(counts.value_counts(split_out=len(frames)).max())
+            found: list = [None]
+            self._collect([most], found.__setitem__, stop)
+            return bool(found[0] > 1)
         finally:
-            self.client.cancel(frames)
+            _release(frames)
 
     def _each_partition(self, task: Callable[..., Any], layout: RunLayout,
                         options: ReadOptions) -> list:
@@ -377,6 +387,11 @@ class DaskEngine:
         except BaseException:
             self.client.cancel([f for f, done in zip(futures, fetched) if not done])
             raise
+
+
+def _release(futures: list) -> None:
+    for future in futures:
+        future.release()
 
 
 @contextmanager

@@ -87,7 +87,8 @@ class Engine(Protocol):
 
     def key_digests(self, layout: RunLayout, options: ReadOptions) -> list[KeyDigest]: ...
 
-    def repeats_an_id(self, layout: RunLayout, options: ReadOptions) -> bool: ...
+    def repeats_an_id(self, layout: RunLayout, options: ReadOptions,
+                      stop: threading.Event | None = None) -> bool: ...
 
 
 def load_run(path: str, name: str | None = None, options: ReadOptions = ReadOptions(),
