@@ -401,8 +401,11 @@ def _kept_parts(run: RunData, rows: np.ndarray | AllRows, pe: PerExample | HeldR
     (as a cluster's parts hold them: an order statistic's ties keep that order)."""
     if isinstance(pe, HeldRows):
         return pe.kept()
+    rows = np.asarray(rows)
+    if bool((rows[1:] > rows[:-1]).all()):  # lined up in its own row order already
+        return LocalParts([pe])
     assert run.examples is not None  # a run read here, with its columns
-    return LocalParts([run.examples.take(np.sort(np.asarray(rows)))])
+    return LocalParts([run.examples.take(np.sort(rows))])
 
 
 def _sums_of(parts: Parts, plan: SummaryPlan, num_classes: int) -> RunSums:
