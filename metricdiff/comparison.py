@@ -78,8 +78,8 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     parts = [run_parts(run) if len(rows) == run.n else _kept_parts(run, rows, pe)
              for run, rows, pe in zip(runs, alignment.rows, aligned)]
     sums = [run_sums(run, metric_settings) if len(rows) == run.n
-            else _sums_of(run_parts, SummaryPlan.of(metric_settings), num_classes)
-            for run, rows, run_parts in zip(runs, alignment.rows, parts)]
+            else _sums_of(compared, SummaryPlan.of(metric_settings), num_classes)
+            for run, rows, compared in zip(runs, alignment.rows, parts)]
     counts = [run_sum.classes for run_sum in sums]
     # each run's numbers are independent of the others', and numpy's sorts and passes release
     # the GIL: two threads measure two runs in about the time of one
@@ -223,12 +223,12 @@ def _unit_keys(base: RunData, alignment: Alignment, cluster_keys: np.ndarray | N
                ) -> np.ndarray | Parts:
     """What names the bootstrap's units: the clusters' keys, the examples' ids (or row
     numbers), or, for runs lined up from their digests on a cluster, the keys the parts of
-    `base` hold (the run in the alignment's order)."""
+    `base` hold (the run in the alignment's order, if one is)."""
     if cluster_keys is not None:
         return cluster_keys
     if alignment.ids is not None:
         return alignment.ids
-    assert base.key_parts is not None  # lined up as written: a cluster holds the runs
+    assert base.key_parts is not None  # lined up from digests: a cluster holds the runs
     return base.key_parts
 
 
