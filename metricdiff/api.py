@@ -286,8 +286,8 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
         # that disagree on a label, are reported before their predictions are read
         alignment = None
         if engine is not None and pairs_only:
-            # runs in the same order of ids are lined up from digests of their partitions'
-            # keys, which stay on the workers; any other runs from their keys, here
+            # runs holding the same examples are lined up from digests of their
+            # partitions' keys, which stay on the workers; any other runs from their keys
             digests = list(pool.map(lambda layout: engine.key_digests(layout, read), layouts))
             alignment = aligned_as_written([RunKeys(name, layout, None, NO_LABELS,
                                                     layout.num_classes)
@@ -295,7 +295,7 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
                                            digests)
             # (on a thread, as every wait on the cluster: Ctrl-C reaches this one, which
             # stops the others at their next look at `stop`)
-            if (alignment is not None and alignment.ids is None and alignment.in_order is None
+            if (alignment is not None and alignment.in_order is None
                     and pool.submit(engine.repeats_an_id, layouts[0], read, stop).result()):
                 alignment = None  # lined up from the keys, which reports the repeated ids
         if alignment is None:
