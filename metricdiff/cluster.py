@@ -112,8 +112,8 @@ def partition_keys(layout: RunLayout, options: ReadOptions, partition: Partition
 def partition_digest(layout: RunLayout, options: ReadOptions, partition: Partition
                      ) -> KeyDigest:
     """A task: the digest of the partition's ids, labels and clusters."""
-    batches = list(iter_batches(layout, options, partition.plan(layout), keys_only=True,
-                                whole_groups=True))
+    batches = list(iter_batches(layout, options, partition.plan(layout), whole_groups=True,
+                                with_clusters=True))
     ids, labels = joined_keys((b.ids, b.labels) for b in batches)
     clusters = [b.clusters for b in batches if b.clusters is not None]
     return KeyDigest.of(ids, labels, partition.first_row,

@@ -639,12 +639,15 @@ def _first_list_length(parquet_file: pq.ParquetFile, col: str, path: str) -> int
 
 def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
                  plan: dict[int, list[tuple[int, int]]] | None = None,
-                 keys_only: bool = False, whole_groups: bool = False) -> Iterator[Batch]:
+                 keys_only: bool = False, whole_groups: bool = False,
+                 with_clusters: bool = False) -> Iterator[Batch]:
     """Yield validated batches of the whole run, or of a sample plan: for each file index, the
     row groups to read and how many of their first rows to take. `keys_only`: read the labels
-    and ids alone (scores stay None), a fraction of the run's bytes. `whole_groups`: the
-    plan takes whole row groups (a cluster's partition), read as the whole run is."""
-    columns = _columns_to_read(layout, keys_only)
+    and ids alone (scores stay None), a fraction of the run's bytes; `with_clusters`: and the
+    cluster column. `whole_groups`: the plan takes whole row groups (a cluster's partition),
+    read as the whole run is."""
+    keys_only = keys_only or with_clusters
+    columns = _columns_to_read(layout, keys_only, with_clusters)
     # values decoded per row: K, or for a top-k run its two lists of k (ids and
     # log-probabilities; its K, the vocabulary, may be far larger)
     width = 1 if keys_only else 2 * layout.topk if layout.topk else layout.num_classes or 1
@@ -683,7 +686,7 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
                 # and errstate is per thread, so the CLI's own setting does not reach readers
                 with np.errstate(all="ignore"):
                     batch = _validate(layout, options, path, first_row + taken, record_batch,
-                                      keys_only)
+                                      keys_only, with_clusters)
                 yield batch
                 taken += record_batch.num_rows
             if taken < wanted:  # a damaged file can decode fewer rows than its footer lists
@@ -692,25 +695,28 @@ def iter_batches(layout: RunLayout, options: ReadOptions = ReadOptions(),
         row_start += sum(group_rows)
 
 
-def _columns_to_read(layout: RunLayout, keys_only: bool = False) -> list[str]:
+def _columns_to_read(layout: RunLayout, keys_only: bool = False,
+                     with_clusters: bool = False) -> list[str]:
     columns = [layout.label_col] if keys_only else [layout.label_col, *layout.prediction.columns]
     if layout.id_col is not None:
         columns.append(layout.id_col)
     if not keys_only:
         columns.extend(c for c in layout.slice_cols if c not in columns)
-    if layout.cluster_col is not None and layout.cluster_col not in columns:
-        columns.append(layout.cluster_col)  # an example's cluster is one of its keys
+    if (layout.cluster_col is not None and layout.cluster_col not in columns
+            and (with_clusters or not keys_only)):
+        columns.append(layout.cluster_col)
     return columns
 
 
 def _validate(layout: RunLayout, options: ReadOptions, path: str, row_start: int,
-              record_batch: pa.RecordBatch, keys_only: bool = False) -> Batch:
+              record_batch: pa.RecordBatch, keys_only: bool = False,
+              with_clusters: bool = False) -> Batch:
     if keys_only:
         batch = Batch(row_start=row_start, scores=None, labels=_labels(
             layout, path, row_start, record_batch.column(layout.label_col)))
         if layout.id_col is not None:
             batch.ids = _ids(path, row_start, record_batch.column(layout.id_col), layout.id_col)
-        if layout.cluster_col is not None:
+        if with_clusters and layout.cluster_col is not None:
             batch.clusters = _slice_values(record_batch.column(layout.cluster_col))
         return batch
     prediction = layout.prediction
