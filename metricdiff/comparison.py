@@ -13,8 +13,8 @@ import numpy as np
 from .align import Alignment, AllRows, align_runs
 from .explain import calibration_view, disagreements, reasons
 from .metrics import (BLOCK_RESAMPLED, RESAMPLED, ClassCounts, ConfidenceOrder, MetricSettings,
-                      RunSums, SummaryPlan, class_groups, headline, metric_directions,
-                      reliability_rows)
+                      RunSums, SummaryPlan, class_groups, headline, merged_in_order,
+                      metric_directions, reliability_rows)
 from .classtests import class_changes, pair_class_changes
 from .classwise import BlockPlan, ClasswiseSums, classwise_metrics, classwise_values
 from .curves import run_curves_of
@@ -410,11 +410,7 @@ def _kept_parts(run: RunData, rows: np.ndarray | AllRows, pe: PerExample | HeldR
 
 def _sums_of(parts: Parts, plan: SummaryPlan, num_classes: int) -> RunSums:
     """The RunSums of a run's examples in parts: each part's, merged in order."""
-    found = parts.map(RunSums.of, plan, num_classes).gather()
-    total = found[0]
-    for part in found[1:]:
-        total = total.merged(part)
-    return total
+    return merged_in_order(parts.map(RunSums.of, plan, num_classes).gather())
 
 
 def _lined_up(run: RunData, rows: np.ndarray | AllRows) -> PerExample | HeldRows:

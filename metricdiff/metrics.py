@@ -132,6 +132,15 @@ class Mergeable:
                              for f in fields(self)})
 
 
+def merged_in_order(states: list):
+    """Parts' states merged in their order (that of the rows: sums round the same way on
+    every engine)."""
+    total = states[0]
+    for state in states[1:]:
+        total = total.merged(state)
+    return total
+
+
 def _added(a: Any, b: Any) -> Any:
     """Two states' field added: nested states merged, dicts of states key by key; arrays per
     class of two lengths (a top-k run's classes are known as they are seen) added over the
@@ -238,6 +247,44 @@ class GroupMoments(Mergeable):
             variance = (units / df * np.bincount(owner, weights=centred * centred,
                                                  minlength=count) / self.n ** 2)
         return np.where(df >= 1, variance, np.nan), np.maximum(df, 0)
+
+
+@dataclass(frozen=True)
+class CellSums(Mergeable):
+    """Sums per (group, cluster) cell, for the cells that hold examples only (a groups x
+    clusters table would be mostly empty): each cell's key group * clusters + cluster, in
+    increasing order, and its sums (one column per quantity)."""
+
+    clusters: int
+    keys: np.ndarray
+    sums: np.ndarray  # (cells, quantities)
+
+    @staticmethod
+    def of(groups: np.ndarray, clusters: np.ndarray, count: int,
+           values: np.ndarray) -> "CellSums":
+        """`values`: (examples, quantities)."""
+        keys, cell = np.unique(groups.astype(np.int64) * count + clusters, return_inverse=True)
+        return CellSums(count, keys, summed_per_key(cell, values, len(keys)))
+
+    def merged(self, other: "CellSums") -> "CellSums":
+        assert self.clusters == other.clusters
+        keys, cell = np.unique(np.r_[self.keys, other.keys], return_inverse=True)
+        return CellSums(self.clusters, keys,
+                        summed_per_key(cell, np.r_[self.sums, other.sums], len(keys)))
+
+    @property
+    def owner(self) -> np.ndarray:
+        return self.keys // self.clusters
+
+    @property
+    def member(self) -> np.ndarray:
+        return self.keys % self.clusters
+
+
+def summed_per_key(cell: np.ndarray, values: np.ndarray, cells: int) -> np.ndarray:
+    """Each column of `values` (rows, columns) summed over the rows of each key 0..cells-1."""
+    return np.stack([np.bincount(cell, weights=column, minlength=cells)
+                     for column in values.T], axis=1)
 
 
 @dataclass(frozen=True)

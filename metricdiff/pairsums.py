@@ -16,8 +16,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .metrics import (GROUP_NAMES, GroupMoments, Mergeable, MetricSettings, Moments,
-                      equal_width_bin, ratio)
+from .metrics import (GROUP_NAMES, CellSums, GroupMoments, Mergeable, MetricSettings, Moments,
+                      equal_width_bin, merged_in_order, ratio, summed_per_key)
 from .paired import (METHOD_T, METHOD_T_CLUSTERED, NOISE_CLUSTERS, NOISE_EXAMPLES, Interval,
                      clustered_mcnemar, clustered_variance, contribution_interval_from_sums,
                      mcnemar, per_example_values, t_test)
@@ -84,7 +84,7 @@ class PairSums(Mergeable):
     class_broken: np.ndarray
     class_acc: GroupMoments  # of the correctness change within each class
     class_nll: GroupMoments  # of the NLL change within each class
-    class_cells: "CellSums | None"  # with clusters, per (class, cluster): CELL_COLUMNS
+    class_cells: CellSums | None  # with clusters, per (class, cluster): CELL_COLUMNS
     bin_count: np.ndarray  # per equal-width bin of the baseline's confidence (every bin_*)
     bin_hits: np.ndarray  # (2, bins): correct predictions of baseline, candidate
     bin_diff: np.ndarray  # the attributed metric's change summed
@@ -330,10 +330,7 @@ def held_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, cand_
                                 plan).gather()
     if any(part is None for part in found):
         return None
-    total = found[0]
-    for part in found[1:]:
-        total = total.merged(part)
-    return total
+    return merged_in_order(found)
 
 
 def _given(clusters: Parts | None) -> list[Parts]:
@@ -363,11 +360,8 @@ def joined_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, can
     tables = [parts.map_with(_pair_table, [keys, *extra], prefix) for parts, keys, extra, prefix
               in ((base_parts, base_keys, [slice_parts, *_given(clusters)], "b_"),
                   (cand_parts, cand_keys, [], "c_"))]
-    found = tables[0].merged(tables[1], on="key").map(_table_pair_sums, plan).gather()
-    total = found[0]
-    for part in found[1:]:
-        total = total.merged(part)
-    return total
+    return merged_in_order(tables[0].merged(tables[1], on="key").map(_table_pair_sums,
+                                                                     plan).gather())
 
 
 def _pair_table(examples: PerExample, keys: tuple, *rest):
@@ -405,43 +399,6 @@ def _rows(pe: PerExample, rows: slice) -> PerExample:
     return pe.take(np.arange(len(pe))[rows])
 
 
-@dataclass(frozen=True)
-class CellSums(Mergeable):
-    """Sums per (group, cluster) cell, for the cells that hold examples only (a groups x
-    clusters table would be mostly empty): each cell's key group * clusters + cluster, in
-    increasing order, and its sums (one column per quantity)."""
-
-    clusters: int
-    keys: np.ndarray
-    sums: np.ndarray  # (cells, quantities)
-
-    @staticmethod
-    def of(groups: np.ndarray, clusters: np.ndarray, count: int,
-           values: np.ndarray) -> "CellSums":
-        """`values`: (examples, quantities)."""
-        keys, cell = np.unique(groups.astype(np.int64) * count + clusters, return_inverse=True)
-        return CellSums(count, keys, _summed(cell, values, len(keys)))
-
-    def merged(self, other: "CellSums") -> "CellSums":
-        assert self.clusters == other.clusters
-        keys, cell = np.unique(np.r_[self.keys, other.keys], return_inverse=True)
-        return CellSums(self.clusters, keys,
-                        _summed(cell, np.r_[self.sums, other.sums], len(keys)))
-
-    @property
-    def owner(self) -> np.ndarray:
-        return self.keys // self.clusters
-
-    @property
-    def member(self) -> np.ndarray:
-        return self.keys % self.clusters
-
-
-def _summed(cell: np.ndarray, values: np.ndarray, cells: int) -> np.ndarray:
-    return np.stack([np.bincount(cell, weights=column, minlength=cells)
-                     for column in values.T], axis=1)
-
-
 # the sums of each value of a slice column: examples, the attributed change, each run's hits
 # and NLL
 SLICE_COLUMNS = ("examples", "attributed", "baseline_hits", "candidate_hits", "baseline_nll",
@@ -459,11 +416,11 @@ class ValueSums(Mergeable):
     @staticmethod
     def of(values: np.ndarray, columns: np.ndarray) -> "ValueSums":
         keys, value = np.unique(np.asarray(values).astype(str), return_inverse=True)
-        return ValueSums(keys, _summed(value, columns, len(keys)))
+        return ValueSums(keys, summed_per_key(value, columns, len(keys)))
 
     def merged(self, other: "ValueSums") -> "ValueSums":
         keys, index = np.unique(np.r_[self.keys, other.keys], return_inverse=True)
-        return ValueSums(keys, _summed(index, np.r_[self.sums, other.sums], len(keys)))
+        return ValueSums(keys, summed_per_key(index, np.r_[self.sums, other.sums], len(keys)))
 
 
 # the sums of each (class, cluster) cell: the attributed change, the correctness change, the

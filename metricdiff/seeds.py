@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .paired import NOISE_CLUSTERS, NOISE_EXAMPLES, Interval, sampling_variance, t_test
+from .metrics import CellSums, GroupMoments, Mergeable
+from .paired import NOISE_CLUSTERS, NOISE_EXAMPLES, Interval, t_test
 
 NOISE_SEEDS = "seeds"
 
@@ -86,6 +87,8 @@ def crossed_variance(example_var, example_df, spreads: list[RunSpread]):
             df_terms = df_terms + np.where(part > 0, (coefficient * spread.between) ** 2
                                            / (spread.runs - 1), 0.0)
         df = np.where(df_terms > 0, variance ** 2 / df_terms, np.inf)
+    # without a seed part the sum is the example part alone: its df, not a rounding of it
+    df = np.where(seed_var > 0, df, np.asarray(example_df, dtype=np.float64))
     return variance, df, seed_var
 
 
@@ -110,12 +113,10 @@ def mean_metric_delta(base: np.ndarray, cand: np.ndarray, alpha: float, paired: 
                       clusters: np.ndarray | None = None) -> Interval:
     """A metric that is a mean over examples: `base` and `cand` are (runs, examples) matrices
     of per-example values on the same examples. Every variance has a closed form."""
-    method = METHOD_CROSSED_PAIRED if paired else METHOD_CROSSED
-    diff = cand.mean(axis=0) - base.mean(axis=0)  # per example: mean of runs minus mean of runs
-    example_var, example_df = sampling_variance(diff, clusters)
-    spreads = _spreads_of_means(base, cand, paired, clusters)
-    return crossed_interval(float(diff.mean()), example_var, example_df, spreads, alpha, method,
-                            NOISE_EXAMPLES if clusters is None else NOISE_CLUSTERS)
+    everywhere = np.zeros(base.shape[1], dtype=np.int64)
+    return crossed_mean_interval(
+        CrossedSums.of(base, cand, paired, everywhere, 1, clusters, _count(clusters)), alpha,
+        paired)
 
 
 def class_mean_deltas(base: np.ndarray, cand: np.ndarray, labels: np.ndarray,
@@ -124,45 +125,118 @@ def class_mean_deltas(base: np.ndarray, cand: np.ndarray, labels: np.ndarray,
     """The same test within every class at once: each class's change of the mean of a
     per-example value (NLL, or correctness for recall) and its p-value; NaN for a class with
     fewer than two examples (or clusters)."""
-    diff = cand.mean(axis=0) - base.mean(axis=0)
-    support = np.bincount(labels, minlength=num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        delta = np.bincount(labels, weights=diff, minlength=num_classes) / support
-    example_var, example_df = sampling_variance(diff, clusters, labels, num_classes)
-    spreads = _spreads_of_means(base, cand, paired, clusters, labels, num_classes)
-    variance, df, _ = crossed_variance(example_var, example_df, spreads)
+    return crossed_class_test(CrossedSums.of(base, cand, paired, labels, num_classes, clusters,
+                                             _count(clusters)), alpha)
+
+
+def _count(clusters: np.ndarray | None) -> int:
+    return 0 if clusters is None else int(clusters.max()) + 1
+
+
+@dataclass(frozen=True)
+class SpreadSums(Mergeable):
+    """One set of runs on the same examples (a group; with paired seeds, the per-seed
+    differences): per run and group of examples, the sum of its values and the moments of
+    its deviation from the runs' per-example mean (arrays (runs, groups))."""
+
+    sums: np.ndarray
+    deviations: GroupMoments
+
+    @staticmethod
+    def of(values: np.ndarray, deviations: np.ndarray, keys: np.ndarray,
+           count: int) -> "SpreadSums":
+        moments = [GroupMoments.of(row, keys, count) for row in deviations]
+        return SpreadSums(np.stack([np.bincount(keys, weights=row, minlength=count)
+                                    for row in values]),
+                          GroupMoments(*(np.stack([getattr(m, name) for m in moments])
+                                         for name in ("n", "mean", "m2"))))
+
+    def run(self, r: int) -> GroupMoments:
+        return GroupMoments(self.deviations.n[r], self.deviations.mean[r],
+                            self.deviations.m2[r])
+
+
+@dataclass(frozen=True)
+class CrossedSums(Mergeable):
+    """The mergeable sums behind the seeds x examples test of a per-example mean, within each
+    group of examples at once (keys 0..count-1: one group for the whole set, or the true
+    classes): the moments of the per-example difference of the two groups' run means, and
+    the spreads of the runs ("base" and "cand", or "paired"); with clusters, per (group,
+    cluster) cell the sums of the difference, of each run's deviation, and the examples."""
+
+    diff: GroupMoments
+    spreads: dict  # name -> SpreadSums
+    cells: CellSums | None
+
+    @staticmethod
+    def of(base: np.ndarray, cand: np.ndarray, paired: bool, keys: np.ndarray, count: int,
+           clusters: np.ndarray | None = None, cluster_count: int = 0) -> "CrossedSums":
+        """`base`, `cand`: (runs, examples) values; `clusters`: each example's cluster index
+        (0 .. cluster_count - 1), if any."""
+        with np.errstate(invalid="ignore"):  # an infinite NLL on both sides: NaN, as numpy's
+            diff = cand.mean(axis=0) - base.mean(axis=0)
+            sets = {"paired": cand - base} if paired else {"base": base, "cand": cand}
+            deviations = {name: values - values.mean(axis=0) for name, values in sets.items()}
+        spreads = {name: SpreadSums.of(values, deviations[name], keys, count)
+                   for name, values in sets.items()}
+        cells = None
+        if clusters is not None:
+            columns = [diff, *(row for rows in deviations.values() for row in rows),
+                       np.ones(len(diff))]
+            cells = CellSums.of(keys, clusters, cluster_count, np.stack(columns, axis=1))
+        return CrossedSums(GroupMoments.of(diff, keys, count), spreads, cells)
+
+    def example_variance(self) -> tuple[np.ndarray, np.ndarray]:
+        """The example-sampling variance of each group's mean difference, and its df."""
+        return self._variance(self.diff, 0)
+
+    def independent_variance(self) -> np.ndarray:
+        """The same as if the examples were independent (the design effect's denominator)."""
+        return self.diff.variance_of_means()[0]
+
+    def run_spreads(self) -> list[RunSpread]:
+        """Each set of runs' means per group, with the spread example sampling alone gives
+        them: the sampling variance of each run's deviation from the runs' per-example mean,
+        summed over runs and divided by runs - 1 (its expectation is E[S^2] when seeds do not
+        matter)."""
+        found, column = [], 1  # the cells' columns: the difference, then each deviation
+        for spread in self.spreads.values():
+            runs = len(spread.sums)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = spread.sums / self.diff.n
+            within = np.nan if runs < 2 else sum(
+                self._variance(spread.run(r), column + r)[0] for r in range(runs)) / (runs - 1)
+            found.append(RunSpread(means, within))
+            column += runs
+        return found
+
+    def _variance(self, moments: GroupMoments, column: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.cells is None:
+            return moments.variance_of_means()
+        cells = self.cells
+        return moments.clustered_variance_of_means(cells.owner, cells.sums[:, column],
+                                                   cells.sums[:, -1])
+
+
+def crossed_mean_interval(sums: CrossedSums, alpha: float, paired: bool) -> Interval:
+    """The interval of a mean's change over all examples, from CrossedSums of one group."""
+    method = METHOD_CROSSED_PAIRED if paired else METHOD_CROSSED
+    example_var, example_df = sums.example_variance()
+    spreads = [RunSpread(s.values[:, 0], s.within if np.ndim(s.within) == 0 else s.within[0])
+               for s in sums.run_spreads()]
+    delta = float(sums.diff.mean[0]) if sums.diff.n[0] else math.nan
+    return crossed_interval(delta, float(example_var[0]), int(example_df[0]), spreads, alpha,
+                            method, NOISE_EXAMPLES if sums.cells is None else NOISE_CLUSTERS)
+
+
+def crossed_class_test(sums: CrossedSums, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each group's (class's) mean change and the p-value of its seeds x examples t test."""
+    with np.errstate(invalid="ignore"):
+        delta = np.where(sums.diff.n > 0, sums.diff.mean, np.nan)
+    example_var, example_df = sums.example_variance()
+    variance, df, _ = crossed_variance(example_var, example_df, sums.run_spreads())
     _, _, p_value = t_test(delta, np.sqrt(variance), np.where(example_df > 0, df, 0), alpha)
     return delta, p_value
-
-
-def _spreads_of_means(base: np.ndarray, cand: np.ndarray, paired: bool,
-                      clusters: np.ndarray | None, groups: np.ndarray | None = None,
-                      count: int = 0) -> list[RunSpread]:
-    if paired:  # one group of per-seed differences
-        return [_spread_of_means(cand - base, clusters, groups, count)]
-    return [_spread_of_means(base, clusters, groups, count),
-            _spread_of_means(cand, clusters, groups, count)]
-
-
-def _spread_of_means(values: np.ndarray, clusters: np.ndarray | None,
-                     groups: np.ndarray | None, count: int) -> RunSpread:
-    """Each run's mean (within each group of examples, with `groups`), and the spread example
-    sampling alone would give them: the example-sampling variance of each run's deviation
-    from the runs' per-example mean, summed over runs and divided by runs - 1 (its
-    expectation is E[S^2] when seeds do not matter)."""
-    runs = len(values)
-    if groups is None:
-        means = values.mean(axis=1)
-    else:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = np.stack([np.bincount(groups, weights=row, minlength=count)
-                              for row in values]) / np.bincount(groups, minlength=count)
-    if runs < 2:
-        return RunSpread(means, np.nan)
-    deviations = values - values.mean(axis=0)
-    within = sum(sampling_variance(row, clusters, groups, count)[0]
-                 for row in deviations) / (runs - 1)
-    return RunSpread(means, within)
 
 
 def resampled_metric_delta(base_values: np.ndarray, cand_values: np.ndarray,
