@@ -254,12 +254,10 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
     # candidate is reported in a second, not after minutes of reading the others
     layouts = [inspect_run(path, read) for path in paths]
     with engine_for(engine, scheduler) as runner:
-        # a pair of runs is measured where a cluster holds them: their columns stay there,
-        # except for groups of runs (computed here, still)
-        pairs_only = len(set(groups)) == len(groups)
+        # runs are measured where a cluster holds them: their columns stay there
         runs, alignment = _read_compared(paths, run_names, layouts, read, allow_partial,
                                          SummaryPlan.of(metric_settings), temperature_values,
-                                         progress, cross_fit, runner, pairs_only)
+                                         progress, cross_fit, runner)
         from .comparison import CompareSettings, build_comparison
         settings = CompareSettings(primary=primary, alpha=alpha, min_effect=min_effect,
                                    resamples=resamples, seed=seed, fail_on=fail_on, top=top,
@@ -270,22 +268,19 @@ def compare(baseline: str | os.PathLike | Mapping[str, Any], *candidates: str | 
 
 
 def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
-                   temperature_values, progress, cross_fit, engine, pairs_only=False
-                   ) -> tuple[list, Alignment]:
+                   temperature_values, progress, cross_fit, engine) -> tuple[list, Alignment]:
     """The runs of a comparison, lined up by their keys first, read two at a time: each
     run's reading is already overlapped with its arithmetic, and the machine this is sized
-    for has two cores (with a Dask engine, each thread waits on its run's tasks).
-    `pairs_only`: with an engine, the runs' columns stay on its workers when every example
-    of every run is compared (pairs of runs are measured there), and, with clusters of
-    examples, when the runs were lined up from digests of their keys and clusters. With
-    the runs, their alignment."""
+    for has two cores (with a Dask engine, each thread waits on its run's tasks). With an
+    engine, the runs' columns stay on its workers, except with clusters of examples in runs
+    lined up here from their keys. With the runs, their alignment."""
     stop = threading.Event()  # on Ctrl-C or an error, the other reads end at their next batch
     pool = ThreadPoolExecutor(max_workers=2)
     try:
         # ids and labels first, a small part of each file: runs that cannot be lined up, or
         # that disagree on a label, are reported before their predictions are read
         alignment = None
-        if engine is not None and pairs_only:
+        if engine is not None:
             # runs holding the same examples are lined up from digests of their
             # partitions' keys, which stay on the workers; any other runs from their keys
             digests = list(pool.map(lambda layout: engine.key_digests(layout, read), layouts))
@@ -305,8 +300,7 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
             del keys  # the runs' reads hold their own ids and labels: not twice per example
         plans = [ClasswisePlan(summary.bins, BLOCKS, _kept_rows(rows, layout.n_rows))
                  for rows, layout in zip(alignment.rows, layouts)]
-        columns = (engine is None or not pairs_only
-                   or (read.cluster_col is not None and alignment.ids is not None))
+        columns = engine is None or (read.cluster_col is not None and alignment.ids is not None)
         # a run's RunSums are of all its rows: of use when each of them is compared
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,

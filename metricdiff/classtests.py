@@ -11,7 +11,7 @@ discoveries is at most `fdr` (classes use disjoint examples, so their tests are 
 of the example noise, which is what BH needs).
 
 Every class is tested at once from per-class sums, through the same functions as the
-headline tests (paired.mcnemar_exact, paired.t_test via seeds.class_mean_deltas).
+headline tests (paired.mcnemar_exact, paired.t_test via seeds.crossed_class_test).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from .metrics import MetricSettings
 from .paired import mcnemar_exact
 from .pairsums import PairPlan, PairSums, pair_sums
 from .perexample import PerExample
-from .seeds import class_mean_deltas
+from .groupsums import GroupPlan, GroupSums, group_sums
+from .seeds import crossed_class_test
 
 METHOD = ("per class: McNemar exact test of recall, paired t test of mean NLL; "
           "Benjamini-Hochberg false discovery rate, each family separately")
@@ -94,19 +95,18 @@ def _class_changes(bases: list[PerExample], cands: list[PerExample], num_classes
                         0 if clusters is None else int(clusters.max()) + 1, top=0)
         return pair_class_changes(pair_sums(bases[0], cands[0], plan,
                                             np.arange(len(bases[0])), clusters), fdr)
-    label = bases[0].label
+    group = GroupPlan((), MetricSettings(), num_classes, len(bases), paired,
+                     0 if clusters is None else int(clusters.max()) + 1, top=0)
+    return group_class_changes(group_sums(bases, cands, group, np.arange(len(bases[0])),
+                                          clusters), fdr)
 
-    def values(runs: list[PerExample], of) -> np.ndarray:
-        return np.stack([of(pe) for pe in runs])
 
-    correct = lambda pe: pe.correct.astype(np.float64)  # noqa: E731
-    recall_delta, recall_p = class_mean_deltas(values(bases, correct), values(cands, correct),
-                                               label, num_classes, fdr, paired, clusters)
-    with np.errstate(invalid="ignore"):  # inf - inf (p = 0 in both runs): NaN, left untested
-        nll_delta, nll_p = class_mean_deltas(values(bases, lambda pe: pe.nll),
-                                             values(cands, lambda pe: pe.nll), label,
-                                             num_classes, fdr, paired, clusters)
-    present = np.bincount(label, minlength=num_classes) > 0
+def group_class_changes(group: GroupSums, fdr: float) -> dict:
+    """class_changes of two groups of runs, from their sums: recall and mean NLL by the
+    seeds x examples t test of seeds.py on each class's examples."""
+    recall_delta, recall_p = crossed_class_test(group.classes["accuracy"], fdr)
+    nll_delta, nll_p = crossed_class_test(group.classes["nll"], fdr)
+    present = group.classes["accuracy"].diff.n > 0
     return _found(recall_delta, recall_p, nll_delta, nll_p, present, fdr, METHOD_SHARED)
 
 

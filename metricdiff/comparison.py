@@ -15,25 +15,24 @@ from .explain import calibration_view, disagreements, reasons
 from .metrics import (BLOCK_RESAMPLED, RESAMPLED, ClassCounts, ConfidenceOrder, MetricSettings,
                       RunSums, SummaryPlan, class_groups, headline, merged_in_order,
                       metric_directions, reliability_rows)
-from .classtests import class_changes, pair_class_changes
+from .classtests import group_class_changes, pair_class_changes
 from .classwise import BlockPlan, ClasswiseSums, classwise_metrics, classwise_values
 from .curves import run_curves_of
 from .detect import detectable
 from .errors import InputError, UsageError
-from .groups import (GroupExamples, average_over_pairs, group_summaries, noise_floor_table,
+from .groups import (average_over_pairs, group_summaries, noise_floor_table,
                      run_pairs, spread_over_pairs)
 from .paired import (FEW_PER_SUBSET, METHOD_NONE, BootstrapPlan, HeldClusters, Interval,
-                     bootstrap, per_example_values, resample_values, sampling_variance)
+                     bootstrap, per_example_values, resample_values)
+from .groupsums import GroupPlan, GroupSums, group_sums, held_group_sums, joined_group_sums
 from .pairsums import PairPlan, PairSums, held_pair_sums, joined_pair_sums, pair_sums
-from .seeds import mean_metric_delta, resampled_metric_delta
+from .seeds import crossed_mean_interval, resampled_metric_delta
 from .orderstats import HeldRows, LocalParts, Parts
 from .perexample import PerExample
 from .pipeline import RunData
-from .pairsums import WorstExamples
-from .ranking import (Attribution, add_contribution_intervals, attributed_metric, change_word,
+from .ranking import (add_contribution_intervals, attributed_metric, change_word,
                       class_contribution, confidence_bin_rows, rank_classes,
-                      rank_confidence_bins, rank_examples, rank_metrics, rank_slices,
-                      slice_rows)
+                      rank_examples, rank_metrics, slice_rows)
 from .results import ComparisonReport, describe_run, reading_warnings, run_parts, run_sums
 from .verdict import (Verdict, best_run, check_primary, check_settings, decide, holm,
                       should_fail)
@@ -69,9 +68,8 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     grouped = any(len(indices) > 1 for indices in members.values())
     alignment = alignment or align_runs(runs, settings.allow_partial)
     aligned = [_lined_up(run, rows) for run, rows in zip(runs, alignment.rows)]
-    # the columns held here, for what is still computed here (groups of runs); a pair's
-    # statistics come from the workers' parts when a cluster holds the runs (HeldRows)
-    here = [_here(pe) for pe in aligned] if grouped else []
+    # a pair's or two groups' statistics come from the workers' parts when a cluster holds
+    # the runs (HeldRows), else from the columns here
     num_classes = runs[0].num_classes
     # a run whose every example is compared has the sums its main pass gathered; one
     # compared on part of them, the sums of those, part by part
@@ -114,8 +112,9 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     pair_of = _PairSumsOf(runs, alignment, aligned, summaries, class_group, plan, settings,
                           metric_settings)
     if grouped:
-        pairs = [_group_deltas(base_idx, members[name], summaries, here, draws, plan,
-                               block_plan, settings, metric_settings) for name in names[1:]]
+        pairs = [_group_deltas(base_idx, members[name], summaries,
+                               pair_of.groups(base_idx, members[name]), draws, plan,
+                               block_plan, settings) for name in names[1:]]
     else:
         pairs = [_deltas(summaries[0]["metrics"], summaries[i]["metrics"], pair_of(0, i),
                          plan, block_plan, draws[0], draws[i], settings)
@@ -134,12 +133,12 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     comparisons = []
     for name, deltas, verdict in zip(names[1:], pairs, verdicts):
         cand_idx = members[name]
-        bases, cands = [aligned[i] for i in base_idx], [aligned[i] for i in cand_idx]
+        measured: PairSums | GroupSums = (pair_of.groups(base_idx, cand_idx) if grouped
+                                          else pair_of(0, cand_idx[0]))
         if grouped:
-            comparison = _group_comparison(base_idx, cand_idx, runs, here, pair_of,
+            comparison = _group_comparison(base_idx, cand_idx, runs, pair_of, counts,
                                            group_values, names[0], name, deltas, verdict,
-                                           directions, alignment, num_classes, settings,
-                                           metric_settings)
+                                           directions, settings, metric_settings)
         else:
             comparison = _comparison(runs[0], runs[cand_idx[0]],
                                      pair_of(0, cand_idx[0]), (counts[0], counts[cand_idx[0]]),
@@ -150,14 +149,11 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
         comparison["noise"] = list(primary.noise if primary is not None else plan.noise)
         comparison["detectable"] = detectable(
             primary, settings.alpha, plan.n, None if plan.clusters is None else plan.units,
-            round((len(bases) + len(cands)) / 2))
-        comparison["clusters"] = _cluster_summary(bases, cands, plan, settings,
-                                                  metric_settings,
-                                                  None if grouped else pair_of(0, cand_idx[0]))
-        _add_class_changes(comparison, class_changes(
-            [_here(pe) for pe in bases], [_here(pe) for pe in cands], num_classes, settings.fdr,
-            settings.paired_seeds, _clusters_here(plan))
-            if grouped else pair_class_changes(pair_of(0, cand_idx[0]), settings.fdr))
+            round((len(base_idx) + len(cand_idx)) / 2))
+        comparison["clusters"] = _cluster_summary(plan, settings, metric_settings, measured)
+        _add_class_changes(comparison, group_class_changes(measured, settings.fdr)
+                           if isinstance(measured, GroupSums)
+                           else pair_class_changes(measured, settings.fdr))
         if not grouped:  # for groups, an interval over examples alone would leave out seeds
             add_contribution_intervals(comparison, pair_of(0, cand_idx[0]), counts[0],
                                        settings.alpha)
@@ -295,28 +291,18 @@ def _add_class_changes(comparison: dict, found: dict) -> None:
             row[name] = float(per_class[name][k])
 
 
-def _cluster_summary(bases: list[PerExample | HeldRows], cands: list[PerExample | HeldRows],
-                     plan: BootstrapPlan,
-                     settings: CompareSettings, metric_settings: MetricSettings,
-                     pair: PairSums | None) -> dict | None:
+def _cluster_summary(plan: BootstrapPlan, settings: CompareSettings,
+                     metric_settings: MetricSettings, sums: PairSums | GroupSums
+                     ) -> dict | None:
     """Clusters, and the effective sample size: n over the design effect, the ratio of the
     clustered to the independent variance of the primary metric's per-example change (of
-    the NLL change where the primary is not a mean over examples). `pair`: the sums of a
-    candidate that is one run, which hold both variances; for groups, the change is the
-    mean over their runs."""
+    the NLL change where the primary is not a mean over examples; for groups, of the change
+    of the runs' mean). None where a run lacks that metric."""
     if plan.clusters is None:
         return None
-    values = per_example_values(metric_settings)
-    metric = settings.primary if settings.primary in values else "nll"
-    if pair is not None and metric in pair.diffs:
-        effect = pair.design_effect(metric)
-    else:
-        value = values[metric]
-        diff = (np.mean([value(_here(pe)) for pe in cands], axis=0)
-                - np.mean([value(_here(pe)) for pe in bases], axis=0))
-        clustered, _ = sampling_variance(diff, _clusters_here(plan))
-        independent, _ = sampling_variance(diff)
-        effect = clustered / independent if independent > 0 else None
+    metric = attributed_metric(settings.primary, metric_settings)
+    effect = (sums.design_effect(metric) if isinstance(sums, GroupSums) or metric in sums.diffs
+              else None)
     return {"column": settings.cluster, "count": plan.units,
             "metric": metric,
             "design_effect": effect,
@@ -324,9 +310,9 @@ def _cluster_summary(bases: list[PerExample | HeldRows], cands: list[PerExample 
 
 
 def _group_deltas(base_idx: list[int], cand_idx: list[int], summaries: list[dict],
-                  aligned: list[PerExample], draws: list, plan: BootstrapPlan,
-                  block_plan: BlockPlan | None, settings: CompareSettings,
-                  metric_settings: MetricSettings) -> dict[str, Interval]:
+                  group: GroupSums, draws: list, plan: BootstrapPlan,
+                  block_plan: BlockPlan | None,
+                  settings: CompareSettings) -> dict[str, Interval]:
     """Every metric all runs of both groups have: the difference of group means with an
     interval over seeds and examples (seeds.py)."""
     members = base_idx + cand_idx
@@ -334,12 +320,9 @@ def _group_deltas(base_idx: list[int], cand_idx: list[int], summaries: list[dict
     both = {name for name in order if name != "n"
             and all(summaries[i]["metrics"][name] is not None for i in members)}
     deltas: dict[str, Interval] = {}
-    for name, value in per_example_values(metric_settings).items():
+    for name, sums in group.means.items():
         if name in both:
-            deltas[name] = mean_metric_delta(np.stack([value(aligned[i]) for i in base_idx]),
-                                             np.stack([value(aligned[i]) for i in cand_idx]),
-                                             settings.alpha, settings.paired_seeds,
-                                             _clusters_here(plan))
+            deltas[name] = crossed_mean_interval(sums, settings.alpha, settings.paired_seeds)
 
     def run_values(indices: list[int], name: str) -> np.ndarray:
         return np.array([summaries[i]["metrics"][name] for i in indices])
@@ -526,10 +509,9 @@ def _delta_rows(deltas: dict[str, Interval], base_values: dict, cand_values: dic
 
 
 def _group_comparison(base_idx: list[int], cand_idx: list[int], runs: list[RunData],
-                      aligned: list[PerExample], pair_of: "_PairSumsOf",
+                      pair_of: "_PairSumsOf", counts: list[ClassCounts],
                       group_values: list[dict], base_name: str, cand_name: str,
                       deltas: dict[str, Interval], verdict: Verdict, directions: dict,
-                      alignment: Alignment, num_classes: int,
                       settings: CompareSettings, metric_settings: MetricSettings) -> dict:
     """A candidate group against the baseline group: the deltas of group means; every figure
     of the explanation is the mean over run pairs, with its spread over them."""
@@ -545,15 +527,15 @@ def _group_comparison(base_idx: list[int], cand_idx: list[int], runs: list[RunDa
     temperatures = (means[base_name].get("temperature"), means[cand_name].get("temperature"))
     calibration = calibration_view(deltas, temperatures)
     counts_by = {row["group"]: row["count"] for row in mean_flips}
-    bases, cands = [aligned[i] for i in base_idx], [aligned[i] for i in cand_idx]
-    base_mean = GroupExamples.of(bases, num_classes)
-    cand_mean = GroupExamples.of(cands, num_classes)
-    attribution = Attribution(settings.primary, bases, cands, num_classes, metric_settings)
-    first = runs[base_idx[0]]
-    assert alignment.ids is not None  # groups of runs are lined up here, from their keys
-    slices = {col: rank_slices(attribution, base_mean, cand_mean,
-                               values[alignment.rows[base_idx[0]]], settings.top)
-              for col, values in first.slices.items()}
+    group = pair_of.groups(base_idx, cand_idx)
+    # a group's class counts are its runs' means (contributions are linear in the runs)
+    base_counts = ClassCounts.mean([counts[i] for i in base_idx])
+    cand_counts = ClassCounts.mean([counts[i] for i in cand_idx])
+    attributed = attributed_metric(settings.primary, metric_settings)
+    by_class, class_metric = class_contribution(settings.primary, attributed,
+                                                group.class_diff / group.n, base_counts,
+                                                cand_counts)
+    class_names = runs[base_idx[0]].layout.class_names
     return {
         "baseline": base_name,
         "candidate": cand_name,
@@ -582,15 +564,13 @@ def _group_comparison(base_idx: list[int], cand_idx: list[int], runs: list[RunDa
         },
         "ranked": {
             "metrics": rank_metrics(deltas, directions),
-            "classes": rank_classes(*attribution.by_class(base_mean.label, num_classes),
-                                    attribution.base_counts, attribution.cand_counts,
-                                    first.layout.class_names, settings.top),
-            "slices": slices,
-            "confidence_bins": rank_confidence_bins(attribution, base_mean, cand_mean,
-                                                    metric_settings.ece_bins),
-            "examples": rank_examples(
-                WorstExamples.of(base_mean, cand_mean, cand_mean.nll - base_mean.nll,
-                                 alignment.ids, settings.top), first.layout.class_names),
+            "classes": rank_classes(by_class, class_metric, base_counts, cand_counts,
+                                    class_names, settings.top),
+            "slices": {col: slice_rows(sums, group.n, attributed, settings.top)
+                       for col, sums in group.slices.items()},
+            "confidence_bins": confidence_bin_rows(group.bin_diff / group.n, attributed,
+                                                   group.bin_count, *group.bin_hits),
+            "examples": rank_examples(group.worst, class_names),
         },
     }
 
@@ -640,8 +620,8 @@ def _seed_noise_floor(base_name: str, base_idx: list[int], runs: list[RunData],
 
 
 class _PairSumsOf:
-    """The PairSums of two runs by their indices, gathered once each (a pair serves its
-    deltas, its explanation and its intervals)."""
+    """The PairSums of two runs by their indices, and the GroupSums of two groups of runs,
+    gathered once each (a pair serves its deltas, its explanation and its intervals)."""
 
     def __init__(self, runs: list[RunData], alignment: Alignment,
                  aligned: list[PerExample | HeldRows],
@@ -653,52 +633,98 @@ class _PairSumsOf:
         self.slices = {col: values[alignment.rows[0]] for col, values in runs[0].slices.items()}
         self.class_group, self.settings = tuple(int(g) for g in class_group), settings
         self.attributed = attributed_metric(compare.primary, settings)
-        self.top = compare.top
+        self.top, self.paired_seeds = compare.top, compare.paired_seeds
         self.done: dict[tuple[int, int], PairSums] = {}
+        self.done_groups: dict[tuple[tuple[int, ...], tuple[int, ...]], GroupSums] = {}
 
     def __call__(self, base: int, cand: int) -> PairSums:
         if (base, cand) not in self.done:
-            metrics = self.summaries[base]["metrics"], self.summaries[cand]["metrics"]
-            both = tuple(name for name in per_example_values(self.settings)
-                         if all(values.get(name) is not None for values in metrics))
-            clusters = self.plan.clusters
-            plan = PairPlan(both, self.settings, self.class_group,
-                            0 if clusters is None else self.plan.units, self.attributed,
-                            self.top)
-            held = self._held(base, cand, plan)
+            plan = PairPlan(self._tested([base, cand]), self.settings, self.class_group,
+                            self._clusters(), self.attributed, self.top)
+            held = self._held([base, cand])
+            found: PairSums | None
             if held is None:
                 assert self.ids is not None  # runs lined up here, from their keys
-                held = pair_sums(_here(self.aligned[base]), _here(self.aligned[cand]), plan,
-                                 self.ids, _clusters_here(self.plan), slices=self.slices)
-            self.done[base, cand] = held
+                found = pair_sums(_here(self.aligned[base]), _here(self.aligned[cand]), plan,
+                                  self.ids, _clusters_here(self.plan), slices=self.slices)
+            else:
+                (base_parts, cand_parts), (base_keys, cand_keys), slices, clusters = held
+                found = (held_pair_sums(base_parts, cand_parts, base_keys, cand_keys, slices,
+                                        plan, clusters)
+                         if self._whole() else None)
+                if found is None:  # lined up by the engine: joined on ids (or rows)
+                    found = joined_pair_sums(base_parts, cand_parts, base_keys, cand_keys,
+                                             slices, plan, clusters, self._common([base, cand]))
+            self.done[base, cand] = found
         return self.done[base, cand]
 
+    def groups(self, base_idx: list[int], cand_idx: list[int]) -> GroupSums:
+        """The GroupSums of a baseline group and a candidate group of runs."""
+        key = tuple(base_idx), tuple(cand_idx)
+        if key not in self.done_groups:
+            members = [*base_idx, *cand_idx]
+            # the per-example means every run has, and the one the cluster summary reads
+            tested = tuple(name for name in per_example_values(self.settings)
+                           if name in self._tested(members) or name == self.attributed)
+            plan = GroupPlan(tested, self.settings, len(self.class_group), len(base_idx),
+                             self.paired_seeds, self._clusters(), self.attributed, self.top)
+            held = self._held(members)
+            found: GroupSums | None
+            if held is None:
+                assert self.ids is not None  # runs lined up here, from their keys
+                found = group_sums([_here(self.aligned[i]) for i in base_idx],
+                                   [_here(self.aligned[i]) for i in cand_idx], plan, self.ids,
+                                   _clusters_here(self.plan), slices=self.slices)
+            else:
+                parts, keys, slices, clusters = held
+                found = (held_group_sums(parts, keys, slices, plan, clusters)
+                         if self._whole() else None)
+                if found is None:
+                    found = joined_group_sums(parts, keys, slices, plan, clusters,
+                                              self._common(members))
+            self.done_groups[key] = found
+        return self.done_groups[key]
 
-    def _held(self, base: int, cand: int, plan: PairPlan) -> PairSums | None:
-        """The pair's sums from the parts a cluster holds, where every example of both runs
-        is compared: paired part by part where the runs are co-partitioned, else joined on
-        their ids by the engine; None where the runs are not held in parts."""
-        runs = self.runs[base], self.runs[cand]
+    def _tested(self, members: list[int]) -> tuple[str, ...]:
+        """The per-example means every one of these runs has."""
+        metrics = [self.summaries[i]["metrics"] for i in members]
+        return tuple(name for name in per_example_values(self.settings)
+                     if all(values.get(name) is not None for values in metrics))
+
+    def _clusters(self) -> int:
+        return 0 if self.plan.clusters is None else self.plan.units
+
+    def _whole(self) -> bool:
+        """Whether every example of every run is compared."""
+        return all(len(rows) == run.n for rows, run in zip(self.alignment.rows, self.runs))
+
+    def _common(self, members: list[int]) -> list[Parts]:
+        """The keys of the other runs, where some run is compared on part of its examples:
+        joined with these runs', they keep the examples every run holds."""
+        if self._whole():
+            return []
+        return [run.key_parts for i, run in enumerate(self.runs)
+                if i not in members and run.key_parts is not None]
+
+    def _held(self, members: list[int]
+              ) -> tuple[list[Parts], list[Parts], Parts, Parts | None] | None:
+        """Where a cluster holds these runs: their parts, their keys' parts, the first run's
+        slice values (the comparison's baseline's, for its pairs) and cluster indices. The
+        sums are then computed there: part by part where the runs are co-partitioned, else
+        joined on their ids by the engine (which keeps the common examples alone). None
+        where the runs are held here."""
+        runs = [self.runs[i] for i in members]
         clusters = self.plan.clusters
         if (clusters is not None and not isinstance(clusters, HeldClusters)) or any(
                 run.parts is None or run.key_parts is None or run.slice_parts is None
                 for run in runs):
             return None
-        first, second = runs
-        assert first.parts is not None and second.parts is not None
-        assert first.key_parts is not None and second.key_parts is not None
-        assert first.slice_parts is not None
-        # the slice values are the pair's baseline's (the comparison's, for its pairs)
-        held = (first.parts, second.parts, first.key_parts, second.key_parts,
-                first.slice_parts)
-        base_clusters = None if clusters is None else clusters.parts[base]
-        if any(len(rows) != run.n for run, rows in zip(runs, (self.alignment.rows[base],
-                                                              self.alignment.rows[cand]))):
-            # compared on their common examples: the engine's join keeps those alone
-            return joined_pair_sums(*held, plan, base_clusters)
-        paired = held_pair_sums(*held, plan, base_clusters)
-        # else lined up by the engine: the runs' examples joined on their ids (or rows)
-        return paired if paired is not None else joined_pair_sums(*held, plan, base_clusters)
+        parts = [run.parts for run in runs if run.parts is not None]
+        keys = [run.key_parts for run in runs if run.key_parts is not None]
+        slices = runs[0].slice_parts
+        assert slices is not None
+        return (parts, keys, slices,
+                None if clusters is None else clusters.parts[members[0]])
 
 
 def _warnings(runs: list[RunData], alignment: Alignment, plan: BootstrapPlan) -> list[str]:

@@ -754,6 +754,8 @@ class ClassCounts(Mergeable):
         """Counts averaged over runs (a group of seeds); one run is returned as it is."""
         if len(runs) == 1:
             return runs[0]
+        size = max(len(c.support) for c in runs)  # top-k runs: the classes each has seen
+        runs = [c.padded(size) for c in runs]
         return ClassCounts(*(np.mean([getattr(c, f) for c in runs], axis=0)
                              for f in ("support", "predicted", "hits", "nll_sum")))
 

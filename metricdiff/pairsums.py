@@ -146,11 +146,9 @@ class PairSums(Mergeable):
             group_predicted=np.stack([per_group(class_group[pe.pred]) for pe in (base, cand)]),
             group_nll_diff=per_group(example_group, nll_diff),
             **_class_sums(base.label, attributed, acc_diff, nll_diff, flip, plan, clusters),
-            **_bin_sums(base, cand, attributed, plan.settings.ece_bins),
+            **bin_sums(base, cand, attributed, plan.settings.ece_bins),
             worst=WorstExamples.of(base, cand, nll_diff, ids, plan.top),
-            slices={col: ValueSums.of(values, np.stack(
-                [np.ones(len(base)), attributed, base.correct, cand.correct, base.nll,
-                 cand.nll], axis=1)) for col, values in (slices or {}).items()})
+            slices=slice_sums(slices or {}, attributed, base, cand))
 
     @property
     def clustered(self) -> bool:
@@ -309,7 +307,7 @@ def pair_sums(base: PerExample, cand: PerExample, plan: PairPlan, ids: np.ndarra
     total = None
     for start in range(0, max(len(base), 1), piece):
         rows = slice(start, start + piece)
-        sums = PairSums.of(_rows(base, rows), _rows(cand, rows), plan, ids[rows],
+        sums = PairSums.of(rows_of(base, rows), rows_of(cand, rows), plan, ids[rows],
                            None if clusters is None else clusters[rows],
                            {col: values[rows] for col, values in (slices or {}).items()})
         total = sums if total is None else total.merged(sums)
@@ -326,14 +324,14 @@ def held_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, cand_
     row order. None where a part of one run holds other examples than the other's: then
     the runs must be lined up first. `clusters`: each part's cluster indices, if any."""
     found = base_parts.map_with(_part_pair_sums, [cand_parts, base_keys, cand_keys,
-                                                  slice_parts, *_given(clusters)],
+                                                  slice_parts, *given(clusters)],
                                 plan).gather()
     if any(part is None for part in found):
         return None
     return merged_in_order(found)
 
 
-def _given(clusters: Parts | None) -> list[Parts]:
+def given(clusters: Parts | None) -> list[Parts]:
     return [] if clusters is None else [clusters]
 
 
@@ -351,20 +349,41 @@ def _part_pair_sums(base: PerExample, cand: PerExample, base_keys: tuple, cand_k
 
 
 def joined_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, cand_keys: Parts,
-                     slice_parts: Parts, plan: PairPlan, clusters: Parts | None = None
-                     ) -> PairSums:
+                     slice_parts: Parts, plan: PairPlan, clusters: Parts | None = None,
+                     common: list[Parts] | None = None) -> PairSums:
     """A pair's sums where the two runs' parts hold their examples in other orders or
-    splits: each run's parts become tables keyed by id (or row number), joined on it by the
-    engine (Dask's shuffle, on a cluster), and each joined part's sums merge in order. For
-    runs already lined up (every example in both)."""
-    tables = [parts.map_with(_pair_table, [keys, *extra], prefix) for parts, keys, extra, prefix
-              in ((base_parts, base_keys, [slice_parts, *_given(clusters)], "b_"),
-                  (cand_parts, cand_keys, [], "c_"))]
-    return merged_in_order(tables[0].merged(tables[1], on="key").map(_table_pair_sums,
-                                                                     plan).gather())
+    splits, or where some run is compared on part of its examples: the runs joined on their
+    ids (joined_runs), each joined part's sums merged in order."""
+    return merged_in_order(joined_runs([base_parts, cand_parts], [base_keys, cand_keys],
+                                       slice_parts, clusters, ["b_", "c_"], common)
+                           .map(_table_pair_sums, plan).gather())
 
 
-def _pair_table(examples: PerExample, keys: tuple, *rest):
+def joined_runs(parts: list[Parts], keys: list[Parts], slice_parts: Parts,
+                clusters: Parts | None, prefixes: list[str],
+                common: list[Parts] | None = None) -> Parts:
+    """Runs' parts as tables keyed by id (or row number), each run's columns under its
+    prefix, the first run's slice values and cluster indices with them, joined on the key
+    by the engine (Dask's shuffle, on a cluster): the examples every run holds, and every
+    one of `common` (the keys of the comparison's other runs, where some run is compared on
+    part of its examples)."""
+    tables = [run.map_with(keyed_table, [run_keys, *([slice_parts, *given(clusters)]
+                                                    if i == 0 else [])], prefix)
+              for i, (run, run_keys, prefix) in enumerate(zip(parts, keys, prefixes))]
+    tables += [other.map(_key_table) for other in common or []]
+    joined = tables[0]
+    for table in tables[1:]:
+        joined = joined.merged(table, on="key")
+    return joined
+
+
+def _key_table(keys: tuple):
+    import pandas as pd
+
+    return pd.DataFrame({"key": keys[0]})
+
+
+def keyed_table(examples: PerExample, keys: tuple, *rest):
     """A part's per-example columns as a table, `prefix` before their names, keyed by id.
     `rest`: the part's slice values and its cluster indices where given, then the prefix."""
     import pandas as pd
@@ -383,6 +402,14 @@ def _pair_table(examples: PerExample, keys: tuple, *rest):
 
 
 def _table_pair_sums(table, plan: PairPlan) -> PairSums:
+    (base, cand), ids, clusters, slices = runs_of_table(table, ["b_", "c_"])
+    return PairSums.of(base, cand, plan, ids, clusters, slices)
+
+
+def runs_of_table(table, prefixes: list[str]) -> tuple[list[PerExample], np.ndarray,
+                                                       np.ndarray | None, dict]:
+    """A joined table of keyed_table's back in columns: each run's examples (by the prefix
+    of its columns), the keys, the cluster indices (if any) and the slice values."""
     def run(prefix: str) -> PerExample:
         return PerExample(**{f.name: table[f"{prefix}{f.name}"].to_numpy()
                              for f in fields(PerExample)})
@@ -390,10 +417,10 @@ def _table_pair_sums(table, plan: PairPlan) -> PairSums:
     slices = {name[len("slice_"):]: table[name].to_numpy() for name in table.columns
               if name.startswith("slice_")}
     clusters = table["cluster"].to_numpy() if "cluster" in table.columns else None
-    return PairSums.of(run("b_"), run("c_"), plan, table["key"].to_numpy(), clusters, slices)
+    return [run(prefix) for prefix in prefixes], table["key"].to_numpy(), clusters, slices
 
 
-def _rows(pe: PerExample, rows: slice) -> PerExample:
+def rows_of(pe: PerExample, rows: slice) -> PerExample:
     if rows.start == 0 and rows.stop >= len(pe):
         return pe
     return pe.take(np.arange(len(pe))[rows])
@@ -450,7 +477,17 @@ def _class_sums(label: np.ndarray, attributed: np.ndarray, acc_diff: np.ndarray,
                 np.stack([attributed, acc_diff, nll_diff, np.ones(len(label))], axis=1))}
 
 
-def _bin_sums(base: PerExample, cand: PerExample, attributed: np.ndarray, bins: int) -> dict:
+def slice_sums(slices: dict[str, np.ndarray], attributed: np.ndarray, base: "Listed",
+               cand: "Listed") -> dict:
+    """Per slice column, the SLICE_COLUMNS summed per value of the examples."""
+    return {col: ValueSums.of(values, np.stack(
+        [np.ones(len(values)), attributed, base.correct, cand.correct, base.nll, cand.nll],
+        axis=1)) for col, values in slices.items()}
+
+
+def bin_sums(base: "Listed", cand: "Listed", attributed: np.ndarray, bins: int) -> dict:
+    """Per equal-width bin of the baseline's confidence: examples, each side's hits, and the
+    attributed change summed."""
     which = equal_width_bin(base.conf, bins)
 
     def per_bin(weights=None) -> np.ndarray:
@@ -462,12 +499,15 @@ def _bin_sums(base: PerExample, cand: PerExample, attributed: np.ndarray, bins: 
 
 
 class Listed(Protocol):
-    """What the worst examples list of a run: its PerExample, or a group's averages."""
+    """What the ranked lists read of a run: its PerExample, or a group's averages."""
 
     label: np.ndarray
     pred: np.ndarray
     conf: np.ndarray
     nll: np.ndarray
+
+    @property
+    def correct(self) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

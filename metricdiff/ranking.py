@@ -3,24 +3,12 @@ bins and examples the change of the primary metric comes from."""
 
 from __future__ import annotations
 
-from typing import Protocol
 
 import numpy as np
 
-from .metrics import ClassCounts, MetricSettings, bin_edges, equal_width_bin, ratio
+from .metrics import ClassCounts, MetricSettings, bin_edges, ratio
 from .pairsums import FLIP_GROUPS, PairSums, ValueSums, WorstExamples
 from .paired import Interval, contribution_interval_from_sums, per_example_values
-from .perexample import PerExample
-
-
-class Examples(Protocol):
-    """What the ranked lists read: one run's PerExample or a group's averages."""
-
-    label: np.ndarray
-    pred: np.ndarray
-    correct: np.ndarray
-    conf: np.ndarray
-    nll: np.ndarray
 
 
 def rank_metrics(deltas: dict[str, Interval], directions: dict[str, bool | None]) -> list[dict]:
@@ -42,41 +30,6 @@ def change_word(delta: float | None, higher_is_better: bool | None) -> str | Non
     if higher_is_better is None:
         return "up" if delta > 0 else "down"
     return "better" if (delta > 0) == higher_is_better else "worse"
-
-
-class Attribution:
-    """How the change of the primary metric splits over groups of examples.
-
-    Means of per-example values split exactly: a group contributes its summed per-example
-    differences divided by n. Balanced accuracy and macro F1 split exactly over classes (a
-    class contributes its change of recall or F1 divided by the classes averaged over). Other
-    metrics (ECE and friends) do not split over examples; the change of mean NLL is split
-    instead and `metric` says so.
-    """
-
-    def __init__(self, primary: str, base: PerExample | list[PerExample],
-                 cand: PerExample | list[PerExample], num_classes: int,
-                 settings: MetricSettings):
-        """`base` and `cand` are one run each, or the runs of two groups: a group's change is
-        then the mean of its runs' changes (contributions are linear in the runs)."""
-        bases = base if isinstance(base, list) else [base]
-        cands = cand if isinstance(cand, list) else [cand]
-        self.metric = attributed_metric(primary, settings)
-        value = per_example_values(settings)[self.metric]
-        self.diff = (np.mean([value(pe) for pe in cands], axis=0)
-                     - np.mean([value(pe) for pe in bases], axis=0))
-        self.n = len(bases[0])
-        self.primary = primary
-        self.base_counts = ClassCounts.mean([ClassCounts.of(pe, num_classes) for pe in bases])
-        self.cand_counts = ClassCounts.mean([ClassCounts.of(pe, num_classes) for pe in cands])
-
-    def by_group(self, keys: np.ndarray, size: int) -> np.ndarray:
-        """Contribution of each group of examples (keys in [0, size))."""
-        return np.bincount(keys, weights=self.diff, minlength=size) / self.n
-
-    def by_class(self, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, str]:
-        return class_contribution(self.primary, self.metric, self.by_group(labels, num_classes),
-                                  self.base_counts, self.cand_counts)
 
 
 def attributed_metric(primary: str, settings: MetricSettings) -> str:
@@ -119,15 +72,6 @@ def rank_classes(contribution: np.ndarray, metric: str, b: ClassCounts, c: Class
     return {"metric": metric, "rows": rows}
 
 
-def rank_slices(attribution: Attribution, base: Examples, cand: Examples,
-                values: np.ndarray, limit: int) -> dict:
-    """The values of a slice column whose examples contribute most to the change (a
-    group's runs: their per-example means)."""
-    columns = np.stack([np.ones(len(values)), attribution.diff, base.correct, cand.correct,
-                        base.nll, cand.nll], axis=1)
-    return slice_rows(ValueSums.of(values, columns), attribution.n, attribution.metric, limit)
-
-
 def slice_rows(sums: ValueSums, n: int, metric: str, limit: int) -> dict:
     """The values largest in contribution first, from their sums of SLICE_COLUMNS."""
     count, attributed, base_hits, cand_hits, base_nll, cand_nll = sums.sums.T
@@ -140,17 +84,6 @@ def slice_rows(sums: ValueSums, n: int, metric: str, limit: int) -> dict:
              "baseline_nll": float(base_nll[i] / count[i]),
              "candidate_nll": float(cand_nll[i] / count[i])} for i in order]
     return {"metric": metric, "rows": rows}
-
-
-def rank_confidence_bins(attribution: Attribution, base: Examples, cand: Examples,
-                         bins: int) -> dict:
-    """Examples grouped by the baseline's top-1 confidence."""
-    which = equal_width_bin(base.conf, bins)
-    return confidence_bin_rows(
-        attribution.by_group(which, bins), attribution.metric,
-        np.bincount(which, minlength=bins), np.bincount(which, weights=base.correct,
-                                                        minlength=bins),
-        np.bincount(which, weights=cand.correct, minlength=bins))
 
 
 def confidence_bin_rows(contribution: np.ndarray, metric: str, count: np.ndarray,

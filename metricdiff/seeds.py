@@ -222,7 +222,7 @@ def crossed_mean_interval(sums: CrossedSums, alpha: float, paired: bool) -> Inte
     """The interval of a mean's change over all examples, from CrossedSums of one group."""
     method = METHOD_CROSSED_PAIRED if paired else METHOD_CROSSED
     example_var, example_df = sums.example_variance()
-    spreads = [RunSpread(s.values[:, 0], s.within if np.ndim(s.within) == 0 else s.within[0])
+    spreads = [RunSpread(s.values[:, 0], float(np.ravel(s.within)[0]))
                for s in sums.run_spreads()]
     delta = float(sums.diff.mean[0]) if sums.diff.n[0] else math.nan
     return crossed_interval(delta, float(example_var[0]), int(example_df[0]), spreads, alpha,

@@ -316,6 +316,24 @@ def test_a_pair_compared_on_its_common_examples_stays_on_the_workers(tmp_path, s
     assert ("little" in local["comparisons"][0]["deltas"]["ece"]["method"]) == little
 
 
+def test_two_whole_runs_are_compared_on_the_examples_every_run_holds(tmp_path, scheduler):
+    """Three runs, the third holding part of the examples (--allow-partial): the two whole
+    runs, co-partitioned, are still compared on the common examples alone (their join with
+    the third run's keys), as the local engine compares them."""
+    base, cand = shuffled_pair(tmp_path)
+    pq.write_table(pq.read_table(cand).sort_by("id"), tmp_path / "same.parquet",
+                   row_group_size=64)
+    _, other = shuffled_pair(tmp_path, seed=1)  # another model: no tie for the best run
+    pq.write_table(pq.read_table(other).slice(0, 700), tmp_path / "part.parquet",
+                   row_group_size=64)
+    local, dask = both_comparisons([base, tmp_path / "same.parquet", tmp_path / "part.parquet"],
+                                   scheduler, allow_partial=True)
+    assert dask == local
+    first = local["comparisons"][0]
+    assert local["alignment"]["n"] == 700
+    assert sum(row["count"] for row in first["explanation"]["nll_by_flip"]) == 700
+
+
 def test_compare_with_clusters_and_partial_overlap(tmp_path, scheduler):
     base, cand = shuffled_pair(tmp_path, clusters=True)
     table = pq.read_table(cand)
@@ -326,15 +344,61 @@ def test_compare_with_clusters_and_partial_overlap(tmp_path, scheduler):
     assert local["alignment"]["n"] == 700
 
 
-def test_group_comparison_of_seeds(tmp_path, scheduler):
-    runs = []
-    for seed in range(4):
-        base, cand = shuffled_pair(tmp_path, seed=10 * seed)
-        runs.append((base, cand))
+@pytest.mark.parametrize("case", ["shuffled", "same", "paired_clustered", "partial"])
+def test_groups_of_seeds_stay_on_the_workers(tmp_path, scheduler, monkeypatch, case):
+    """Two groups of seed runs held by the workers: the seeds x examples tests, the class
+    tests and the groups' per-example means behind the ranked lists are summed there
+    (co-partitioned runs part by part, others joined on id by Dask); no run's columns come
+    to the client, and every number is the local engine's."""
+    from metricdiff import comparison, paired
+
+    runs = [shuffled_pair(tmp_path, seed=10 * seed, clusters=True) for seed in range(4)]
     paths = [runs[0][0], runs[1][0], runs[2][1], runs[3][1]]
-    local, dask = both_comparisons(paths, scheduler, names=["main", "main", "pr", "pr"])
+    options: dict = {"names": ["main", "main", "pr", "pr"], "by": ["source"]}
+    if case == "same":  # every run in order of id, cut into the same row groups
+        for i in (2, 3):
+            pq.write_table(pq.read_table(paths[i]).sort_by("id"), tmp_path / f"same{i}.parquet",
+                           row_group_size=64)
+            paths[i] = tmp_path / f"same{i}.parquet"
+    if case == "paired_clustered":
+        monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 100)  # 150 clusters: little ones
+        options |= {"paired_seeds": True, "cluster": "video"}
+    if case == "partial":
+        pq.write_table(pq.read_table(paths[3]).slice(0, 700), tmp_path / "part.parquet",
+                       row_group_size=64)
+        paths[3] = tmp_path / "part.parquet"
+        options |= {"allow_partial": True}
+    held, summed = [], []
+    build = comparison.build_comparison
+    held_sums, joined_sums = comparison.held_group_sums, comparison.joined_group_sums
+
+    def watched_build(runs, *args, **kwargs):
+        held.extend(run.examples is None and run.clusters is None for run in runs)
+        return build(runs, *args, **kwargs)
+
+    def watched_held(*args, **kwargs):
+        found = held_sums(*args, **kwargs)
+        summed.append("part by part" if found is not None else "other parts")
+        return found
+
+    def watched_joined(*args, **kwargs):
+        summed.append("joined")
+        return joined_sums(*args, **kwargs)
+
+    monkeypatch.setattr(comparison, "build_comparison", watched_build)
+    monkeypatch.setattr(comparison, "held_group_sums", watched_held)
+    monkeypatch.setattr(comparison, "joined_group_sums", watched_joined)
+    local, dask = both_comparisons(paths, scheduler, **options)
     assert dask == local
-    assert len(local["comparisons"]) == 1
+    assert held == [False] * 4 + [True] * 4
+    assert summed == {"same": ["part by part"], "shuffled": ["other parts", "joined"],
+                      "paired_clustered": ["other parts", "joined"],
+                      "partial": ["joined"]}[case]
+    comparison_ = local["comparisons"][0]
+    assert comparison_["runs"]["candidate"] and comparison_["ranked"]["slices"]["source"]
+    assert comparison_["deltas"]["nll"]["noise"][-1] == "seeds"
+    if case == "partial":
+        assert local["alignment"]["n"] == 700
 
 
 def test_worker_killed_mid_run_gives_the_same_numbers(tmp_path, predictions):
