@@ -34,7 +34,7 @@ from spec import RunSpec  # bench/ is on sys.path when run as a script
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
 MEASUREMENTS = ("floor", "naive", "report", "compare3", "scaling", "wide", "long", "groups",
-                "topk", "memory", "exponents", "startup")
+                "topk", "dask_groups", "memory", "exponents", "startup")
 
 # Targets from the issues; where the engine issue (#15) set a new one, it is that one.
 REPORT_MAX_FLOOR_RATIO = 0.9  # decoding on both cores while the arithmetic keeps up
@@ -95,6 +95,7 @@ class Runs:
     long_pair: tuple[RunSpec, RunSpec]
     groups: tuple[RunSpec, ...]  # the baseline group's runs, then the candidate group's
     topk_pair: tuple[RunSpec, RunSpec]
+    topk_groups: tuple[RunSpec, ...]  # two groups of two top-k runs, a quarter of the rows
     by_rows: tuple[RunSpec, ...]  # the scaling exponents: rows x1, x2, x4
     by_classes: tuple[RunSpec, ...]  # classes x1, x2, x4
     by_runs: tuple[RunSpec, ...]  # 8 runs of the smallest size: compared 2, 4 and 8 at once
@@ -112,6 +113,8 @@ class Runs:
                                 for i in range(2 * s.group_runs)),
                    topk_pair=tuple(RunSpec(s.topk_rows, s.topk_vocabulary, seed=seed,
                                            topk=s.topk_listed) for seed in (1, 2)),
+                   topk_groups=tuple(RunSpec(s.topk_rows // 4, s.topk_vocabulary, seed=seed,
+                                             topk=s.topk_listed) for seed in (1, 2, 3, 4)),
                    by_rows=tuple(RunSpec(s.exponent_rows * m, s.exponent_classes, seed=1)
                                  for m in (1, 2, 4)),
                    by_classes=tuple(RunSpec(s.exponent_rows, s.exponent_classes * m, seed=1)
@@ -306,10 +309,15 @@ class Bench:
                         *(self.path(s) for s in specs), "--format", "json"])
 
 
-    def dask_compare(self, specs: list[RunSpec]) -> Command:
-        return Command(f"compare --engine dask {size_text(specs[0], len(specs))}",
-                       [sys.executable, os.path.join(BENCH_DIR, "dask_compare.py"),
-                        *(self.path(s) for s in specs)])
+    def dask_compare(self, specs: list[RunSpec], groups: bool = False) -> Command:
+        """`groups`: the first half of the runs as group `a`, the second as group `b`."""
+        half = len(specs) // 2
+        named = [(f"{'a' if i < half else 'b'}=" if groups else "") + self.path(spec)
+                 for i, spec in enumerate(specs)]
+        what = f"groups {half} vs {half} × {size_text(specs[0])}" if groups else size_text(
+            specs[0], len(specs))
+        return Command(f"compare --engine dask {what}",
+                       [sys.executable, os.path.join(BENCH_DIR, "dask_compare.py"), *named])
 
     def startup(self) -> list[Command]:
         """The baseline (the interpreter starting and stopping), then `--version`, `-h` and
@@ -472,6 +480,20 @@ def topk_row(b: Bench) -> Row:
     specs = list(b.runs.topk_pair)
     # minutes each at the default size: measured once, whatever --repeat says
     local, dask = b.measure(b.compare(specs), b.dask_compare(specs), repeat=1)
+    return dask_row("compare, Dask engine (2-worker LocalCluster) vs local engine",
+                    size_text(specs[0], len(specs)), local, dask)
+
+
+def dask_groups_row(b: Bench) -> Row:
+    """Two groups of two top-k runs on both engines: the groups' sums on the workers."""
+    specs = list(b.runs.topk_groups)
+    local, dask = b.measure(b.compare_groups(specs), b.dask_compare(specs, groups=True),
+                            repeat=1)
+    return dask_row("compare groups (2 vs 2 runs), Dask engine vs local engine",
+                    f"4 × {size_text(specs[0])}", local, dask)
+
+
+def dask_row(name: str, size: str, local: Measurement, dask: Measurement) -> Row:
     value = ratio(dask, local)
     try:
         cluster = json.loads(dask.last_stderr)
@@ -485,9 +507,7 @@ def topk_row(b: Bench) -> Row:
                  f"{cluster['statistics_seconds']:.1f} s on "
                  f"{cluster['gathered_bytes'] / cluster['examples']:.0f} B per example "
                  "held on the client")
-    return measured_row("compare, Dask engine (2-worker LocalCluster) vs local engine",
-                        size_text(specs[0], len(specs)), dask, text,
-                        target=f"≤ {DASK_MAX_LOCAL_RATIO:g}× local",
+    return measured_row(name, size, dask, text, target=f"≤ {DASK_MAX_LOCAL_RATIO:g}× local",
                         result=verdict(value is not None and value <= DASK_MAX_LOCAL_RATIO,
                                        dask, local), value=value)
 
@@ -589,6 +609,7 @@ ROWS = {
     "floor_groups": lambda b: floor_row(b, list(b.runs.groups)),
     "groups": groups_row,
     "topk": topk_row,
+    "dask_groups": dask_groups_row,
     "memory_topk": lambda b: memory_row(b, list(b.runs.topk_pair)),
     "memory_full": lambda b: memory_row(b, list(b.runs.long_pair)),
     "exponents": exponent_rows,
@@ -596,7 +617,7 @@ ROWS = {
 }
 # naive measures the floor, report and naive in turns; report and scaling then reuse them.
 BUILD_ORDER = ["startup", "naive", "report", "scaling", "compare3", "wide", "long", "groups",
-               "topk", "memory_topk", "memory_full", "exponents", "floor_main",
+               "topk", "dask_groups", "memory_topk", "memory_full", "exponents", "floor_main",
                "floor_compare3", "floor_wide", "floor_long", "floor_groups"]
 ROWS_OF = {
     "floor": ["floor_main"],
@@ -608,6 +629,7 @@ ROWS_OF = {
     "long": ["floor_long", "long"],
     "groups": ["floor_groups", "groups"],
     "topk": ["topk"],
+    "dask_groups": ["dask_groups"],
     "memory": ["memory_topk", "memory_full"],
     "exponents": ["exponents"],
     "startup": ["startup"],
