@@ -7,7 +7,10 @@ in one place. Each part sorts its own rows once, stably, so that ties keep row o
 keeps the running sums of some columns in that order. Then:
 
 - the k-th smallest key of the whole run is found by narrowing an interval of 64-bit keys
-  by ROUND_POINTS at a time: each part counts its keys at or below each point (8 rounds);
+  by ROUND_POINTS at a time: each part counts its keys at or below each point, until the
+  interval holds FEW_KEYS rows or fewer; then each part sends its keys in it, and the k-th
+  is picked from those (a round for a run of FEW_KEYS rows, about 1 + log_256(n / FEW_KEYS)
+  for n rows whose keys spread; at most 8 rounds of counts, as a 64-bit key needs);
 - the first k rows of the run in (key, row) order are, in each part, its rows below the k-th
   key and, of its rows at that key, as many as the parts before it leave over (parts are in
   row order): their sums are read off each part's running sums, and added.
@@ -28,6 +31,7 @@ from .align import AllRows, ById
 from .perexample import PerExample
 
 ROUND_POINTS = 256  # keys counted per target and round: the interval shrinks 256-fold
+FEW_KEYS = 4096  # rows in a target's interval small enough to bring its keys here
 KEY_TOP = (1 << 64) - 1
 
 
@@ -297,6 +301,13 @@ def _counts_around(part: SortedPart, keys: np.ndarray) -> np.ndarray:
                      np.searchsorted(part.keys, keys, side="right")])
 
 
+def _keys_between(part: SortedPart, lows: np.ndarray, highs: np.ndarray) -> list[np.ndarray]:
+    """The part's keys in [low, high], for each interval."""
+    starts = np.searchsorted(part.keys, lows, side="left")
+    stops = np.searchsorted(part.keys, highs, side="right")
+    return [part.keys[a:b] for a, b in zip(starts, stops)]
+
+
 def _running_at(part: SortedPart, rows: np.ndarray) -> np.ndarray:
     return part.running[:, rows]
 
@@ -315,23 +326,34 @@ class RunOrder:
 
     def keys_at(self, ranks: np.ndarray) -> np.ndarray:
         """The key at each 0-based rank of the run (each below n)."""
-        targets = np.asarray(ranks, dtype=np.int64)[:, None] + 1  # rows at or below the key
+        targets = np.asarray(ranks, dtype=np.int64) + 1  # rows at or below the key
         low = np.zeros(len(targets), dtype=np.uint64)
         high = np.full(len(targets), KEY_TOP, dtype=np.uint64)
+        below = np.zeros(len(targets), dtype=np.int64)  # rows whose key is below `low`
+        inside = np.full(len(targets), self.n, dtype=np.int64)  # rows in [low, high]
         j = np.arange(1, ROUND_POINTS + 1, dtype=np.uint64)[None, :]
         size = np.uint64(ROUND_POINTS)
-        while (low < high).any():
+        while ((low < high) & (inside > FEW_KEYS)).any():
             width = (high - low)[:, None]
             # low + width * j / ROUND_POINTS, in parts that cannot overflow 64 bits; the last
             # point is high
             points = low[:, None] + (width // size) * j + ((width % size) * j) // size
-            counts = sum(self.sorted.map(_counts_at_most, points.ravel()).gather())
-            first = np.argmax(np.asarray(counts).reshape(points.shape) >= targets, axis=1)
+            counts = np.asarray(sum(self.sorted.map(_counts_at_most, points.ravel()).gather())
+                                ).reshape(points.shape)
+            first = np.argmax(counts >= targets[:, None], axis=1)
             rows = np.arange(len(targets))
             # the answer lies after the point before the first that holds its rank
             previous = points[rows, np.maximum(first - 1, 0)] + np.uint64(1)
+            below = np.where(first > 0, counts[rows, np.maximum(first - 1, 0)], below)
+            inside = counts[rows, first] - below
             low = np.where(first > 0, previous, low)
             high = points[rows, first]
+        open_ = np.flatnonzero(low < high)
+        if len(open_):  # each interval holds few rows: their keys, from every part
+            found = self.sorted.map(_keys_between, low[open_], high[open_]).gather()
+            for t, target in enumerate(open_):
+                keys = np.sort(np.concatenate([part[t] for part in found]))
+                low[target] = keys[targets[target] - below[target] - 1]
         return low
 
     def first_sums(self, counts: np.ndarray) -> np.ndarray:

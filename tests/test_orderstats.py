@@ -12,6 +12,7 @@ import pytest
 from conftest import Close
 from metricdiff.metrics import (ClassCounts, adaptive_calibration_error, adaptive_ece_of,
                                 class_group_table, class_groups, debiased_rms_of, loss_anatomy)
+from metricdiff import orderstats
 from metricdiff.orderstats import LocalParts, RunOrder, float_keys, float_values
 from metricdiff.perexample import PerExample
 from metricdiff.smoothece import smooth_ece, smooth_ece_of
@@ -47,9 +48,13 @@ def test_float_keys_keep_the_order_of_floats_and_invert():
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_kth_keys_and_first_sums_are_those_of_one_stable_sort(seed):
+@pytest.mark.parametrize("few", [0, 7, orderstats.FEW_KEYS])
+def test_kth_keys_and_first_sums_are_those_of_one_stable_sort(seed, few, monkeypatch):
+    """`few`: rows of an interval whose keys are brought here (0: counted down to one key;
+    7: a few rounds of counts, then the keys)."""
+    monkeypatch.setattr(orderstats, "FEW_KEYS", few)
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 400))
+    n = int(rng.integers(1, 4000))
     pe = examples(n, seed, decimals=int(rng.integers(0, 3)))
     order = RunOrder(split(pe, random_cuts(rng, n)), "conf")
     ranks = rng.integers(0, n, size=9)
