@@ -272,8 +272,7 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
     """The runs of a comparison, lined up by their keys first, read two at a time: each
     run's reading is already overlapped with its arithmetic, and the machine this is sized
     for has two cores (with a Dask engine, each thread waits on its run's tasks). With an
-    engine, the runs' columns stay on its workers, except with clusters of examples in runs
-    lined up here from their keys. With the runs, their alignment."""
+    engine, the runs' columns stay on its workers. With the runs, their alignment."""
     stop = threading.Event()  # on Ctrl-C or an error, the other reads end at their next batch
     pool = ThreadPoolExecutor(max_workers=2)
     try:
@@ -300,7 +299,7 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
             del keys  # the runs' reads hold their own ids and labels: not twice per example
         plans = [ClasswisePlan(summary.bins, BLOCKS, _kept_rows(rows, layout.n_rows))
                  for rows, layout in zip(alignment.rows, layouts)]
-        columns = engine is None or (read.cluster_col is not None and alignment.ids is not None)
+        columns = engine is None
         # a run's RunSums are of all its rows: of use when each of them is compared
         futures = [pool.submit(load_run, path, name=name, options=read,
                                temperature_values=temperature_values, progress=progress,

@@ -90,7 +90,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     names = list(members)
     base_idx = members[names[0]]
     class_group = class_groups(counts[base_idx[0]], metric_settings.class_groups)
-    clusters, cluster_keys = _clusters(runs, alignment, settings.cluster)
+    clusters, cluster_keys = _clusters(runs, alignment, aligned, settings.cluster)
     plan = BootstrapPlan(alignment.n, settings.resamples, settings.seed, clusters,
                          _unit_keys(runs[alignment.in_order or 0], alignment, cluster_keys))
     draws: list[dict[str, np.ndarray] | None] = [None] * len(runs)
@@ -228,16 +228,18 @@ def _unit_keys(base: RunData, alignment: Alignment, cluster_keys: np.ndarray | N
     return base.key_parts
 
 
-def _clusters(runs: list[RunData], alignment: Alignment, column: str | None
+def _clusters(runs: list[RunData], alignment: Alignment,
+              aligned: list[PerExample | HeldRows], column: str | None
               ) -> tuple[np.ndarray | HeldClusters | None, np.ndarray | None]:
     """Each aligned example's cluster as an index 0..C-1, and the clusters' keys (text) in
     that order; every run must agree on them. (None, None) without a cluster column. For
-    runs a cluster holds, lined up from the digests of their keys and clusters (so they
-    agree), each run's parts of indices."""
+    runs a cluster holds, each run's parts of indices."""
     if column is None:
         return None, None
-    if alignment.ids is None:
+    if alignment.ids is None:  # lined up from digests of keys and clusters: they agree
         return _held_clusters(runs, column)
+    if all(isinstance(pe, HeldRows) for pe in aligned):
+        return _held_clusters(runs, column, [pe for pe in aligned if isinstance(pe, HeldRows)])
     clusters = [run.clusters for run in runs if run.clusters is not None]
     assert len(clusters) == len(runs)  # every layout was read with this cluster column
     keys = clusters[0][alignment.rows[0]]
@@ -258,13 +260,37 @@ def _clusters_here(plan: BootstrapPlan) -> np.ndarray | None:
     return plan.clusters
 
 
-def _held_clusters(runs: list[RunData], column: str) -> tuple[HeldClusters, np.ndarray]:
+def _held_clusters(runs: list[RunData], column: str, lined_up: list[HeldRows] | None = None
+                   ) -> tuple[HeldClusters, np.ndarray]:
+    """The clusters of runs a cluster holds: the distinct keys of the baseline's compared
+    rows, and each run's parts of indices. `lined_up`: the runs as lined up here from their
+    ids (compared on part of their examples), whose clusters are checked to agree there."""
     held = [run.cluster_parts for run in runs if run.cluster_parts is not None]
     assert len(held) == len(runs)  # every run was read with this cluster column
-    unique = np.unique(np.concatenate(held[0].map(_distinct).gather()))
+    compared = held[0] if lined_up is None else lined_up[0].kept(held[0])
+    unique = np.unique(np.concatenate(compared.map(_distinct).gather()))
     _check_clusters(runs[0], len(unique), column)
+    if lined_up is not None:
+        tables = [rows.kept_keys().map_with(_cluster_table, [rows.kept(parts)])
+                  for rows, parts in zip(lined_up, held)]
+        for run, table in zip(runs[1:], tables[1:]):
+            differ = sum(tables[0].merged(table, on="key").map(_differ).gather())
+            if differ:
+                raise InputError(f"{differ} examples are in another cluster than in the "
+                                 f"baseline {runs[0].name}; expected the same clusters in "
+                                 "every run", path=run.layout.path, column=column)
     return HeldClusters(len(unique), tuple(parts.map(_cluster_index, unique)
                                            for parts in held)), unique
+
+
+def _cluster_table(keys: tuple, clusters: np.ndarray):
+    import pandas as pd
+
+    return pd.DataFrame({"key": keys[0], "cluster": np.asarray(clusters).astype(str)})
+
+
+def _differ(table) -> int:
+    return int((table["cluster_x"] != table["cluster_y"]).sum())
 
 
 def _distinct(clusters: np.ndarray) -> np.ndarray:

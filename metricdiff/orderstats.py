@@ -169,24 +169,50 @@ class HeldRows:
         return [ascending[low:high] - start
                 for low, high, start in zip(cuts[:-1], cuts[1:], self._starts[:-1])]
 
-    def kept(self) -> Parts:
+    def kept(self, parts: Parts | None = None) -> Parts:
         """The run's rows that are lined up (its rows in `rows`), part by part in row order,
-        where the parts are held: the run compared on part of its examples."""
+        where the parts are held: the run compared on part of its examples. `parts`: other
+        parts of the same rows (their cluster keys, say); by default the examples."""
         offsets = self._offsets(np.sort(np.asarray(self.rows)))
-        return self.parts.map_each(_rows_at, offsets)
+        return (self.parts if parts is None else parts).map_each(_rows_at, offsets)
+
+    def kept_keys(self) -> Parts:
+        """The keys of the rows kept(), part by part."""
+        assert self.key_parts is not None
+        return self.key_parts.map_each(_keys_at, self._offsets(np.sort(np.asarray(self.rows))))
 
     def in_clusters(self, clusters: Parts, units: np.ndarray | None) -> Parts:
         """The examples of these clusters (increasing indices; None: every cluster), in the
         order of their positions, as one part where the parts are held, with each one's
-        cluster's position among `units`. `clusters`: each part's cluster indices. For
-        runs lined up as their parts hold them (align.AllRows, or ById)."""
-        assert isinstance(self.rows, AllRows) and self.key_parts is not None
-        pieces = self.parts.map_with(_rows_in_clusters, [clusters, self.key_parts], units)
-        return pieces.joined(_in_position_order, isinstance(self.rows, ById))
+        cluster's position among `units`. `clusters`: each part's cluster indices."""
+        if isinstance(self.rows, AllRows):  # lined up as the parts hold them, or by id
+            assert self.key_parts is not None
+            pieces = self.parts.map_with(_rows_in_clusters, [clusters, self.key_parts], units)
+            return pieces.joined(_in_position_order, isinstance(self.rows, ById))
+        # compared on part of its rows: those alone, each with its position as its key
+        rows = np.asarray(self.rows)
+        order = np.argsort(rows, kind="stable")
+        offsets = self._offsets(rows[order])
+        cuts = np.cumsum([0, *(len(part) for part in offsets)])
+        positions = clusters.map_each(_as_keys, [order[a:b] for a, b in zip(cuts[:-1], cuts[1:])])
+        pieces = self.parts.map_each(_rows_at, offsets).map_with(
+            _rows_in_clusters, [clusters.map_each(_rows_at, offsets), positions], units)
+        return pieces.joined(_in_position_order, True)
 
 
-def _rows_at(examples: PerExample, offsets: np.ndarray) -> PerExample:
+def _rows_at(examples: Any, offsets: np.ndarray) -> Any:
+    """The rows at these offsets of a part (its examples, or an array of the same rows)."""
     return examples.take(offsets)
+
+
+def _keys_at(keys: tuple[np.ndarray, Any], offsets: np.ndarray) -> tuple[np.ndarray, Any]:
+    part_keys, rest = keys
+    return part_keys[offsets], rest
+
+
+def _as_keys(_: Any, positions: np.ndarray) -> tuple[np.ndarray, int]:
+    """Positions in the alignment, as the keys a part's rows are put in order by."""
+    return positions, 0
 
 
 def _in_order(pieces: list[PerExample], back: np.ndarray) -> PerExample:

@@ -334,14 +334,53 @@ def test_two_whole_runs_are_compared_on_the_examples_every_run_holds(tmp_path, s
     assert sum(row["count"] for row in first["explanation"]["nll_by_flip"]) == 700
 
 
-def test_compare_with_clusters_and_partial_overlap(tmp_path, scheduler):
+@pytest.mark.parametrize("little", [False, True])
+def test_clustered_runs_compared_on_their_common_examples_stay_on_the_workers(
+        tmp_path, scheduler, monkeypatch, little):
+    """--cluster with --allow-partial: the runs are lined up here from their ids; their
+    clusters are numbered, checked against the baseline's (joined on id) and resampled on
+    the workers, each part's kept rows alone; every number is the local engine's."""
+    from metricdiff import comparison, paired
+
+    if little:
+        monkeypatch.setattr(paired, "FULL_BOOTSTRAP_MAX", 60)  # 117 clusters: little ones
     base, cand = shuffled_pair(tmp_path, clusters=True)
     table = pq.read_table(cand)
     pq.write_table(table.slice(0, 700), tmp_path / "part.parquet", row_group_size=64)
+    held = []
+    build = comparison.build_comparison
+
+    def watched_build(runs, *args, **kwargs):
+        held.extend(run.examples is None and run.clusters is None for run in runs)
+        return build(runs, *args, **kwargs)
+
+    monkeypatch.setattr(comparison, "build_comparison", watched_build)
     local, dask = both_comparisons([base, tmp_path / "part.parquet"], scheduler,
-                                   cluster="video", allow_partial=True)
+                                   cluster="video", allow_partial=True, by=["source"])
     assert dask == local
+    assert held == [False, False, True, True]
     assert local["alignment"]["n"] == 700
+    first = local["comparisons"][0]
+    # the clusters of the common examples alone
+    assert first["clusters"]["count"] == len(np.unique(table.column("id").to_numpy()[:700] // 6))
+    assert ("little" in first["deltas"]["ece"]["method"]) == little
+
+
+def test_partial_runs_that_disagree_on_a_cluster_give_the_local_error(tmp_path, scheduler):
+    base, cand = shuffled_pair(tmp_path, clusters=True)
+    table = pq.read_table(cand).slice(0, 700)
+    video = table.column("video").to_numpy().copy()
+    video[:3] += 1000
+    table = table.set_column(table.schema.get_field_index("video"), "video", pa.array(video))
+    pq.write_table(table, tmp_path / "part.parquet", row_group_size=64)
+    paths = [str(base), str(tmp_path / "part.parquet")]
+    with pytest.raises(InputError) as local:
+        metricdiff.compare(*paths, cluster="video", allow_partial=True, resamples=0)
+    with pytest.raises(InputError) as dask:
+        metricdiff.compare(*paths, cluster="video", allow_partial=True, resamples=0,
+                           engine="dask", scheduler=scheduler)
+    assert str(dask.value) == str(local.value)
+    assert "3 examples are in another cluster" in str(local.value)
 
 
 @pytest.mark.parametrize("case", ["shuffled", "same", "paired_clustered", "partial"])
