@@ -7,6 +7,7 @@ import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Any, Callable
 
 import numpy as np
 
@@ -667,20 +668,11 @@ class _PairSumsOf:
         if (base, cand) not in self.done:
             plan = PairPlan(self._tested([base, cand]), self.settings, self.class_group,
                             self._clusters(), self.attributed, self.top)
-            held = self._held([base, cand])
-            found: PairSums | None
-            if held is None:
+            found = self._from_parts([base, cand], plan, held_pair_sums, joined_pair_sums)
+            if found is None:
                 assert self.ids is not None  # runs lined up here, from their keys
                 found = pair_sums(_here(self.aligned[base]), _here(self.aligned[cand]), plan,
                                   self.ids, _clusters_here(self.plan), slices=self.slices)
-            else:
-                (base_parts, cand_parts), (base_keys, cand_keys), slices, clusters = held
-                found = (held_pair_sums(base_parts, cand_parts, base_keys, cand_keys, slices,
-                                        plan, clusters)
-                         if self._whole() else None)
-                if found is None:  # lined up by the engine: joined on ids (or rows)
-                    found = joined_pair_sums(base_parts, cand_parts, base_keys, cand_keys,
-                                             slices, plan, clusters, self._common([base, cand]))
             self.done[base, cand] = found
         return self.done[base, cand]
 
@@ -694,22 +686,29 @@ class _PairSumsOf:
                            if name in self._tested(members) or name == self.attributed)
             plan = GroupPlan(tested, self.settings, len(self.class_group), len(base_idx),
                              self.paired_seeds, self._clusters(), self.attributed, self.top)
-            held = self._held(members)
-            found: GroupSums | None
-            if held is None:
+            found = self._from_parts(members, plan, held_group_sums, joined_group_sums)
+            if found is None:
                 assert self.ids is not None  # runs lined up here, from their keys
                 found = group_sums([_here(self.aligned[i]) for i in base_idx],
                                    [_here(self.aligned[i]) for i in cand_idx], plan, self.ids,
                                    _clusters_here(self.plan), slices=self.slices)
-            else:
-                parts, keys, slices, clusters = held
-                found = (held_group_sums(parts, keys, slices, plan, clusters)
-                         if self._whole() else None)
-                if found is None:
-                    found = joined_group_sums(parts, keys, slices, plan, clusters,
-                                              self._common(members))
             self.done_groups[key] = found
         return self.done_groups[key]
+
+    def _from_parts(self, members: list[int], plan: PairPlan | GroupPlan,
+                    held_sums: Callable[..., Any], joined_sums: Callable[..., Any]) -> Any:
+        """The sums of these runs (the baseline side first) from the parts a cluster holds:
+        part by part where every run is compared whole and the runs are co-partitioned,
+        else joined on their ids by the engine (which keeps the examples every run holds).
+        None where the runs are held here."""
+        held = self._held(members)
+        if held is None:
+            return None
+        parts, keys, slices, clusters = held
+        found = held_sums(parts, keys, slices, plan, clusters) if self._whole() else None
+        if found is None:
+            found = joined_sums(parts, keys, slices, plan, clusters, self._common(members))
+        return found
 
     def _tested(self, members: list[int]) -> tuple[str, ...]:
         """The per-example means every one of these runs has."""
@@ -735,9 +734,7 @@ class _PairSumsOf:
     def _held(self, members: list[int]
               ) -> tuple[list[Parts], list[Parts], Parts, Parts | None] | None:
         """Where a cluster holds these runs: their parts, their keys' parts, the first run's
-        slice values (the comparison's baseline's, for its pairs) and cluster indices. The
-        sums are then computed there: part by part where the runs are co-partitioned, else
-        joined on their ids by the engine (which keeps the common examples alone). None
+        slice values (the comparison's baseline's, for its pairs) and cluster indices; None
         where the runs are held here."""
         runs = [self.runs[i] for i in members]
         clusters = self.plan.clusters

@@ -315,14 +315,15 @@ def pair_sums(base: PerExample, cand: PerExample, plan: PairPlan, ids: np.ndarra
     return total
 
 
-def held_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, cand_keys: Parts,
-                   slice_parts: Parts, plan: PairPlan, clusters: Parts | None = None
-                   ) -> PairSums | None:
+def held_pair_sums(parts: list[Parts], keys: list[Parts], slice_parts: Parts, plan: PairPlan,
+                   clusters: Parts | None = None) -> PairSums | None:
     """A pair's sums computed where its parts are held, when the two runs are cut into the
     same parts holding the same examples in the same order (co-partitioned: the same eval
     set written the same way): each part pairs its own rows, and the parts' sums merge in
     row order. None where a part of one run holds other examples than the other's: then
-    the runs must be lined up first. `clusters`: each part's cluster indices, if any."""
+    the runs must be lined up first. `parts`, `keys`: the baseline's, then the
+    candidate's; `clusters`: each part's cluster indices, if any."""
+    (base_parts, cand_parts), (base_keys, cand_keys) = parts, keys
     found = base_parts.map_with(_part_pair_sums, [cand_parts, base_keys, cand_keys,
                                                   slice_parts, *given(clusters)],
                                 plan).gather()
@@ -348,14 +349,13 @@ def _part_pair_sums(base: PerExample, cand: PerExample, base_keys: tuple, cand_k
     return PairSums.of(base, cand, plan, base_ids, clusters[0] if clusters else None, slices)
 
 
-def joined_pair_sums(base_parts: Parts, cand_parts: Parts, base_keys: Parts, cand_keys: Parts,
-                     slice_parts: Parts, plan: PairPlan, clusters: Parts | None = None,
+def joined_pair_sums(parts: list[Parts], keys: list[Parts], slice_parts: Parts, plan: PairPlan,
+                     clusters: Parts | None = None,
                      common: list[Parts] | None = None) -> PairSums:
     """A pair's sums where the two runs' parts hold their examples in other orders or
     splits, or where some run is compared on part of its examples: the runs joined on their
     ids (joined_runs), each joined part's sums merged in order."""
-    return merged_in_order(joined_runs([base_parts, cand_parts], [base_keys, cand_keys],
-                                       slice_parts, clusters, ["b_", "c_"], common)
+    return merged_in_order(joined_runs(parts, keys, slice_parts, clusters, ["b_", "c_"], common)
                            .map(_table_pair_sums, plan).gather())
 
 
