@@ -7,15 +7,23 @@ from __future__ import annotations
 import os
 import sys
 
+# How long after a lost Ctrl-C it is raised again: the callback it landed in is over by then.
+INTERRUPT_AGAIN_SECONDS = 0.05
+
 
 def _quiet_interrupt(unraisable) -> None:
     """Ctrl-C landing in a callback Python cannot raise from (a module lock's weakref callback
-    while modules are imported) would print a traceback and be lost: it is raised again in
-    the main thread, where the command turns it into one line and exit 130."""
+    while modules are imported, a finalizer while the cluster starts) would print a traceback
+    and be lost: it is raised again in the main thread once the callback is over, where the
+    command turns it into one line and exit 130. Not from here: in the main thread, an
+    interrupt raised now would land in this hook, and be lost after all."""
     if issubclass(unraisable.exc_type, KeyboardInterrupt):
         import _thread
+        import threading
 
-        _thread.interrupt_main()
+        later = threading.Timer(INTERRUPT_AGAIN_SECONDS, _thread.interrupt_main)
+        later.daemon = True
+        later.start()
     else:
         sys.__unraisablehook__(unraisable)
 

@@ -101,3 +101,35 @@ def test_a_ctrl_c_while_the_fork_server_starts_is_not_lost():
                           text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["interrupted", "blocked", "ignored"], done.stdout
+
+
+LOST_SCRIPT = r"""
+import sys, time, weakref
+from metricdiff._entry import _quiet_interrupt
+sys.unraisablehook = _quiet_interrupt
+
+class Held:
+    pass
+
+def callback(ref):
+    raise KeyboardInterrupt  # where a Ctrl-C lands when it arrives during the callback
+
+held = Held()
+ref = weakref.ref(held, callback)
+try:
+    del held
+    for _ in range(200):
+        time.sleep(0.01)
+    print("lost")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_a_ctrl_c_in_a_callback_of_the_main_thread_is_raised_again():
+    """A Ctrl-C inside a callback Python cannot raise from, on the main thread (a CI run
+    lost one there while the cluster started, then waited on workers that had ended)."""
+    done = subprocess.run([sys.executable, "-c", LOST_SCRIPT], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+    assert done.stdout.split() == ["interrupted"], (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
