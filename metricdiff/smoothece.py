@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
+from scipy import sparse
 
 from .orderstats import LocalParts, Parts, total_rows
 
@@ -43,6 +44,7 @@ class SmoothECE:
     def __init__(self, conf: np.ndarray, correct: np.ndarray):
         self.conf = np.asarray(conf, dtype=np.float64)
         self.residual = self.conf - correct
+        self._matrices: dict[int, sparse.csc_matrix] = {}  # spread_matrix, per grid size
 
     def values(self, weights: np.ndarray) -> np.ndarray:
         """smECE at its own fixed-point bandwidth, for each row of weights (rows, examples).
@@ -51,8 +53,13 @@ class SmoothECE:
 
     def fit(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(smECE, its fixed-point bandwidth) for each row of weights."""
-        return _fixed_point(_Block(partial(spread_grids, self.conf, self.residual, weights)),
-                            len(weights))
+        return _fixed_point(_Block(partial(self._grids, weights)), len(weights))
+
+    def _grids(self, weights: np.ndarray, size: int) -> np.ndarray:
+        # the matrix depends on the grid alone: every block of resamples reuses it
+        if size not in self._matrices:
+            self._matrices[size] = spread_matrix(self.conf, self.residual, size)
+        return spread_grids(self._matrices[size], weights)
 
 
 def _fixed_point(block: "_Block", rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,29 +125,32 @@ class _Block:
         return self._spectra[size]
 
 
-def spread_grids(conf: np.ndarray, values: np.ndarray, weights: np.ndarray,
-                 size: int) -> np.ndarray:
-    """Weighted values and weights on a grid of `size` points, (2, rows, size): each example
-    split linearly between its two neighbours (relplot's smooth_round_to_grid). Sums over
-    examples, so the grids of a run's parts add up to the run's."""
+def spread_matrix(conf: np.ndarray, values: np.ndarray, size: int) -> sparse.csc_matrix:
+    """Each example's value, and its weight 1, split linearly between its two neighbours on
+    a grid of `size` points (relplot's smooth_round_to_grid): a (2 size, examples) matrix,
+    column i holding example i's four shares (rows: the grid of values, then of weights)."""
     scaled = conf * (size - 1)
     left = np.clip(scaled.astype(np.int64), 0, size - 2)
     frac = scaled - left
-    rows = len(weights)
-    shift = size * np.arange(rows)[:, None]
-    keys = np.concatenate([(left + shift).ravel(), (left + 1 + shift).ravel()])
+    rows = np.stack([left, left + 1, size + left, size + left + 1], axis=1).ravel()
+    shares = np.stack([values * (1 - frac), values * frac, 1 - frac, frac], axis=1).ravel()
+    starts = np.arange(0, len(rows) + 1, 4)
+    return sparse.csc_matrix((shares, rows, starts), shape=(2 * size, len(conf)))
 
-    def spread(values: np.ndarray) -> np.ndarray:
-        parts = np.concatenate([(values * (1 - frac)).ravel(), (values * frac).ravel()])
-        return np.bincount(keys, weights=parts, minlength=rows * size).reshape(rows, size)
 
-    return np.stack([spread(weights * values), spread(weights)])
+def spread_grids(matrix: sparse.csc_matrix, weights: np.ndarray) -> np.ndarray:
+    """Weighted values and weights on the grid of a spread_matrix, (2, rows, size), for each
+    row of example weights: one sparse product for all rows. Sums over examples, so the
+    grids of a run's parts add up to the run's."""
+    grids = np.asarray(matrix @ weights.T)  # (2 size, rows)
+    return grids.reshape(2, -1, len(weights)).transpose(0, 2, 1)
 
 
 def part_grids(examples, size: int) -> np.ndarray:
     """spread_grids of one part of a run (its residuals conf - correct, weights 1)."""
     conf = np.asarray(examples.conf, dtype=np.float64)
-    return spread_grids(conf, conf - examples.correct, np.ones((1, len(conf))), size)
+    return spread_grids(spread_matrix(conf, conf - examples.correct, size),
+                        np.ones((1, len(conf))))
 
 
 def _kernel_spectra(sigmas: np.ndarray, size: int, fft_size: int
@@ -175,7 +185,8 @@ def reliability_curve(conf: np.ndarray, correct: np.ndarray, sigma: float, t: np
     conf = np.asarray(conf, dtype=np.float64)
     weights = np.ones((1, len(conf))) if weights is None else weights
     rows = len(weights)
-    block = _Block(partial(spread_grids, conf, np.asarray(correct, dtype=np.float64), weights))
+    correct = np.asarray(correct, dtype=np.float64)
+    block = _Block(lambda size: spread_grids(spread_matrix(conf, correct, size), weights))
     size = int(grid_sizes(np.array([sigma]))[0])
     smoothed = block.smoothed(np.arange(rows), np.full(rows, float(sigma)), size)
     hits, mass = _interpolate(t, smoothed[0]), _interpolate(t, smoothed[1])
