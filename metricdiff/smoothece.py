@@ -5,9 +5,9 @@ The residuals conf - correct are smoothed over confidence with a Gaussian kernel
 The bandwidth is the fixed point sigma = smECE_sigma, found by bisection. Every step follows
 the reference implementation, relplot 1.0 (its default reflected kernel, grid sizes, the
 density floor of 1e-4 and 10 bisection steps), so the two agree to float rounding. Only the
-how differs: the convolutions go through the FFT, and the examples are spread onto the grid
-by a sparse product built once per grid size, which together make bootstrap resamples
-affordable. Everything is computed for many rows of example weights at once (one row: a run;
+how differs: the convolutions go through the FFT, and a block of resamples is spread onto
+the grid by one sparse product (the matrix built once per grid size), which together make
+bootstrap resamples affordable. Everything is computed for many rows of example weights at once (one row: a run;
 more rows: its resamples).
 """
 
