@@ -129,3 +129,22 @@ def test_smooth_ece_blocks_from_two_threads_do_not_mix():
         together = list(pool.map(smooth.values, blocks * 3))
     for got, expected in zip(together, alone * 3):
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 1000])
+def test_a_parts_grids_spread_in_pieces_equal_the_resamples_sparse_spread(monkeypatch, rows):
+    """A run's own grids (bincounts, SPREAD_ROWS rows at a time) and a block of resamples'
+    (one sparse product) are two ways to one spread: weights of 1 give the same grids."""
+    from types import SimpleNamespace
+
+    from metricdiff import smoothece
+
+    monkeypatch.setattr(smoothece, "SPREAD_ROWS", rows)
+    rng = np.random.default_rng(11)
+    conf = np.r_[rng.uniform(0, 1, 300), 0.0, 1.0]  # both ends of the grid too
+    correct = rng.random(len(conf)) < conf
+    for size in (1001, 3001):
+        pieces = smoothece.part_grids(SimpleNamespace(conf=conf, correct=correct), size)
+        product = smoothece.spread_grids(
+            smoothece.spread_matrix(conf, conf - correct, size), np.ones((1, len(conf))))
+        np.testing.assert_allclose(pieces, product, rtol=0, atol=1e-12)
