@@ -3,6 +3,7 @@ single-threaded worker process per core), and what the cluster did: each worker'
 the tasks' own times, written as one JSON line to stderr (bench.py reads it from there).
 
     python bench/dask_compare.py RUN...      (or NAME=RUN..., runs of one NAME a group)
+    python bench/dask_compare.py --allow-partial RUN...   (compared on their common ids)
 
 The wall time of this process is what `metricdiff compare RUN... --engine dask -f json`
 takes, plus a second to ask the workers for their figures after the comparison.
@@ -60,10 +61,13 @@ def main(paths: list[str]) -> None:
     with dask_engine() as engine:
         client = engine.client
         with get_task_stream(client=client) as stream:
-            named = [arg.split("=", 1) if "=" in arg else (None, arg) for arg in paths]
+            partial = "--allow-partial" in paths
+            named = [arg.split("=", 1) if "=" in arg else (None, arg) for arg in paths
+                     if arg != "--allow-partial"]
             result = metricdiff.compare(*(path for _, path in named), engine="dask",
                                         names=[name for name, _ in named],
-                                        scheduler=client.scheduler.address)
+                                        scheduler=client.scheduler.address,
+                                        allow_partial=partial)
         json.dumps(result.to_dict())  # what -f json prints, to /dev/null
         measured["seconds"] = time.perf_counter() - start
         peaks = client.run(worker_peak_mib)

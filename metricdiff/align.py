@@ -61,6 +61,17 @@ class ById(AllRows):
     parts are held (the rows themselves are never listed here)."""
 
 
+class Kept(ById):
+    """The rows of a run that hold the examples every run holds (--allow-partial), lined up
+    where a cluster's workers hold the runs: position i is the example of the i-th smallest
+    common id, found by its id. `offsets` holds, on the workers, each of the run's
+    partitions' kept rows (their offsets within it, increasing)."""
+
+    def __init__(self, n: int, offsets):
+        super().__init__(n)
+        self.offsets = offsets
+
+
 @dataclass(frozen=True)
 class Alignment:
     """Row indices into each run so that position i is the same example in every run."""
@@ -153,6 +164,42 @@ def aligned_as_written(runs: Sequence[Described], digests: list[list[KeyDigest]]
                      in_order=increasing.index(True) if any(increasing) else None)
 
 
+@dataclass(frozen=True)
+class CommonIds:
+    """What a cluster's workers found, lining runs up on the ids every run holds: a few
+    numbers per run, never an id per example. Per run: its ids in two rows (how many, and
+    the first few in the order of their second rows), its examples whose label differs from
+    the baseline's (how many, and the smallest few ids), and, held on the workers, each of
+    its partitions' kept rows (align.Kept)."""
+
+    common: int  # ids in every run
+    repeated: tuple[tuple[int, tuple], ...]
+    differ: tuple[tuple[int, tuple], ...]
+    offsets: tuple
+
+
+def aligned_on_common(runs: Sequence[Described], found: CommonIds) -> Alignment:
+    """Runs compared on the examples they all hold, lined up where a cluster holds them, with
+    the local engine's errors (align_runs): an id in two rows of a run, no id in every run, a
+    label that differs from the baseline's."""
+    for run, (count, repeated) in zip(runs, found.repeated):
+        if count:
+            raise _repeated_ids(run, repeated, count)
+    if not found.common:
+        raise _no_common_id(runs[0])
+    for run, (count, ids) in zip(runs[1:], found.differ[1:]):
+        if count:
+            raise _labels_differ(run, runs[0], "id", ids, count)
+    return Alignment(rows=tuple(Kept(found.common, offsets) for offsets in found.offsets),
+                     ids=None, keyed_by="id", in_order=None,
+                     dropped=tuple(run.layout.n_rows - found.common for run in runs))
+
+
+def _no_common_id(base: Described) -> InputError:
+    return InputError("no id is common to all runs", path=base.layout.path,
+                      column=base.layout.id_col)
+
+
 def _increasing(parts: list[KeyDigest]) -> bool:
     """Ids that increase within each part, and from each part to the next."""
     return all(part.increasing for part in parts) and all(
@@ -191,9 +238,26 @@ def _check_same_classes(runs: Sequence[Described]) -> None:
                              path=run.layout.path)
 
 
-def _quote(values) -> str:
+def _quote(values, count: int | None = None) -> str:
+    """The first few values; `count`: how many there are, where `values` are the first few."""
     shown = [str(v) for v in list(values)[:EXAMPLES_SHOWN]]
-    return ", ".join(shown) + (", ..." if len(values) > EXAMPLES_SHOWN else "")
+    more = (len(values) if count is None else count) > EXAMPLES_SHOWN
+    return ", ".join(shown) + (", ..." if more else "")
+
+
+def _repeated_ids(run: Described, repeated, count: int | None = None) -> InputError:
+    """`repeated`: the ids in two rows, in the order of their second rows (the first few)."""
+    return InputError(f"{len(repeated) if count is None else count} ids appear more than once "
+                      f"(e.g. {_quote(repeated, count)}); expected one row per example",
+                      path=run.layout.path, column=run.layout.id_col)
+
+
+def _labels_differ(run: Described, base: Described, keyed_by: str, ids, count: int
+                   ) -> InputError:
+    """`ids`: those of the examples whose label differs, in the alignment's order."""
+    return InputError(f"{count} examples have a different label than in the baseline "
+                      f"{base.name} (e.g. {keyed_by} {_quote(ids, count)}); expected the same "
+                      "validation set", path=run.layout.path, column=run.layout.label_col)
 
 
 def _align_on_ids(runs: Runs, ids: list[np.ndarray], allow_partial: bool) -> Alignment:
@@ -215,10 +279,7 @@ def _align_on_ids(runs: Runs, ids: list[np.ndarray], allow_partial: bool) -> Ali
     for run, run_ids in zip(runs, ids):
         index = pd.Index(run_ids)
         if index.has_duplicates:
-            repeated = index[index.duplicated()].unique()
-            raise InputError(f"{len(repeated)} ids appear more than once (e.g. "
-                             f"{_quote(repeated)}); expected one row per example",
-                             path=run.layout.path, column=run.layout.id_col)
+            raise _repeated_ids(run, index[index.duplicated()].unique())
         indexes.append(index)
 
     base = indexes[0]
@@ -234,8 +295,7 @@ def _align_on_ids(runs: Runs, ids: list[np.ndarray], allow_partial: bool) -> Ali
                              "common examples", path=run.layout.path, column=run.layout.id_col)
         keep &= found
     if not keep.any():
-        raise InputError("no id is common to all runs", path=runs[0].layout.path,
-                         column=runs[0].layout.id_col)
+        raise _no_common_id(runs[0])
     # in order of id, not of the baseline's rows: the resamples are drawn over positions,
     # so the same examples in another row order (or shard split) get the same intervals
     common = base[keep].sort_values()
@@ -266,7 +326,5 @@ def _check_same_labels(runs: Runs, alignment: Alignment) -> None:
     for run, rows in zip(runs[1:], alignment.rows[1:]):
         differ = run.labels[rows] != base_labels
         if differ.any():
-            raise InputError(f"{int(differ.sum())} examples have a different label than in the "
-                             f"baseline {runs[0].name} (e.g. {alignment.keyed_by} "
-                             f"{_quote(alignment.ids[differ])}); expected the same validation "
-                             "set", path=run.layout.path, column=run.layout.label_col)
+            raise _labels_differ(run, runs[0], alignment.keyed_by, alignment.ids[differ],
+                                 int(differ.sum()))

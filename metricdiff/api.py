@@ -15,7 +15,7 @@ from typing import Any, Callable, ParamSpec, TypeVar
 
 import numpy as np
 
-from .align import Alignment, AllRows, align_runs, aligned_as_written
+from .align import Alignment, AllRows, Kept, align_runs, aligned_as_written, aligned_on_common
 from .classwise import BLOCKS, ClasswisePlan
 from .errors import UsageError
 from .io import (ReadOptions, find_checkpoints, find_run_folders, has_column, inspect_run,
@@ -304,21 +304,25 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
             # runs holding the same examples are lined up from digests of their
             # partitions' keys, which stay on the workers; any other runs from their keys
             digests = list(pool.map(lambda layout: engine.key_digests(layout, read), layouts))
-            alignment = aligned_as_written([RunKeys(name, layout, None, NO_LABELS,
-                                                    layout.num_classes)
-                                            for layout, name in zip(layouts, run_names)],
-                                           digests)
+            described = [RunKeys(name, layout, None, NO_LABELS, layout.num_classes)
+                         for layout, name in zip(layouts, run_names)]
+            alignment = aligned_as_written(described, digests)
             # (on a thread, as every wait on the cluster: Ctrl-C reaches this one, which
             # stops the others at their next look at `stop`)
             if (alignment is not None and alignment.in_order is None
                     and pool.submit(engine.repeats_an_id, layouts[0], read, stop).result()):
                 alignment = None  # lined up from the keys, which reports the repeated ids
+            elif alignment is None and allow_partial and all(
+                    part.kind == "whole numbers" for run in digests for part in run):
+                # compared on the examples every run holds: found on the workers, too
+                alignment = aligned_on_common(described, pool.submit(
+                    engine.common_ids, layouts, read, stop).result())
         if alignment is None:
             keys = list(pool.map(lambda job: load_keys(job[0], job[1], read, engine),
                                  zip(layouts, run_names)))
             alignment = align_runs(keys, allow_partial)
             del keys  # the runs' reads hold their own ids and labels: not twice per example
-        plans = [ClasswisePlan(summary.bins, BLOCKS, _kept_rows(rows, layout.n_rows))
+        plans = [_classwise_plan(summary.bins, rows, layout.n_rows)
                  for rows, layout in zip(alignment.rows, layouts)]
         columns = engine is None
         # a run's RunSums are of all its rows: of use when each of them is compared
@@ -344,13 +348,16 @@ def _read_compared(paths, run_names, layouts, read, allow_partial, summary,
 NO_LABELS = np.empty(0, dtype=np.int64)
 
 
-def _kept_rows(rows: np.ndarray | AllRows, count: int) -> np.ndarray | None:
-    """Which of a run's rows are common to every run; None when all of them are."""
+def _classwise_plan(bins: int, rows: np.ndarray | AllRows, count: int) -> ClasswisePlan:
+    """The classwise sums of a run's rows common to every run (of `count` rows): marked
+    here, or, lined up where a cluster holds the runs, there (align.Kept)."""
     if len(rows) == count:
-        return None
+        return ClasswisePlan(bins, BLOCKS)
+    if isinstance(rows, Kept):
+        return ClasswisePlan(bins, BLOCKS, kept_parts=rows.offsets)
     keep = np.zeros(count, dtype=bool)
     keep[rows] = True
-    return keep
+    return ClasswisePlan(bins, BLOCKS, keep)
 
 
 def _runs_and_names(baseline, candidates, names) -> tuple[list[str], list[str | None]]:

@@ -24,7 +24,8 @@ resample, K numbers per example.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,9 @@ class ClasswisePlan:
     blocks: int = 1
     keep: np.ndarray | None = None  # per row of the file, in file order; None: every row
     first_row: int = 0  # the row keep[0] is about (a partition's plan holds its rows' alone)
+    # instead of `keep`, where a cluster lined the runs up: each partition's kept rows, held
+    # by its workers (align.Kept.offsets); the engine sends each task its own
+    kept_parts: Any = field(default=None, compare=False)
 
     def rows(self, start: int, stop: int) -> "ClasswisePlan":
         """The plan for rows start..stop-1 alone: what a partition's task is sent."""

@@ -11,11 +11,13 @@ What is gathered on the client: for a report, each part's mergeable sums alone; 
 statistic of a report is computed from those and from the parts the workers keep
 (ClusterParts: orders and ranges of confidence, orderstats.py; sums per part), which send
 back counts and sums. For a comparison, also a digest of each partition's keys (a few
-numbers, align.KeyDigest), from which runs holding the same examples are lined up; a
-pair's statistics and its bootstrap subsets are measured on the workers too. Runs that
-differ in their examples have their ids and labels gathered to be lined up here, and only
-groups of runs, partial overlaps and clustered runs lined up here bring the per-example
-columns (about ten numbers per example) to the client.
+numbers, align.KeyDigest), from which runs holding the same examples are lined up; runs
+compared on the ids they all hold (--allow-partial) are lined up by the workers
+(DaskEngine.common_ids: counts and a few ids come back); a pair's or two groups'
+statistics and the bootstrap's subsets are measured on the workers too. Other runs that
+differ in their examples (text ids; runs that cannot be lined up, to word the error) have
+their ids and labels gathered to be lined up here, their columns still left on the
+workers.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from .align import KeyDigest
+from .align import EXAMPLES_SHOWN, CommonIds, KeyDigest
 from .errors import MetricdiffError, UsageError
 from .io import ReadOptions, RunLayout, iter_batches
 from .orderstats import Keyed, Parts
@@ -96,8 +98,15 @@ def partitions(layout: RunLayout, values: int = PARTITION_VALUES) -> list[Partit
 
 
 def reduce_partition(layout: RunLayout, options: ReadOptions, partition: Partition,
-                     scoring: Scoring) -> RunPart:
-    """A task: read the partition's row groups and reduce them (runs on a worker)."""
+                     scoring: Scoring, kept: np.ndarray | None = None) -> RunPart:
+    """A task: read the partition's row groups and reduce them (runs on a worker). `kept`:
+    the offsets of its rows common to every run (align.Kept), for the classwise sums."""
+    if kept is not None:
+        assert scoring.classwise is not None  # its sums are of the kept rows alone
+        keep = np.zeros(partition.rows, dtype=bool)
+        keep[kept] = True
+        scoring = replace(scoring, classwise=replace(scoring.classwise, keep=keep,
+                                                     first_row=partition.first_row))
     batches = iter_batches(layout, options, partition.plan(layout), whole_groups=True)
     return reduce_batches(batches, layout, scoring, partition.rows, partition.first_row)
 
@@ -126,6 +135,72 @@ def partition_id_frame(layout: RunLayout, options: ReadOptions, partition: Parti
 
     ids, _ = partition_keys(layout, options, partition)
     return pd.DataFrame({"id": ids})
+
+
+def partition_key_table(layout: RunLayout, options: ReadOptions, partition: Partition,
+                        run: int, part: int):
+    """A task: the partition's ids and labels, each row with its run, its partition
+    (numbered over every run's) and its row in the run: what is moved to line runs up on the
+    ids they all hold."""
+    import pandas as pd
+
+    ids, labels = partition_keys(layout, options, partition)
+    rows = len(labels)
+    return pd.DataFrame({"id": np.asarray(ids).astype(np.int64, copy=False),
+                         "label": np.asarray(labels).astype(np.int64, copy=False),
+                         "run": np.full(rows, run, dtype=np.int64),
+                         "part": np.full(rows, part, dtype=np.int64),
+                         "row": np.arange(partition.first_row, partition.first_row + rows)})
+
+
+def common_of(frame, runs: int) -> tuple:
+    """A task, on one partition of the shuffle by id (each of its ids' rows in every run):
+    the rows of the ids every run holds (their partition and row), and what the client
+    checks: per run, its ids in two rows (how many, and the first few by their second row:
+    rows and ids), its examples whose label differs from the baseline's (how many, and the
+    smallest few ids), and how many ids are common."""
+    frame = frame.sort_values(["id", "run", "row"], kind="stable")
+    ids, run, row, label = (frame[name].to_numpy() for name in ("id", "run", "row", "label"))
+    again = (ids[1:] == ids[:-1]) & (run[1:] == run[:-1])  # row i + 1: row i's id and run
+    second = np.flatnonzero(again & ~np.r_[False, again[:-1]]) + 1  # each repeat's 2nd row
+    repeated = []
+    for r in range(runs):
+        mine = second[run[second] == r]
+        first = mine[np.argsort(row[mine], kind="stable")[:EXAMPLES_SHOWN]]
+        repeated.append((len(mine), row[first], ids[first]))
+    nothing = [(0, ids[:0])] * runs
+    if len(second):  # an error to report: what is common does not matter
+        return frame.iloc[:0][["part", "row"]], (repeated, 0, nothing)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    common = starts[np.diff(np.r_[starts, len(ids)]) == runs]  # in every run, once each
+    taken = (common[:, None] + np.arange(runs)).ravel()  # run 0's row first, then run 1's...
+    labels = label[taken].reshape(len(common), runs)
+    differ = [(int(wrong.sum()), ids[common][wrong][:EXAMPLES_SHOWN])
+              for wrong in (labels != labels[:, :1]).T]
+    return frame.iloc[taken][["part", "row"]], (repeated, len(common), differ)
+
+
+def _merged_checks(found: list[tuple], runs: int) -> tuple[tuple, int, tuple]:
+    """The shuffled partitions' checks (common_of) as the whole runs' (align.CommonIds)."""
+    repeated, differ = [], []
+    for r in range(runs):
+        rows = np.concatenate([checks[0][r][1] for checks in found])
+        ids = np.concatenate([checks[0][r][2] for checks in found])
+        first = ids[np.argsort(rows, kind="stable")[:EXAMPLES_SHOWN]]
+        repeated.append((sum(checks[0][r][0] for checks in found), tuple(first.tolist())))
+        smallest = np.sort(np.concatenate([checks[2][r][1] for checks in found]))
+        differ.append((sum(checks[2][r][0] for checks in found),
+                       tuple(smallest[:EXAMPLES_SHOWN].tolist())))
+    return tuple(repeated), sum(checks[1] for checks in found), tuple(differ)
+
+
+def _item(pair: tuple, i: int) -> Any:
+    return pair[i]
+
+
+def _kept_offsets(frame, first_row: int) -> np.ndarray:
+    """A partition's kept rows (its part of the shuffle back by partition), as offsets."""
+    return np.sort(frame["row"].to_numpy() - first_row)
 
 
 def _examples(part: RunPart) -> PerExample:
@@ -279,13 +354,20 @@ class DaskEngine:
         """`columns`: bring the parts' per-example columns here too; else their sums only
         (the columns stay in the parts the workers keep)."""
         parts = partitions(layout, self.partition_values)
+        plan = scoring.classwise
+        kept = None if plan is None else plan.kept_parts  # held here: each task is sent its own
+        if kept is not None:
+            assert plan is not None and len(kept.futures) == len(parts)
+            scoring = replace(scoring, classwise=replace(plan, kept_parts=None))
         futures = []
-        for part in parts:
+        for i, part in enumerate(parts):
             plan = scoring.classwise  # each task is sent its own rows' share of the plan
             part_scoring = scoring if plan is None else replace(
                 scoring, classwise=plan.rows(part.first_row, part.first_row + part.rows))
             futures.append(self.client.submit(reduce_partition, layout, options, part,
-                                              part_scoring, pure=False))
+                                              part_scoring,
+                                              *([] if kept is None else [kept.futures[i]]),
+                                              pure=False))
         assembled = RunAssembler(layout.n_rows)  # each part goes into place as it arrives
         done_rows = 0
 
@@ -348,6 +430,48 @@ class DaskEngine:
             return bool(found[0] > 1)
         finally:
             _release(frames)
+
+    def common_ids(self, layouts: list[RunLayout], options: ReadOptions,
+                   stop: threading.Event | None = None) -> CommonIds:
+        """Runs lined up on the ids they all hold (--allow-partial), by the workers: Dask's
+        shuffle by id brings each id's rows of every run together, where the common ones are
+        found and checked (common_of), and a second shuffle (set_index on the partition's
+        number, one division each) sends each partition its kept rows, which stay there.
+        Counts and a few ids come here, nothing per example. Shuffles of tasks, as in
+        repeats_an_id."""
+        import dask
+        import dask.dataframe as dd
+
+        cut = [(r, layout, part) for r, layout in enumerate(layouts)
+               for part in partitions(layout, self.partition_values)]
+        tables = [self.client.submit(partition_key_table, layout, options, part, r, g,
+                                     pure=False) for g, (r, layout, part) in enumerate(cut)]
+        with dask.config.set({"dataframe.shuffle.method": "tasks"}):
+            by_id = dd.from_delayed(tables, meta=self._empty(tables[0]), verify_meta=False)
+            found = [self.client.submit(common_of, part, len(layouts), pure=False)
+                     for part in self.client.compute(
+                         by_id.shuffle("id", npartitions=len(tables)).to_delayed())]
+            checks: list = [None] * len(found)
+            self._collect([self.client.submit(_item, f, 1, pure=False) for f in found],
+                          checks.__setitem__, stop)
+            repeated, common, differ = _merged_checks(checks, len(layouts))
+            if any(count for count, _ in (*repeated, *differ)) or not common:
+                return CommonIds(common, repeated, differ, (None,) * len(layouts))
+            kept = [self.client.submit(_item, f, 0, pure=False) for f in found]
+            back = dd.from_delayed(kept, meta=self._empty(kept[0]), verify_meta=False)
+            by_part = self.client.compute(back.set_index(
+                "part", divisions=list(range(len(cut) + 1)), sorted=False).to_delayed())
+        assert len(by_part) == len(cut)  # one part of the shuffle back per partition
+        offsets = [self.client.submit(_kept_offsets, frame, part.first_row, pure=False)
+                   for frame, (_, _, part) in zip(by_part, cut)]
+        runs = [r for r, _, _ in cut]
+        return CommonIds(common, repeated, differ, tuple(
+            ClusterParts(self.client, [f for f, of in zip(offsets, runs) if of == r])
+            for r in range(len(layouts))))
+
+    def _empty(self, frame_future) -> Any:
+        """The table a task's result is, without its rows (dask.dataframe's meta)."""
+        return self.client.submit(_no_rows, frame_future, pure=False).result()
 
     def _each_partition(self, task: Callable[..., Any], layout: RunLayout,
                         options: ReadOptions) -> list:

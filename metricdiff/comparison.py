@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .align import Alignment, AllRows, align_runs
+from .align import Alignment, AllRows, Kept, align_runs
 from .explain import calibration_view, disagreements, reasons
 from .metrics import (BLOCK_RESAMPLED, RESAMPLED, ClassCounts, ConfidenceOrder, MetricSettings,
                       RunSums, SummaryPlan, class_groups, headline, merged_in_order,
@@ -93,7 +93,7 @@ def build_comparison(runs: list[RunData], settings: CompareSettings = CompareSet
     class_group = class_groups(counts[base_idx[0]], metric_settings.class_groups)
     clusters, cluster_keys = _clusters(runs, alignment, aligned, settings.cluster)
     plan = BootstrapPlan(alignment.n, settings.resamples, settings.seed, clusters,
-                         _unit_keys(runs[alignment.in_order or 0], alignment, cluster_keys))
+                         _unit_keys(aligned[alignment.in_order or 0], alignment, cluster_keys))
     draws: list[dict[str, np.ndarray] | None] = [None] * len(runs)
     if settings.resamples > 0:  # every run on the same resamples, drawn once for all
         available = [{m for m in RESAMPLED if summary["metrics"][m] is not None}
@@ -216,17 +216,17 @@ def _why_unavailable(metric: str, summaries: list[dict]) -> str | None:
     return None
 
 
-def _unit_keys(base: RunData, alignment: Alignment, cluster_keys: np.ndarray | None
-               ) -> np.ndarray | Parts:
+def _unit_keys(base: PerExample | HeldRows, alignment: Alignment,
+               cluster_keys: np.ndarray | None) -> np.ndarray | Parts:
     """What names the bootstrap's units: the clusters' keys, the examples' ids (or row
-    numbers), or, for runs lined up from their digests on a cluster, the keys the parts of
-    `base` hold (the run in the alignment's order, if one is)."""
+    numbers), or, for runs lined up on a cluster, the keys of the compared rows the parts
+    of `base` hold (the run in the alignment's order, if one is)."""
     if cluster_keys is not None:
         return cluster_keys
     if alignment.ids is not None:
         return alignment.ids
-    assert base.key_parts is not None  # lined up from digests: a cluster holds the runs
-    return base.key_parts
+    assert isinstance(base, HeldRows) and base.key_parts is not None  # a cluster holds them
+    return base.kept_keys() if isinstance(base.rows, Kept) else base.key_parts
 
 
 def _clusters(runs: list[RunData], alignment: Alignment,
@@ -237,8 +237,8 @@ def _clusters(runs: list[RunData], alignment: Alignment,
     runs a cluster holds, each run's parts of indices."""
     if column is None:
         return None, None
-    if alignment.ids is None:  # lined up from digests of keys and clusters: they agree
-        return _held_clusters(runs, column)
+    if alignment.ids is None and not isinstance(alignment.rows[0], Kept):
+        return _held_clusters(runs, column)  # lined up from digests of keys and clusters
     if all(isinstance(pe, HeldRows) for pe in aligned):
         return _held_clusters(runs, column, [pe for pe in aligned if isinstance(pe, HeldRows)])
     clusters = [run.clusters for run in runs if run.clusters is not None]

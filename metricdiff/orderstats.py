@@ -27,7 +27,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from .align import AllRows, ById
+from .align import AllRows, ById, Kept
 from .perexample import PerExample
 
 ROUND_POINTS = 256  # keys counted per target and round: the interval shrinks 256-fold
@@ -132,7 +132,8 @@ def total_rows(parts: Parts) -> int:
 class HeldRows:
     """A run's examples left where its parts are held (a cluster's workers), in the order
     of `rows` (each position's row of the run; align.ById: the run's examples in order of
-    id, found by the ids its `key_parts` hold): `take` fetches the few a statistic asks
+    id, found by the ids its `key_parts` hold; align.Kept: those of its examples every run
+    holds, the same way): `take` fetches the few a statistic asks
     for, such as the bootstrap's subsets, and nothing else comes here."""
 
     def __init__(self, parts: Parts, rows: np.ndarray | AllRows, key_parts: Parts | None):
@@ -154,8 +155,11 @@ class HeldRows:
         if isinstance(self.rows, ById):
             assert self.key_parts is not None  # a run found by id is held with its ids
             wanted = None if keys is None else np.sort(keys)
-            return self.key_parts.map_with(_rows_with_keys, [self.parts], wanted).joined(
-                _in_order_of, keys)
+            key_parts, parts = self.key_parts, self.parts
+            if keys is None and isinstance(self.rows, Kept):  # every position: the kept rows
+                key_parts, parts = self.kept_keys(), self.kept()
+            return key_parts.map_with(_rows_with_keys, [parts], wanted).joined(_in_order_of,
+                                                                               keys)
         wanted = self.rows[index]
         order = np.argsort(wanted, kind="stable")
         back = np.empty_like(order)
@@ -173,18 +177,26 @@ class HeldRows:
         """The run's rows that are lined up (its rows in `rows`), part by part in row order,
         where the parts are held: the run compared on part of its examples. `parts`: other
         parts of the same rows (their cluster keys, say); by default the examples."""
-        offsets = self._offsets(np.sort(np.asarray(self.rows)))
-        return (self.parts if parts is None else parts).map_each(_rows_at, offsets)
+        parts = self.parts if parts is None else parts
+        if isinstance(self.rows, Kept):  # its kept rows held where its parts are
+            return parts.map_with(_rows_at, [self.rows.offsets])
+        return parts.map_each(_rows_at, self._offsets(np.sort(np.asarray(self.rows))))
 
     def kept_keys(self) -> Parts:
         """The keys of the rows kept(), part by part."""
         assert self.key_parts is not None
+        if isinstance(self.rows, Kept):
+            return self.key_parts.map_with(_keys_at, [self.rows.offsets])
         return self.key_parts.map_each(_keys_at, self._offsets(np.sort(np.asarray(self.rows))))
 
     def in_clusters(self, clusters: Parts, units: np.ndarray | None) -> Parts:
         """The examples of these clusters (increasing indices; None: every cluster), in the
         order of their positions, as one part where the parts are held, with each one's
         cluster's position among `units`. `clusters`: each part's cluster indices."""
+        if isinstance(self.rows, Kept):  # of its kept rows alone, put in order of id
+            pieces = self.kept().map_with(_rows_in_clusters,
+                                          [self.kept(clusters), self.kept_keys()], units)
+            return pieces.joined(_in_position_order, True)
         if isinstance(self.rows, AllRows):  # lined up as the parts hold them, or by id
             assert self.key_parts is not None
             pieces = self.parts.map_with(_rows_in_clusters, [clusters, self.key_parts], units)

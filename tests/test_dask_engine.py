@@ -156,6 +156,25 @@ def shuffled_pair(tmp_path, seed=0, n=900, k=12, clusters=False):
     return base, cand
 
 
+def watched_lining_up(monkeypatch) -> list[str]:
+    """How the Dask engine lines the runs up, call by call: "keys" where a run's ids and
+    labels are gathered here, "common" where the workers find the ids every run holds."""
+    seen: list[str] = []
+    read_keys, common_ids = cluster.DaskEngine.read_keys, cluster.DaskEngine.common_ids
+
+    def watched_keys(self, *args, **kwargs):
+        seen.append("keys")
+        return read_keys(self, *args, **kwargs)
+
+    def watched_common(self, *args, **kwargs):
+        seen.append("common")
+        return common_ids(self, *args, **kwargs)
+
+    monkeypatch.setattr(cluster.DaskEngine, "read_keys", watched_keys)
+    monkeypatch.setattr(cluster.DaskEngine, "common_ids", watched_common)
+    return seen
+
+
 def test_compare_lines_runs_up_by_id_whatever_the_row_order(tmp_path, scheduler):
     base, cand = shuffled_pair(tmp_path)
     local, dask = both_comparisons([base, cand], scheduler, by=["source"])
@@ -288,10 +307,10 @@ def test_runs_that_disagree_on_a_cluster_give_the_local_error(tmp_path, schedule
 @pytest.mark.parametrize("little", [False, True])
 def test_a_pair_compared_on_its_common_examples_stays_on_the_workers(tmp_path, scheduler,
                                                                      monkeypatch, little):
-    """--allow-partial: the runs are lined up here from their keys, and their columns stay
-    on the workers: each run's metrics from its common rows, part by part, the pair's sums
-    from Dask's join on id, the subsets fetched by row; every number is the local
-    engine's."""
+    """--allow-partial: the runs are lined up on the workers (their ids shuffled by Dask,
+    no id comes here), and their columns stay there: each run's metrics from its common
+    rows, part by part, the pair's sums from Dask's join on id, the subsets found by id;
+    every number is the local engine's."""
     from metricdiff import comparison, paired
 
     if little:
@@ -307,16 +326,18 @@ def test_a_pair_compared_on_its_common_examples_stays_on_the_workers(tmp_path, s
         return build(runs, *args, **kwargs)
 
     monkeypatch.setattr(comparison, "build_comparison", watched_build)
+    lining_up = watched_lining_up(monkeypatch)
     local, dask = both_comparisons([base, tmp_path / "part.parquet"], scheduler,
                                    allow_partial=True, by=["source"])
     assert dask == local
-    assert held == [False, False, True, True]
+    assert held == [False, False, True, True] and lining_up == ["common"]
     assert local["alignment"]["n"] == 700
     assert local["alignment"]["dropped"] == {"base0": 200, "part": 0}
     assert ("little" in local["comparisons"][0]["deltas"]["ece"]["method"]) == little
 
 
-def test_two_whole_runs_are_compared_on_the_examples_every_run_holds(tmp_path, scheduler):
+def test_two_whole_runs_are_compared_on_the_examples_every_run_holds(tmp_path, scheduler,
+                                                                     monkeypatch):
     """Three runs, the third holding part of the examples (--allow-partial): the two whole
     runs, co-partitioned, are still compared on the common examples alone (their join with
     the third run's keys), as the local engine compares them."""
@@ -326,9 +347,10 @@ def test_two_whole_runs_are_compared_on_the_examples_every_run_holds(tmp_path, s
     _, other = shuffled_pair(tmp_path, seed=1)  # another model: no tie for the best run
     pq.write_table(pq.read_table(other).slice(0, 700), tmp_path / "part.parquet",
                    row_group_size=64)
+    lining_up = watched_lining_up(monkeypatch)
     local, dask = both_comparisons([base, tmp_path / "same.parquet", tmp_path / "part.parquet"],
                                    scheduler, allow_partial=True)
-    assert dask == local
+    assert dask == local and lining_up == ["common"]
     first = local["comparisons"][0]
     assert local["alignment"]["n"] == 700
     assert sum(row["count"] for row in first["explanation"]["nll_by_flip"]) == 700
@@ -337,9 +359,9 @@ def test_two_whole_runs_are_compared_on_the_examples_every_run_holds(tmp_path, s
 @pytest.mark.parametrize("little", [False, True])
 def test_clustered_runs_compared_on_their_common_examples_stay_on_the_workers(
         tmp_path, scheduler, monkeypatch, little):
-    """--cluster with --allow-partial: the runs are lined up here from their ids; their
-    clusters are numbered, checked against the baseline's (joined on id) and resampled on
-    the workers, each part's kept rows alone; every number is the local engine's."""
+    """--cluster with --allow-partial: the runs are lined up on the workers; their
+    clusters are numbered, checked against the baseline's (joined on id) and resampled
+    there, each part's kept rows alone; every number is the local engine's."""
     from metricdiff import comparison, paired
 
     if little:
@@ -355,9 +377,10 @@ def test_clustered_runs_compared_on_their_common_examples_stay_on_the_workers(
         return build(runs, *args, **kwargs)
 
     monkeypatch.setattr(comparison, "build_comparison", watched_build)
+    lining_up = watched_lining_up(monkeypatch)
     local, dask = both_comparisons([base, tmp_path / "part.parquet"], scheduler,
                                    cluster="video", allow_partial=True, by=["source"])
-    assert dask == local
+    assert dask == local and lining_up == ["common"]
     assert held == [False, False, True, True]
     assert local["alignment"]["n"] == 700
     first = local["comparisons"][0]
@@ -381,6 +404,44 @@ def test_partial_runs_that_disagree_on_a_cluster_give_the_local_error(tmp_path, 
                            engine="dask", scheduler=scheduler)
     assert str(dask.value) == str(local.value)
     assert "3 examples are in another cluster" in str(local.value)
+
+
+def test_partial_runs_that_cannot_be_lined_up_give_the_local_errors(tmp_path, scheduler,
+                                                                   monkeypatch):
+    """--allow-partial on the workers has the local engine's errors, word for word: ids in
+    two rows (seven of them, quoted in the order of their second rows, which is not the
+    order of id), labels that differ (quoted smallest id first), no id in every run."""
+    base, cand = shuffled_pair(tmp_path)
+    table = pq.read_table(cand).slice(0, 700)
+    ids = table.column("id").to_numpy().copy()
+    rows = np.array([650, 40, 333, 500, 12, 699, 201])  # each takes the id of the row before
+    ids[rows] = ids[rows - 1]
+    pq.write_table(table.set_column(0, "id", pa.array(ids)), tmp_path / "dup.parquet",
+                   row_group_size=64)
+    labels = table.column("label").to_numpy().copy()
+    labels[[600, 3, 90, 420, 77, 10, 250]] += 1
+    labels %= 12
+    pq.write_table(table.set_column(table.schema.get_field_index("label"), "label",
+                                    pa.array(labels)), tmp_path / "relabelled.parquet",
+                   row_group_size=64)
+    elsewhere = pq.read_table(base)
+    pq.write_table(elsewhere.set_column(0, "id", pa.array(
+        elsewhere.column("id").to_numpy() + 10_000)), tmp_path / "elsewhere.parquet",
+        row_group_size=64)
+    lining_up = watched_lining_up(monkeypatch)
+    expected = {"dup.parquet": "7 ids appear more than once",
+                "relabelled.parquet": "7 examples have a different label",
+                "elsewhere.parquet": "no id is common"}
+    for name, words in expected.items():
+        paths = [str(base), str(tmp_path / name)]
+        with pytest.raises(InputError) as local:
+            metricdiff.compare(*paths, allow_partial=True, resamples=0)
+        with pytest.raises(InputError) as dask:
+            metricdiff.compare(*paths, allow_partial=True, resamples=0, engine="dask",
+                               scheduler=scheduler)
+        assert str(dask.value) == str(local.value)
+        assert words in str(local.value)
+    assert lining_up == ["common"] * 3
 
 
 @pytest.mark.parametrize("case", ["shuffled", "same", "paired_clustered", "partial"])
@@ -427,8 +488,10 @@ def test_groups_of_seeds_stay_on_the_workers(tmp_path, scheduler, monkeypatch, c
     monkeypatch.setattr(comparison, "build_comparison", watched_build)
     monkeypatch.setattr(comparison, "held_group_sums", watched_held)
     monkeypatch.setattr(comparison, "joined_group_sums", watched_joined)
+    lining_up = watched_lining_up(monkeypatch)
     local, dask = both_comparisons(paths, scheduler, **options)
     assert dask == local
+    assert lining_up == (["common"] if case == "partial" else [])
     assert held == [False] * 4 + [True] * 4
     assert summed == {"same": ["part by part"], "shuffled": ["other parts", "joined"],
                       "paired_clustered": ["other parts", "joined"],
