@@ -446,14 +446,19 @@ class DaskEngine:
                for part in partitions(layout, self.partition_values)]
         tables = [self.client.submit(partition_key_table, layout, options, part, r, g,
                                      pure=False) for g, (r, layout, part) in enumerate(cut)]
+        found: list = []
         with dask.config.set({"dataframe.shuffle.method": "tasks"}):
-            by_id = dd.from_delayed(tables, meta=self._empty(tables[0]), verify_meta=False)
-            found = [self.client.submit(common_of, part, len(layouts), pure=False)
-                     for part in self.client.compute(
-                         by_id.shuffle("id", npartitions=len(tables)).to_delayed())]
-            checks: list = [None] * len(found)
-            self._collect([self.client.submit(_item, f, 1, pure=False) for f in found],
-                          checks.__setitem__, stop)
+            try:
+                by_id = dd.from_delayed(tables, meta=self._empty(tables[0]), verify_meta=False)
+                found = [self.client.submit(common_of, part, len(layouts), pure=False)
+                         for part in self.client.compute(
+                             by_id.shuffle("id", npartitions=len(tables)).to_delayed())]
+                checks: list = [None] * len(found)
+                self._collect([self.client.submit(_item, f, 1, pure=False) for f in found],
+                              checks.__setitem__, stop)
+            except BaseException:
+                _release(tables + found)  # the cluster forgets them, whoever holds them here
+                raise
             repeated, common, differ = _merged_checks(checks, len(layouts))
             if any(count for count, _ in (*repeated, *differ)) or not common:
                 return CommonIds(common, repeated, differ, (None,) * len(layouts))

@@ -444,6 +444,62 @@ def test_partial_runs_that_cannot_be_lined_up_give_the_local_errors(tmp_path, sc
     assert lining_up == ["common"] * 3
 
 
+@pytest.mark.parametrize("case", ["null_id", "int32_ids", "negative_ids", "uint64_ids",
+                                  "string_labels", "empty_shard", "one_common"])
+def test_partial_runs_of_odd_keys_are_the_local_engines(tmp_path, scheduler, monkeypatch, case):
+    """Odd keys through the workers' lining up (--allow-partial): a null id (the local
+    one-line error), ids of another integer type in each run, negative ids, uint64 ids,
+    text labels, a shard of no rows, a single id in common. The same document as the local
+    engine, or the same error."""
+    n, k = 300, 12
+    logits, labels = random_logits(n, k, seed=3)
+    other, _ = random_logits(n, k, seed=4)
+    ids = np.arange(n, dtype=np.int64) * 3 + 1
+    names = [f"c{c}" for c in range(k)]
+    rows = np.arange(n)[::-1][40:]  # the candidate: the baseline's rows but 40, reversed
+    base_ids, cand_ids = ids, ids[rows]
+    base_labels, cand_labels = labels, labels[rows]
+    if case == "int32_ids":
+        cand_ids = cand_ids.astype(np.int32)
+    if case == "negative_ids":
+        base_ids, cand_ids = base_ids - 500, cand_ids - 500
+    if case == "uint64_ids":
+        base_ids, cand_ids = base_ids.astype(np.uint64), cand_ids.astype(np.uint64)
+    if case == "string_labels":
+        base_labels = [names[y] for y in labels]
+        cand_labels = [names[y] for y in labels[rows]]
+    base = write_run(tmp_path / "base.parquet", base_labels, logits=logits, ids=base_ids,
+                     class_names=names if case == "string_labels" else None)
+    cand_path = tmp_path / "cand.parquet"
+    if case == "null_id":
+        cand_ids = [None if i == 7 else int(v) for i, v in enumerate(cand_ids)]
+    if case == "one_common":
+        cand_ids = np.where(np.arange(len(rows)) == 5, cand_ids, cand_ids + 10_000_000)
+    cand = write_run(cand_path if case != "empty_shard" else tmp_path / "shards",
+                     cand_labels, logits=other[rows], ids=cand_ids,
+                     class_names=names if case == "string_labels" else None,
+                     shards=3 if case == "empty_shard" else 1)
+    if case == "empty_shard":
+        table = pq.read_table(cand / "part-000.parquet")
+        pq.write_table(table.slice(0, 0), cand / "part-000a.parquet")
+    paths = [str(base), str(cand)]
+    lining_up = watched_lining_up(monkeypatch)
+    try:
+        local = to_rounding(metricdiff.compare(*paths, allow_partial=True,
+                                               resamples=100).to_dict())
+    except InputError as error:
+        with pytest.raises(InputError) as dask:
+            metricdiff.compare(*paths, allow_partial=True, resamples=100, engine="dask",
+                               scheduler=scheduler)
+        assert str(dask.value) == str(error) and case == "null_id"
+        return
+    dask_doc = to_rounding(metricdiff.compare(*paths, allow_partial=True, resamples=100,
+                                              engine="dask", scheduler=scheduler).to_dict())
+    assert dask_doc == local
+    assert local["alignment"]["n"] == (1 if case == "one_common" else n - 40)
+    assert lining_up == ["common"]
+
+
 @pytest.mark.parametrize("case", ["shuffled", "same", "paired_clustered", "partial"])
 def test_groups_of_seeds_stay_on_the_workers(tmp_path, scheduler, monkeypatch, case):
     """Two groups of seed runs held by the workers: the seeds x examples tests, the class
@@ -664,6 +720,28 @@ def test_a_stopped_read_cancels_the_clusters_tasks(tmp_path, dask_cluster):
         with pytest.raises(KeyboardInterrupt):
             engine.reduce_run(layout, ReadOptions(), Scoring(None, None, None, None), "run",
                               stop_after_first, stop)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and client.run_on_scheduler(
+                lambda dask_scheduler: len(dask_scheduler.tasks)):
+            time.sleep(0.1)
+        assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
+
+
+def test_a_stopped_lining_up_leaves_no_task_on_the_cluster(tmp_path, dask_cluster):
+    """Ctrl-C while the workers line runs up on their common ids (their shuffles by id):
+    the client stops waiting, and the cluster forgets every task of it."""
+    logits, labels = random_logits(6000, 12, seed=6)
+    ids = np.arange(6000)
+    paths = [write_run(tmp_path / "whole.parquet", labels, logits=logits, ids=ids),
+             write_run(tmp_path / "part.parquet", labels[:5000], logits=logits[:5000],
+                       ids=ids[:5000])]
+    layouts = [inspect_run(str(path)) for path in paths]
+    stop = threading.Event()
+    stop.set()
+    with distributed.Client(dask_cluster, set_as_default=False) as client:
+        engine = cluster.DaskEngine(client, partition_values=64 * 12)
+        with pytest.raises(KeyboardInterrupt):
+            engine.common_ids(layouts, ReadOptions(), stop)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and client.run_on_scheduler(
                 lambda dask_scheduler: len(dask_scheduler.tasks)):
