@@ -355,7 +355,8 @@ class DaskEngine:
         (the columns stay in the parts the workers keep)."""
         parts = partitions(layout, self.partition_values)
         plan = scoring.classwise
-        kept = None if plan is None else plan.kept_parts  # held here: each task is sent its own
+        # rows common to every run, held by the workers: each task is sent its partition's
+        kept = None if plan is None else plan.kept_parts
         if kept is not None:
             assert plan is not None and len(kept.futures) == len(parts)
             scoring = replace(scoring, classwise=replace(plan, kept_parts=None))
