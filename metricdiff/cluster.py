@@ -281,7 +281,7 @@ class ClusterParts:
         if len(divisions) < 2:  # one range: its rows joined on one worker
             joined = self.client.submit(_joined_frames, *frames.futures, pure=False)
             return ClusterParts(self.client, [joined]).map(_from_frame)
-        meta = self.client.submit(_no_rows, frames.futures[0], pure=False).result()
+        meta = _meta(self.client, frames.futures[0])
         table = dd.from_delayed(frames.futures, meta=meta, verify_meta=False)
         ranged = table.set_index("key", divisions=divisions, sorted=False)
         return ClusterParts(self.client, self.client.compute(ranged.to_delayed())).map(
@@ -294,8 +294,9 @@ class ClusterParts:
         import dask.dataframe as dd
 
         assert isinstance(other, ClusterParts)
-        tables = [dd.from_delayed(parts.futures, verify_meta=False, meta=self.client.submit(
-            _no_rows, parts.futures[0], pure=False).result()) for parts in (self, other)]
+        tables = [dd.from_delayed(parts.futures, verify_meta=False,
+                                  meta=_meta(self.client, parts.futures[0]))
+                  for parts in (self, other)]
         joined = dd.merge(tables[0], tables[1], on=on, how="inner")
         return ClusterParts(self.client, self.client.compute(joined.to_delayed()))
 
@@ -333,6 +334,11 @@ def _joined_frames(*frames):
 
 def _no_rows(frame):
     return frame.iloc[:0]
+
+
+def _meta(client: "Client", frame_future) -> Any:
+    """The table a task's result is, without its rows (dask.dataframe's meta)."""
+    return client.submit(_no_rows, frame_future, pure=False).result()
 
 
 def _from_frame(frame) -> Keyed:
@@ -422,7 +428,7 @@ class DaskEngine:
         frames = [self.client.submit(partition_id_frame, layout, options, part, pure=False)
                   for part in parts]
         try:
-            meta = self.client.submit(_no_rows, frames[0], pure=False).result()
+            meta = _meta(self.client, frames[0])
             with dask.config.set({"dataframe.shuffle.method": "tasks"}):
                 counts = dd.from_delayed(frames, meta=meta, verify_meta=False)["id"]
                 most = self.client.compute(counts.value_counts(split_out=len(frames)).max())
@@ -450,7 +456,8 @@ class DaskEngine:
         found: list = []
         with dask.config.set({"dataframe.shuffle.method": "tasks"}):
             try:
-                by_id = dd.from_delayed(tables, meta=self._empty(tables[0]), verify_meta=False)
+                by_id = dd.from_delayed(tables, meta=_meta(self.client, tables[0]),
+                                        verify_meta=False)
                 found = [self.client.submit(common_of, part, len(layouts), pure=False)
                          for part in self.client.compute(
                              by_id.shuffle("id", npartitions=len(tables)).to_delayed())]
@@ -464,7 +471,7 @@ class DaskEngine:
             if any(count for count, _ in (*repeated, *differ)) or not common:
                 return CommonIds(common, repeated, differ, (None,) * len(layouts))
             kept = [self.client.submit(_item, f, 0, pure=False) for f in found]
-            back = dd.from_delayed(kept, meta=self._empty(kept[0]), verify_meta=False)
+            back = dd.from_delayed(kept, meta=_meta(self.client, kept[0]), verify_meta=False)
             by_part = self.client.compute(back.set_index(
                 "part", divisions=list(range(len(cut) + 1)), sorted=False).to_delayed())
         assert len(by_part) == len(cut)  # one part of the shuffle back per partition
@@ -474,10 +481,6 @@ class DaskEngine:
         return CommonIds(common, repeated, differ, tuple(
             ClusterParts(self.client, [f for f, of in zip(offsets, runs) if of == r])
             for r in range(len(layouts))))
-
-    def _empty(self, frame_future) -> Any:
-        """The table a task's result is, without its rows (dask.dataframe's meta)."""
-        return self.client.submit(_no_rows, frame_future, pure=False).result()
 
     def _each_partition(self, task: Callable[..., Any], layout: RunLayout,
                         options: ReadOptions) -> list:
